@@ -1,0 +1,78 @@
+"""Command-line entry point: ``boundcheck <command> ...``.
+
+Each sub-command lives in its own module and is imported only when it runs, so
+that the sample-size calculator starts as fast as Python does (no torch, no
+sympy).  A module named here provides ``add_arguments(parser)`` and
+``run(args) -> int``.
+
+Bad input (an :class:`boundcheck.errors.InputError`, an argparse error, a missing
+file) is reported as one line on stderr with exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from boundcheck.errors import InputError
+
+#: command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "samples": ("boundcheck.cli_hoeffding", "required number of samples m for deviation t and confidence 1-delta (eq. 24)"),
+    "deviation": ("boundcheck.cli_hoeffding", "deviation t reached with m samples at confidence 1-delta (eq. 23)"),
+    "range": ("boundcheck.cli_hoeffding", "per-depth value-range bounds, paper and exact (Lemma 7/8, eq. 31-33)"),
+    "report": ("boundcheck.report", "Markdown report of the bounds for the paper's settings"),
+    "prove": ("proofs.cli", "sympy certificates of the proofs' steps"),
+    "fuzz": ("boundcheck.fuzz.cli", "hypothesis search for counterexamples to every claim"),
+    "empirical": ("empirical.experiment.cli", "the convergence experiment of Section 6 (torch)"),
+    "audit": ("empirical.audit.cli", "measured per-layer relevance against Lemma 7/8 and condition (29) (torch)"),
+    "sanity": ("empirical.sanity.cli", "model randomisation, faithfulness and overtaking checks of the supplement (torch)"),
+    "main": ("boundcheck.mainjob", "the main job: report, verdicts and the embedded empirical default"),
+}
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse parser whose errors are a single line and exit status 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        raise InputError(f"{self.prog}: {message}")
+
+
+def build_parser(argv_command: str | None = None) -> argparse.ArgumentParser:
+    parser = _OneLineParser(prog="boundcheck", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_OneLineParser)
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        # Only the selected command's module is imported (keeps start-up light).
+        if name == argv_command:
+            importlib.import_module(module).add_arguments(p, name)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command not in COMMANDS:
+        command = None
+    try:
+        parser = build_parser(command)
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        module = importlib.import_module(COMMANDS[args.command][0])
+        return int(module.run(args) or 0)
+    except InputError as exc:
+        print(f"boundcheck: error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        print(f"boundcheck: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("boundcheck: interrupted; results written so far are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
