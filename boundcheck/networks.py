@@ -1,0 +1,62 @@
+"""Depths ``n`` of the networks of [P1] Section 6, as the bounds of Lemma 7/8 count them.
+
+``n`` is the number of affine layers (convolutions and linear layers, with
+BatchNorm folded into the adjacent convolution as [P1] Sec. 3.1.2 assumes) on
+the longest input-to-output path *that relevance travels*.  Counting rules:
+
+* Residual shortcuts are never longer than the main branch they bypass, so the
+  longest path runs through every main-branch convolution; shortcut
+  projections (ResNet ``downsample``) are not on it.
+* Multiplicative gates (squeeze-and-excitation, ``x * s(x)``): LRP treats the
+  gate ``s(x)`` as a constant and propagates relevance through ``x`` only, so
+  the gate's two 1x1 convolutions are not counted (:data:`NETWORK_DEPTHS`).
+  The gradient does flow through them; :data:`NETWORK_DEPTHS_WITH_GATES`
+  counts them (relevant for the gradient bound eq. (32)).
+* Attention (Swin): per block we count the ``qkv`` projection (through ``v``),
+  the attention-weighted sum ``A v`` (linear in ``v`` for the attention
+  weights ``A``, treated as constants by LRP for transformers), the output
+  projection ``proj`` and the two MLP linears: 5.  The relative-position-bias
+  MLP (``cpb_mlp``) reads a constant coordinate table, not the input, and is
+  not counted; LayerNorm is not affine in its input and not counted.
+
+Derivations (torchvision 0.29 sources, ``efficientnet_lite_pytorch`` 0.1.0):
+
+* ``resnet50``: stem 7x7 conv (1) + 16 bottlenecks ([3, 4, 6, 3]) x 3 convs
+  (1x1, 3x3, 1x1) (48) + ``fc`` (1) = **50**.
+* ``efficientnet_v2_s``: stem conv (1); FusedMBConv stages (expand ratio,
+  repeats) (1, 2): one 3x3 conv each (2); (4, 4) and (4, 4): expand 3x3 +
+  project 1x1 (8 + 8); MBConv stages (4, 6), (6, 9), (6, 15): expand 1x1 +
+  depthwise 3x3 + project 1x1 (18 + 27 + 45); head 1x1 conv to 1280 (1);
+  classifier linear (1): **111**.  The 30 MBConv blocks carry SE gates
+  (2 convs each): 171 with gates.
+* ``swin_v2_t``: patch embedding 4x4 conv (1); 12 blocks ([2, 2, 6, 2]) x 5
+  (60); 3 patch-merging reductions (3); head (1): **65**.
+* ``efficientnet-lite0``: stem conv (1); 16 MBConv blocks (repeats
+  [1, 2, 2, 3, 3, 4, 1]); the first has expand ratio 1 (depthwise + project:
+  2), the other 15 have 3 convs (45); head 1x1 conv (1); ``_fc`` (1): **50**.
+  Lite models have no SE (``use_se=False``).
+
+``tests/test_networks.py`` rebuilds each model (random init) and counts its
+Conv2d/Linear modules on the main path to check this table.
+"""
+
+from __future__ import annotations
+
+#: Affine layers on the longest relevance path (see the module docstring).
+NETWORK_DEPTHS: dict[str, int] = {
+    "resnet50": 50,
+    "efficientnet_v2_s": 111,
+    "swin_v2_t": 65,
+    "efficientnet-lite0": 50,
+}
+
+#: The same, counting the squeeze-and-excitation gate convolutions (gradient path).
+NETWORK_DEPTHS_WITH_GATES: dict[str, int] = {
+    "resnet50": 50,
+    "efficientnet_v2_s": 171,
+    "swin_v2_t": 65,
+    "efficientnet-lite0": 50,
+}
+
+#: Input size of the paper's experiments (ImageNet-style, 224 x 224 pixels).
+INPUT_PIXELS: int = 224 * 224
