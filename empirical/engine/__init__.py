@@ -1,0 +1,104 @@
+"""LRP and gradient attribution engine (torch) that evaluates exactly the rules of
+:mod:`boundcheck.rules`.
+
+Public API: :class:`Explainer`, :class:`Attribution`, :class:`LayerRecord`,
+:data:`PAPER_METHODS`, :func:`parse_method`, :class:`UnsupportedModuleError`.
+
+Every modelling choice, in one place
+====================================
+
+Canonicalisation (once, in ``Explainer.__init__``; the user's model is never modified)
+    deep copy -> ``eval()`` -> dtype/device -> parameters frozen ->
+    efficientnet_lite's ``Conv2dStaticSamePadding`` replaced by
+    ``Sequential(ZeroPad2d, Conv2d)`` -> traced by ``torch.fx`` (leaf modules:
+    torch.nn modules, torchvision ``SqueezeExcitation``, ``StochasticDepth``,
+    ``ShiftedWindowAttention[V2]``) -> every eval-mode BatchNorm whose input is a
+    Conv2d/Linear used only by it is folded into that layer ([P1] Sec. 3.1.2:
+    "batch-normalization layers are fused"; the bias is kept for the forward
+    pass).  ``inplace`` flags are switched off on the copy.  ``W+``/``W-`` of every
+    affine layer are precomputed once.
+
+Affine operators (the rule of the call is applied, the same rule at every layer,
+including the input layer where pixels have both signs)
+    * ``Conv2d``, ``Linear`` (weights of both signs; bias used in the forward pass,
+      and in the backward denominators only with ``Conventions(bias="backward")``,
+      as an input of value 1: ``b+`` joins the pp part, ``b-`` the np part).
+    * average pooling (``AvgPool2d``, ``AdaptiveAvgPool2d``, ``F.avg_pool2d``,
+      ``F.adaptive_avg_pool2d``, ``torch.mean``/``Tensor.mean`` over given axes):
+      a linear operator with non-negative weights (so ``W- = 0``).
+    * the residual sum ``a + b`` of two tensors (``operator.add``, ``+=``,
+      ``torch.add``): an affine layer with weight 1 on both summands, so its sign
+      parts are ``pp = a+ + b+`` and ``pn = a- + b-`` and the SAME rule applies
+      (LRP-beta at an add is ``(1+beta) a+/(a+ + b+) - beta a-/(a- + b-)``).
+    * Swin V2 window attention: the value projection (v-rows of the qkv Linear,
+      with its bias), ``A @ V`` with the softmax attention ``A`` a constant of the
+      backward pass (non-negative weights), and the output projection.  The
+      attention logits (cosine attention, logit scale, relative position bias
+      from the cpb MLP, shift mask) get no relevance.
+Backward step of an affine operator ``L`` at input ``z`` (``empirical.engine.ops``)
+    sign-part outputs ``O_s = L(z_s; W_s)`` (one call with ``[W+; W-]``
+    concatenated; z- rows only when ``z`` has a negative entry, checked at run
+    time); per term ``k``: ``D_k = sum_s a_ks O_s`` (+ bias part) (+ ``(eps_conv +
+    rule.epsilon) sign(D_k)``, ``sign(0) = +1``), ratio ``c_k R / D_k`` with the
+    ``zero_denominator`` policy; ``R_in = z+ (L^T_{W+} g_pp + L^T_{W-} g_np) + z-
+    (L^T_{W+} g_pn + L^T_{W-} g_nn)``.  Terms with coefficient 0 are skipped only
+    under ``zero_denominator="zero"`` (exact there).  Adaptive beta uses
+    ``P = O_pp + O_nn``, ``N = O_pn + O_np`` (bias excluded).  Several LRP rules
+    share one forward pass (the ``O_s`` are rule-independent) and run their
+    backward passes stacked along the batch axis.  In the LRP forward pass an
+    affine layer's output is computed as ``sum_s O_s + b`` (no separate plain
+    forward), so the logits agree with :meth:`Explainer.logits` up to rounding.
+Pass-through (relevance unchanged, [P1] "identity mapping for activation functions")
+    ReLU, ReLU6, SiLU, GELU, Hardswish, LeakyReLU, ELU, Mish, Tanh, Dropout,
+    StochasticDepth (eval: identity), Identity, LayerNorm (statistics constant:
+    an elementwise affine map), unfolded BatchNorm, ``contiguous``/``clone``, and
+    multiplication/division by a Python constant.
+Routing (data movement; relevance moves with autograd's vector-Jacobian product)
+    view/reshape/flatten/permute/transpose/roll/pad/getitem/slicing/cat/stack/
+    chunk/split/squeeze/unsqueeze, torchvision's ``_patch_merging_pad``, and
+    max pooling (winner-take-all: all relevance to the arg-max input).
+Gating
+    torchvision ``SqueezeExcitation`` ``x * s(x)``: all relevance to ``x``, none
+    through the gate ``s``.
+Anything else
+    :class:`UnsupportedModuleError` (an ``InputError``) naming the module path
+    and type, e.g. ``unsupported module 'features.3' of type LSTM``; raised when
+    the Explainer is built (operations whose tensor-ness is known only at run
+    time, such as a product of two tensors, raise on the first call).
+
+Gradient methods
+    ``gradient``: ``d/dx sum_u v_u f_u(x)`` by autograd on the canonical copy with
+    the start vector ``v`` (``q``, or ``q * logits`` with ``init="logit"``);
+    ``squared_gradient``: its elementwise square (``reduce="sum"``: channel sum of
+    squares); ``gradient_x_input``: ``x * gradient``; ``integrated_gradients[_m]``:
+    zero baseline, ``m`` (default 32) midpoint-rule steps ``alpha = (i + 1/2)/m``,
+    ``x * mean_i grad(alpha_i x)`` with ``v`` fixed at the input's logits.
+
+LayerRecord
+    One record per graph node carrying relevance, for each LRP method, in the
+    order of the backward pass (output to input).  ``depth`` is the number of
+    affine operators strictly after the node on the longest path from the node's
+    output to the network output (the last Linear has depth 0; a Swin attention
+    module counts as 3: value projection, ``A @ V``, output projection).
+    ``relevance_out_*``: sums of the positive / negative relevance arriving at
+    the node's output; ``relevance_in_*``: after the node's step, over all its
+    inputs together.  ``pos_sum``/``neg_sum``: for conv, linear, pooling and add
+    nodes ``P_a = sum_b (w_ab z_b)_+`` and ``N_a = sum_b (w_ab z_b)_-`` per output
+    neuron (bias excluded), shared by all rules; ``None`` elsewhere (including
+    the Swin attention module).
+
+References
+----------
+[P1] Binder et al. (2025), eq. (7), (9), (13), (14), Sec. 3.1.2 and 6.1.
+"""
+
+from empirical.engine.explainer import (
+    PAPER_METHODS,
+    Attribution,
+    Explainer,
+    LayerRecord,
+    UnsupportedModuleError,
+    parse_method,
+)
+
+__all__ = ["Explainer", "Attribution", "LayerRecord", "PAPER_METHODS", "parse_method", "UnsupportedModuleError"]

@@ -1,0 +1,589 @@
+"""The public API: :class:`Explainer` (gradient methods and LRP rules on one canonical graph).
+
+Every modelling choice is documented in the package docstring
+(``empirical/engine/__init__.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from boundcheck.errors import InputError
+from boundcheck.rules import DEFAULT_CONVENTIONS, Conventions, Rule, parse_rule
+from empirical.engine import graph as G
+from empirical.engine.graph import UnsupportedModuleError, canonicalise
+from empirical.engine.ops import ConvOp, LinearOp, PoolOp, add_step, lrp_step, pos_neg_sums, sign_part_outputs
+
+__all__ = ["Explainer", "Attribution", "LayerRecord", "PAPER_METHODS", "parse_method", "UnsupportedModuleError"]
+
+PAPER_METHODS = ("squared_gradient", "gradient_x_input", "lrp_beta_0", "lrp_beta_1", "lrp_gamma_100", "lrp_gamma_1000")
+
+_GRADIENT_METHODS = ("gradient", "squared_gradient", "gradient_x_input")
+_IG_RE = re.compile(r"^integrated_gradients(?:_(\d+))?$")
+
+
+def parse_method(name: str):
+    """Validate a method name.
+
+    Returns ``("gradient" | "squared_gradient" | "gradient_x_input", None)``,
+    ``("integrated_gradients", steps)`` or ``("lrp", Rule)``.
+
+    Raises
+    ------
+    InputError
+        Naming the method when it is not one of: gradient, squared_gradient,
+        gradient_x_input, integrated_gradients[_<steps>], or a
+        :func:`boundcheck.rules.parse_rule` name.
+    """
+    if not isinstance(name, str):
+        raise InputError(f"method must be a string, got {name!r}")
+    if name in _GRADIENT_METHODS:
+        return name, None
+    m = _IG_RE.match(name)
+    if m:
+        steps = 32 if m.group(1) is None else int(m.group(1))
+        if steps < 1:
+            raise InputError(f"method {name!r}: integrated gradients needs >= 1 step")
+        return "integrated_gradients", steps
+    try:
+        return "lrp", parse_rule(name)
+    except InputError as exc:
+        raise InputError(
+            f"unknown method {name!r}: expected gradient, squared_gradient, gradient_x_input, "
+            f"integrated_gradients[_<steps>] or an LRP rule ({exc})"
+        ) from None
+
+
+@dataclass
+class LayerRecord:
+    """Relevance bookkeeping of one graph node for one LRP method (see the package docstring)."""
+
+    node: str
+    kind: str
+    depth: int
+    relevance_out_pos: torch.Tensor
+    relevance_out_neg: torch.Tensor
+    relevance_in_pos: torch.Tensor
+    relevance_in_neg: torch.Tensor
+    pos_sum: torch.Tensor | None = None
+    neg_sum: torch.Tensor | None = None
+
+
+@dataclass
+class Attribution:
+    """Result of :meth:`Explainer.attribute`."""
+
+    maps: dict
+    logits: torch.Tensor
+    target: torch.Tensor
+    records: dict | None = None
+
+
+_AFFINE_WEIGHT = {"conv": 1, "linear": 1, "avgpool": 1, "mean": 1, "add": 1, "attention": 3}
+
+
+class Explainer:
+    """Attribution maps of a classifier by gradients and LRP rules.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Any classifier mapping ``(B, C, H, W)`` to logits ``(B, K)`` built from the
+        supported operations (package docstring).  It is deep-copied; the copy is
+        canonicalised once (eval mode, BatchNorm folded, traced with torch.fx);
+        ``model`` itself is never modified.
+    conventions : boundcheck.rules.Conventions
+        Zero-denominator, bias and stabiliser policy of every LRP rule.
+    dtype : torch.dtype
+        float32 (default) or float64.
+    device : torch.device or str, optional
+        Where the canonical copy lives (default: where ``model`` is).
+
+    Raises
+    ------
+    UnsupportedModuleError
+        (an :class:`InputError`) naming the first module/operation without a
+        backward rule, e.g. ``unsupported module 'features.3' of type LSTM``.
+    """
+
+    def __init__(self, model, conventions: Conventions = DEFAULT_CONVENTIONS, dtype=torch.float32, device=None):
+        if not isinstance(model, nn.Module):
+            raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not isinstance(conventions, Conventions):
+            raise InputError("conventions must be a boundcheck.rules.Conventions")
+        if dtype not in (torch.float32, torch.float64):
+            raise InputError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        self.conventions = conventions
+        self.dtype = dtype
+        if device is None:
+            p = next(model.parameters(), None)
+            device = p.device if p is not None else torch.device("cpu")
+        self.device = torch.device(device)
+        self.gm = canonicalise(model, dtype, self.device)
+        self._modules = dict(self.gm.named_modules())
+        for mod in self._modules.values():
+            if hasattr(mod, "inplace"):
+                mod.inplace = False
+        self._nodes = list(self.gm.graph.nodes)
+        self._kinds = {}
+        self._ops = {}
+        for node in self._nodes:
+            self._kinds[node] = self._classify(node)
+        self._depth = self._depths()
+
+    # ------------------------------------------------------------------ graph analysis
+    def _unsupported(self, node, what=None):
+        if node.op == "call_module":
+            mod = self._modules[node.target]
+            return UnsupportedModuleError(f"unsupported module '{node.target}' of type {type(mod).__name__}")
+        name = getattr(node.target, "__name__", str(node.target))
+        return UnsupportedModuleError(f"unsupported operation '{name}' at node '{node.name}'" + (f" ({what})" if what else ""))
+
+    def _classify(self, node):
+        if node.op == "placeholder":
+            return "input"
+        if node.op == "output":
+            return "output"
+        if node.op == "get_attr":
+            return "const"
+        if node.op == "call_module":
+            mod = self._modules[node.target]
+            if type(mod) is nn.Conv2d:
+                if mod.padding_mode != "zeros" or isinstance(mod.padding, str):
+                    if isinstance(mod.padding, str) and mod.padding == "valid":
+                        mod.padding = (0, 0)
+                    else:
+                        raise self._unsupported(node)
+                self._ops[node] = ConvOp(mod)
+                return "conv"
+            if type(mod) is nn.Linear:
+                self._ops[node] = LinearOp(mod.weight, mod.bias)
+                return "linear"
+            if isinstance(mod, G.POOL_MODULES):
+                if isinstance(mod, nn.AdaptiveAvgPool2d) and tuple(_pair(mod.output_size)) == (1, 1):
+                    self._ops[node] = PoolOp(mod, global_mean_dims=((-2, -1), True))
+                else:
+                    self._ops[node] = PoolOp(mod)
+                return "avgpool"
+            if G.SqueezeExcitation is not None and isinstance(mod, G.SqueezeExcitation):
+                return "gate"
+            if G.ShiftedWindowAttentionV2 is not None and type(mod) is G.ShiftedWindowAttentionV2:
+                from empirical.engine.swin import SwinAttentionHandler
+
+                self._ops[node] = SwinAttentionHandler(mod)
+                return "attention"
+            if isinstance(mod, (nn.MaxPool2d, nn.AdaptiveMaxPool2d)):
+                return "maxpool"
+            if type(mod) in G.ROUTE_MODULES:
+                return "route"
+            if type(mod) in G.PASS_MODULES:
+                return "pass"
+            raise self._unsupported(node)
+        if node.op == "call_function":
+            t = node.target
+            if t in G.ADD_FUNCTIONS:
+                return "add"
+            if t in G.POOL_FUNCTIONS:
+                if t is torch.mean:
+                    return "mean"
+                self._ops[node] = PoolOp(lambda z, _n=node: t(z, *node.args[1:], **node.kwargs))
+                return "avgpool"
+            if t in G.PASS_FUNCTIONS:
+                return "pass"
+            if t is G.F.max_pool2d:
+                return "maxpool"
+            if t in G.ROUTE_FUNCTIONS:
+                return "route"
+            if t in G.META_FUNCTIONS:
+                return "meta"
+            if t in (operator.mul, operator.truediv, operator.floordiv, operator.sub, operator.neg):
+                return "arith"
+            if t is G.StochasticDepth or getattr(t, "__name__", "") == "stochastic_depth":
+                return "pass"
+            raise self._unsupported(node)
+        if node.op == "call_method":
+            t = node.target
+            if t in G.PASS_METHODS:
+                return "pass"
+            if t in G.ROUTE_METHODS:
+                return "route"
+            if t in G.META_METHODS:
+                return "meta"
+            if t == "mean":
+                return "mean"
+            if t in ("mul", "div", "__mul__"):
+                return "arith"
+            raise self._unsupported(node)
+        raise self._unsupported(node)
+
+    def _depths(self):
+        after = {}
+        for node in reversed(self._nodes):
+            best = 0
+            for u in node.users:
+                best = max(best, after.get(u, 0) + _AFFINE_WEIGHT.get(self._kinds.get(u), 0))
+            after[node] = best
+        return after
+
+    # ------------------------------------------------------------------ public
+    def logits(self, x) -> torch.Tensor:
+        """Logits ``(B, K)`` of the canonical copy (no gradient)."""
+        x = self._input(x)
+        with torch.no_grad():
+            return self.gm(x)
+
+    def attribute(self, x, methods, target=None, q=None, init="q", reduce="sum", record=False) -> Attribution:
+        """Attribution maps of several methods for one batch.
+
+        Parameters
+        ----------
+        x : Tensor (B, C, H, W)
+        methods : str or sequence of str
+            See :func:`parse_method`; LRP rules share one forward pass and run
+            their backward passes batched.
+        target : int or Tensor (B,), optional
+            Class to explain; default the argmax of the logits.  Ignored when
+            ``q`` is given (then ``target`` is ``q.argmax(1)``).
+        q : Tensor (B, K), optional
+            Output weights, ``q >= 0`` with rows summing to 1 ([P1] eq. (14));
+            default one-hot at ``target``.
+        init : {"q", "logit"}
+            Start vector of every backward pass: ``q`` or ``q * logits``.
+        reduce : {"sum", "none"}
+            ``"sum"``: channel sum (sum of squares for squared_gradient) ->
+            ``(B, H, W)``; ``"none"``: ``(B, C, H, W)``.
+        record : bool
+            Keep a :class:`LayerRecord` per node for every LRP method.
+        """
+        if isinstance(methods, str):
+            methods = [methods]
+        methods = list(dict.fromkeys(methods))
+        if not methods:
+            raise InputError("methods must name at least one method")
+        parsed = {m: parse_method(m) for m in methods}
+        if init not in ("q", "logit"):
+            raise InputError(f"init must be 'q' or 'logit', got {init!r}")
+        if reduce not in ("sum", "none"):
+            raise InputError(f"reduce must be 'sum' or 'none', got {reduce!r}")
+        x = self._input(x)
+        lrp = [(m, p[1]) for m, p in parsed.items() if p[0] == "lrp"]
+        env = store = None
+        logits = None
+        if lrp:
+            env, store = self._lrp_forward(x)
+            logits = env[self._output_node()]
+        grad_methods = [m for m, p in parsed.items() if p[0] in _GRADIENT_METHODS]
+        grad = None
+        if grad_methods:
+            xg = x.detach().clone().requires_grad_(True)
+            with torch.enable_grad():
+                out = self.gm(xg)
+            if logits is None:
+                logits = out.detach()
+        if logits is None:
+            logits = self.logits(x)
+        q, target = self._start(logits, target, q)
+        v = q if init == "q" else q * logits
+        maps = {}
+        if grad_methods:
+            (grad,) = torch.autograd.grad(out, xg, v)
+            for m in grad_methods:
+                maps[m] = self._reduce(grad, x, parsed[m][0], reduce)
+        for m, p in parsed.items():
+            if p[0] == "integrated_gradients":
+                ig = self._integrated_gradients(x, v, p[1])
+                maps[m] = self._reduce(ig, x, "integrated_gradients", reduce)
+        records = None
+        if lrp:
+            rel, records = self._lrp_backward(env, store, [r for _, r in lrp], v, record)
+            B = x.shape[0]
+            for k, (m, _) in enumerate(lrp):
+                maps[m] = self._reduce(rel[k * B : (k + 1) * B], x, "lrp", reduce)
+            if record:
+                records = {m: records[k] for k, (m, _) in enumerate(lrp)}
+        maps = {m: maps[m] for m in methods}
+        return Attribution(maps=maps, logits=logits.detach(), target=target, records=records)
+
+    # ------------------------------------------------------------------ helpers
+    def _input(self, x):
+        if not torch.is_tensor(x):
+            raise InputError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() < 2:
+            raise InputError(f"x must have a batch axis and a channel axis, got shape {tuple(x.shape)}")
+        if not torch.is_floating_point(x):
+            raise InputError("x must be a floating-point tensor")
+        x = x.detach().to(dtype=self.dtype, device=self.device)
+        if not bool(torch.isfinite(x).all()):
+            raise InputError("x must be finite")
+        return x
+
+    def _output_node(self):
+        out = self._nodes[-1]
+        arg = out.args[0]
+        if not isinstance(arg, fx.Node):
+            raise UnsupportedModuleError("the model must return a single logits tensor")
+        return arg
+
+    def _start(self, logits, target, q):
+        B, K = logits.shape
+        if q is not None:
+            q = torch.as_tensor(q).to(dtype=logits.dtype, device=logits.device)
+            if q.shape != (B, K):
+                raise InputError(f"q must have shape ({B}, {K}), got {tuple(q.shape)}")
+            if not bool(torch.isfinite(q).all()) or bool((q < 0).any()):
+                raise InputError("q must be finite and >= 0")
+            if not torch.allclose(q.sum(1), torch.ones(B, dtype=q.dtype, device=q.device), rtol=0, atol=1e-6):
+                raise InputError("every row of q must sum to 1 ([P1] eq. (14))")
+            return q, q.argmax(1)
+        if target is None:
+            target = logits.argmax(1)
+        else:
+            target = torch.as_tensor(target, device=logits.device)
+            if target.dim() == 0:
+                target = target.expand(B)
+            if target.shape != (B,) or target.dtype in (torch.float16, torch.float32, torch.float64):
+                raise InputError(f"target must be an int or a (B,) integer tensor, got shape {tuple(target.shape)}")
+            target = target.long()
+            if bool((target < 0).any()) or bool((target >= K).any()):
+                raise InputError(f"target must lie in [0, {K}), got {target.tolist()}")
+        q = torch.zeros(B, K, dtype=logits.dtype, device=logits.device)
+        q[torch.arange(B, device=logits.device), target] = 1.0
+        return q, target
+
+    @staticmethod
+    def _reduce(m, x, kind, reduce):
+        m = m.detach()
+        if kind == "squared_gradient":
+            m = m * m
+        elif kind == "gradient_x_input":
+            m = m * x
+        if reduce == "sum" and m.dim() >= 3:
+            m = m.sum(1)
+        return m
+
+    def _integrated_gradients(self, x, v, steps):
+        total = torch.zeros_like(x)
+        B = x.shape[0]
+        chunk = max(1, 32 // B)
+        alphas = [(i + 0.5) / steps for i in range(steps)]
+        for s in range(0, steps, chunk):
+            a = torch.tensor(alphas[s : s + chunk], dtype=x.dtype, device=x.device)
+            xs = (a.view(-1, *([1] * x.dim())) * x.unsqueeze(0)).reshape(-1, *x.shape[1:]).requires_grad_(True)
+            with torch.enable_grad():
+                out = self.gm(xs)
+            (g,) = torch.autograd.grad(out, xs, v.repeat(len(a), 1))
+            total += g.reshape(len(a), *x.shape).sum(0)
+        return x * total / steps
+
+    # ------------------------------------------------------------------ LRP forward
+    def _call(self, node, args, kwargs):
+        if node.op == "call_module":
+            return self._modules[node.target](*args, **kwargs)
+        if node.op == "call_function":
+            t = node.target
+            if t is operator.iadd:
+                t = operator.add
+            if "inplace" in kwargs:
+                kwargs = dict(kwargs, inplace=False)
+            return t(*args, **kwargs)
+        if node.op == "call_method":
+            return getattr(args[0], node.target)(*args[1:], **kwargs)
+        raise AssertionError(node.op)
+
+    def _lrp_forward(self, x):
+        env, store = {}, {}
+        load = lambda n: env[n]  # noqa: E731
+        with torch.no_grad():
+            for node in self._nodes:
+                kind = self._kinds[node]
+                if kind == "input":
+                    env[node] = x
+                    continue
+                if kind == "output":
+                    continue
+                if kind == "const":
+                    env[node] = _fetch_attr(self.gm, node.target)
+                    continue
+                args = fx.node.map_arg(node.args, load)
+                kwargs = fx.node.map_arg(node.kwargs, load)
+                if kind in ("conv", "linear", "avgpool"):
+                    op = self._ops[node]
+                    z = args[0]
+                    O, zp, zn = sign_part_outputs(op, z)
+                    y = None
+                    for o in O.values():
+                        y = o if y is None else y + o
+                    if op.bias is not None:
+                        y = y + op.bias.reshape(op.bias_shape)
+                    store[node] = (O, zp, zn, z.shape)
+                    env[node] = y
+                elif kind == "attention":
+                    y, st = self._ops[node].forward(args[0])
+                    store[node] = st
+                    env[node] = y
+                else:
+                    val = self._call(node, args, kwargs)
+                    if kind == "arith":
+                        if torch.is_tensor(val):
+                            tens = [a for a in node.args if isinstance(a, fx.Node) and torch.is_tensor(env[a])]
+                            others = [a for a in (list(node.args) + list(node.kwargs.values())) if a not in tens]
+                            if len(tens) != 1 or node.target not in (operator.mul, operator.truediv, "mul", "div", "__mul__") or any(
+                                isinstance(a, fx.Node) and torch.is_tensor(env[a]) for a in others
+                            ):
+                                raise self._unsupported(node, "only scaling by a constant is supported")
+                            kind = "pass"
+                        else:
+                            kind = "meta"
+                        self._kinds[node] = kind
+                    env[node] = val
+        return env, store
+
+    # ------------------------------------------------------------------ LRP backward
+    def _lrp_backward(self, env, store, rules, v, record):
+        K = len(rules)
+        B = v.shape[0]
+        out_node = self._output_node()
+        rel = {out_node: v.repeat(K, 1)}
+        recs = [[] for _ in range(K)] if record else None
+        input_rel = None
+
+        def acc(n, r, index=None):
+            if index is not None:
+                lst = rel.setdefault(n, [None] * len(env[n]))
+                lst[index] = r if lst[index] is None else lst[index] + r
+                return
+            rel[n] = r if n not in rel else rel[n] + r
+
+        for node in reversed(self._nodes):
+            if node not in rel:
+                continue
+            r = rel.pop(node)
+            kind = self._kinds[node]
+            if kind == "input":
+                input_rel = r if input_rel is None else input_rel + r
+                continue
+            if kind in ("meta", "const"):
+                continue
+            pos_sum = neg_sum = None
+            rins = []
+            if kind in ("conv", "linear", "avgpool"):
+                O, zp, zn, in_shape = store[node]
+                op = self._ops[node]
+                rin = lrp_step(op, O, zp, zn, r, rules, self.conventions, in_shape, bias=op.bias)
+                rins.append((node.args[0], rin))
+                if record:
+                    pos_sum, neg_sum = pos_neg_sums(O)
+            elif kind == "add":
+                ins = [a for a in node.args if isinstance(a, fx.Node)]
+                vals = [env[a] for a in ins]
+                if len(ins) != 2 or node.kwargs.get("alpha", 1) != 1:
+                    raise self._unsupported(node, "only the sum of two tensors is supported")
+                outs, O = add_step(vals, r, rules, self.conventions, K)
+                rins.extend(zip(ins, outs))
+                if record:
+                    pos_sum, neg_sum = O["pp"], O["pn"]
+            elif kind == "attention":
+                rin = self._ops[node].backward(store[node], r, rules, self.conventions)
+                rins.append((node.args[0], rin))
+            elif kind in ("pass", "gate"):
+                rins.append((node.args[0], r))
+            elif kind in ("route", "maxpool", "mean"):
+                if kind == "mean":
+                    rins.extend(self._mean_step(node, env, store, r, rules, K))
+                else:
+                    rins.extend(self._route(node, env, r, K))
+            elif kind == "output":
+                continue
+            else:  # pragma: no cover
+                raise self._unsupported(node)
+            for n, rr in rins:
+                if isinstance(n, tuple):
+                    acc(n[0], rr, n[1])
+                else:
+                    acc(n, rr)
+            if record and not isinstance(r, list):
+                self._record(recs, node, kind, r, rins, pos_sum, neg_sum, K, B)
+        if input_rel is None:
+            input_rel = torch.zeros((K * B,) + tuple(env[self._nodes[0]].shape[1:]), dtype=v.dtype, device=v.device)
+        return input_rel, recs
+
+    def _mean_step(self, node, env, store, r, rules, K):
+        """``torch.mean`` / ``Tensor.mean``: a pooling operator (non-negative weights)."""
+        z = env[node.args[0]]
+        args = list(node.args[1:])
+        kwargs = dict(node.kwargs)
+        dims = args[0] if args else kwargs.get("dim", None)
+        keepdim = args[1] if len(args) > 1 else kwargs.get("keepdim", False)
+        if dims is None:
+            raise self._unsupported(node, "mean over all axes")
+        dims = (dims,) if isinstance(dims, int) else tuple(dims)
+        op = PoolOp(lambda t: t.mean(dim=dims, keepdim=keepdim), global_mean_dims=(dims, keepdim))
+        O, zp, zn = sign_part_outputs(op, z)
+        rin = lrp_step(op, O, zp, zn, r, rules, self.conventions, z.shape)
+        return [(node.args[0], rin)]
+
+    def _route(self, node, env, r, K):
+        """Data movement: relevance moves with autograd's vector-Jacobian product of the op."""
+        src = [a for a in node.all_input_nodes if torch.is_tensor(env[a]) and torch.is_floating_point(env[a])]
+        if node.op == "call_function" and node.target is operator.getitem and isinstance(env[node.args[0]], (tuple, list)):
+            return [((node.args[0], node.args[1]), r)]
+        if not src:
+            return []
+        leaves = {a: env[a].detach().requires_grad_(True) for a in src}
+        with torch.enable_grad():
+            args = fx.node.map_arg(node.args, lambda n: leaves.get(n, env[n]))
+            kwargs = fx.node.map_arg(node.kwargs, lambda n: leaves.get(n, env[n]))
+            out = self._call(node, args, kwargs)
+        outs = list(out) if isinstance(out, (tuple, list)) else [out]
+        rs = r if isinstance(r, list) else [r]
+        pairs = [(o, g) for o, g in zip(outs, rs) if g is not None]
+        B = env[src[0]].shape[0]
+        results = {a: [] for a in src}
+        for k in range(K):
+            grads = torch.autograd.grad(
+                [o for o, _ in pairs], [leaves[a] for a in src], [g[k * B : (k + 1) * B] for _, g in pairs],
+                retain_graph=k < K - 1, allow_unused=True,
+            )
+            for a, g in zip(src, grads):
+                results[a].append(torch.zeros_like(env[a]) if g is None else g)
+        return [(a, torch.cat(results[a])) for a in src]
+
+    def _record(self, recs, node, kind, r, rins, pos_sum, neg_sum, K, B):
+        def split(t):
+            t = t.reshape(K, B, -1)
+            return t.clamp(min=0).sum(-1), t.clamp(max=0).sum(-1)
+
+        op_, on_ = split(r)
+        ip = torch.zeros_like(op_)
+        inn = torch.zeros_like(on_)
+        for _, rr in rins:
+            a, b = split(rr)
+            ip, inn = ip + a, inn + b
+        rk = {"mean": "avgpool"}.get(kind, kind)
+        for k in range(K):
+            recs[k].append(
+                LayerRecord(
+                    node=node.name, kind=rk, depth=self._depth[node],
+                    relevance_out_pos=op_[k], relevance_out_neg=on_[k],
+                    relevance_in_pos=ip[k], relevance_in_neg=inn[k],
+                    pos_sum=pos_sum, neg_sum=neg_sum,
+                )
+            )
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) or v is None else tuple(v)
+
+
+def _fetch_attr(mod, target):
+    obj = mod
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
