@@ -121,9 +121,16 @@ def identity_status(lhs, rhs, fail: str = DISPROVED) -> str:
     return PROVED if is_zero(lhs - rhs) else fail
 
 
+def _forms(expr):
+    """Equivalent forms of ``expr``, cheapest first (generated lazily)."""
+    yield expr
+    yield sp.factor(sp.together(expr))
+    yield sp.factor(sp.simplify(expr))
+
+
 def sign_nonneg(expr) -> bool | None:
     """Decide ``expr >= 0`` from the symbols' assumptions (True/False/None)."""
-    for form in (expr, sp.factor(sp.simplify(expr)), sp.factor(sp.together(expr))):
+    for form in _forms(sp.sympify(expr)):
         v = form.is_nonnegative
         if v is not None:
             return bool(v)
@@ -132,7 +139,7 @@ def sign_nonneg(expr) -> bool | None:
 
 def sign_pos(expr) -> bool | None:
     """Decide ``expr > 0`` from the symbols' assumptions (True/False/None)."""
-    for form in (expr, sp.factor(sp.simplify(expr)), sp.factor(sp.together(expr))):
+    for form in _forms(sp.sympify(expr)):
         v = form.is_positive
         if v is not None:
             return bool(v)
