@@ -10,7 +10,8 @@ Light imports only (no torch, sympy or scipy): everything is computed in
 ``log10`` space first, so depth 10,000 neither overflows nor prints ``inf``.
 A value beyond the float range appears in ``--json`` output as a string in
 scientific notation; ``log10_*`` keys are always numbers, and ``m`` is always an
-exact JSON integer.
+exact JSON integer (beyond 4300 digits Python readers need
+``json.loads(..., parse_int=...)`` or ``sys.set_int_max_str_digits(0)``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,135 @@
+"""Tests of the ``samples``, ``deviation``, ``range`` and ``report`` commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from boundcheck import bounds
+from boundcheck.cli import main
+from boundcheck.hoeffding import hoeffding_deviation, hoeffding_samples
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+SAMPLES = ["samples", "--rule", "lrp-beta", "--beta", "1", "--layers", "50", "--t", "0.01", "--delta", "0.05"]
+
+
+def _json(capsys, argv, **kw):
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    lines = out.strip().splitlines()
+    assert len(lines) == 1
+    return json.loads(lines[0], **kw)
+
+
+def test_samples_json_paper_and_exact(capsys):
+    d = _json(capsys, SAMPLES + ["--json"])
+    for key in ("m", "log10_m", "value_range", "bound", "rule", "layers", "t", "delta", "components", "formula"):
+        assert key in d
+    assert isinstance(d["m"], int) and d["m"] == hoeffding_samples(0.01, 0.05, bounds.eq31_value_range(1.0, 50))
+    assert 64 < d["log10_m"] < 65 and d["bound"] == "paper"
+    assert d["value_range"] == bounds.eq31_value_range(1.0, 50)
+    e = _json(capsys, SAMPLES + ["--json", "--bound", "exact"])
+    assert e["value_range"] == 3.0**50 and e["bound"] == "exact" and e["m"] < d["m"]
+
+
+def test_samples_human_output_uses_scientific_notation(capsys):
+    assert main(SAMPLES) == 0
+    out = capsys.readouterr().out
+    assert "m = 1.67e+64" in out and "eq. (31)" in out and "eq. (24)" in out
+
+
+def test_samples_gamma_gradient_and_union_bound(capsys):
+    g = _json(capsys, ["samples", "--rule", "lrp-gamma", "--gamma", "100", "--layers", "5", "--t", "0.1", "--delta", "0.05", "--json"])
+    assert g["m"] == hoeffding_samples(0.1, 0.05, bounds.eq33_value_range(100.0, 5))
+    gr = _json(capsys, ["samples", "--rule", "gradient", "--weight-norms", "3,4,5", "--lipschitz", "1", "--layers", "3", "--t", "1", "--delta", "0.05", "--components", "50176", "--json"])
+    assert gr["value_range"] == 120.0 and gr["m"] == hoeffding_samples(1.0, 0.05, 120.0, components=50176)
+
+
+def test_deviation_json(capsys):
+    d = _json(capsys, ["deviation", "--rule", "lrp-beta", "--beta", "0", "--layers", "50", "--m", "100", "--delta", "0.05", "--json"])
+    assert d["t"] == pytest.approx(hoeffding_deviation(0.05, 100, 1.0))
+    huge = _json(capsys, ["deviation", "--rule", "lrp-beta", "--beta", "1", "--layers", "10000", "--m", "100", "--delta", "0.05", "--json"])
+    assert isinstance(huge["t"], str) and "e+" in huge["t"] and huge["log10_t"] > 6000
+
+
+def test_samples_depth_10000_prints_a_finite_number(capsys):
+    # Python's json refuses ints over 4300 digits unless told: read the digits as a string
+    d = _json(capsys, ["samples", "--rule", "lrp-beta", "--beta", "1", "--layers", "10000", "--t", "0.01", "--delta", "0.05", "--json"], parse_int=str)
+    assert d["m"].isdigit() and len(d["m"]) == int(d["log10_m"]) + 1 and 12000 < d["log10_m"] < 12100
+    assert main(["samples", "--rule", "lrp-beta", "--beta", "1", "--layers", "10000", "--t", "0.01", "--delta", "0.05"]) == 0
+    out = capsys.readouterr().out
+    assert "inf" not in out and "nan" not in out
+
+
+def test_range_table(capsys):
+    assert main(["range", "--rule", "lrp-gamma", "--gamma", "100", "--layers", "5"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 + 5 and "paper/exact" in out[1]
+    d = _json(capsys, ["range", "--rule", "lrp-beta", "--beta", "1", "--layers", "3", "--json"])
+    row = d["rows"][2]
+    assert row["t"] == 3 and row["paper"]["P"] == pytest.approx(32.0) and row["exact"]["P"] == pytest.approx(14.0)
+    assert row["ratio_paper_exact"] == pytest.approx(48 / 27)
+
+
+def test_report_command(tmp_path, capsys):
+    out = tmp_path / "r.md"
+    assert main(["report", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert text.startswith("# ") and "resnet50" in text and "e+" in text
+
+
+BAD = [
+    (["samples", "--rule", "lrp-beta", "--beta", "1", "--layers", "5", "--t", "0.1", "--delta", "1.5"], "delta"),
+    (["samples", "--rule", "lrp-beta", "--beta", "1", "--layers", "5", "--t", "0.1", "--delta", "0"], "delta"),
+    (["samples", "--rule", "lrp-beta", "--beta", "1", "--layers", "5", "--t", "0", "--delta", "0.05"], "t must"),
+    (["samples", "--rule", "lrp-beta", "--beta", "1", "--layers", "5", "--t", "-1", "--delta", "0.05"], "t must"),
+    (["deviation", "--rule", "lrp-beta", "--beta", "1", "--layers", "5", "--m", "0", "--delta", "0.05"], "m must"),
+    (["samples", "--rule", "lrp-beta", "--beta", "-1", "--layers", "5", "--t", "0.1", "--delta", "0.05"], "beta"),
+    (["samples", "--rule", "lrp-gamma", "--gamma", "1", "--layers", "5", "--t", "0.1", "--delta", "0.05"], "gamma > 1"),
+    (["samples", "--rule", "lrp-gamma", "--gamma", "0.5", "--layers", "5", "--t", "0.1", "--delta", "0.05"], "gamma > 1"),
+    (["samples", "--rule", "lrp-beta", "--beta", "1", "--layers", "0", "--t", "0.1", "--delta", "0.05"], "layers"),
+    (["samples", "--rule", "lrp-beta", "--beta", "abc", "--layers", "5", "--t", "0.1", "--delta", "0.05"], "beta"),
+    (["samples", "--rule", "lrp-beta", "--beta", "1", "--layers", "five", "--t", "0.1", "--delta", "0.05"], "layers"),
+    (["samples", "--rule", "lrp-beta", "--beta", "1", "--layers", "5", "--t", "x", "--delta", "0.05"], "t must"),
+    (["samples", "--rule", "lrp-beta", "--beta", "1", "--layers", "5", "--t", "0.1", "--delta", "nan"], "delta"),
+    (["samples", "--rule", "lrp-beta", "--layers", "5", "--t", "0.1", "--delta", "0.05"], "--beta"),
+    (["samples", "--rule", "lrp-gamma", "--gamma", "10", "--beta", "1", "--layers", "5", "--t", "0.1", "--delta", "0.05"], "--beta"),
+    (["samples", "--rule", "gradient", "--weight-norms", "1,2", "--layers", "3", "--t", "0.1", "--delta", "0.05"], "weight-norms"),
+    (["samples", "--rule", "gradient", "--weight-norms", "1,x,2", "--layers", "3", "--t", "0.1", "--delta", "0.05"], "weight norm"),
+    (["samples", "--rule", "gradient", "--weight-norms", "1,-2", "--layers", "2", "--t", "0.1", "--delta", "0.05"], "norm"),
+    (["samples", "--rule", "gradient", "--weight-norms", "1,2", "--lipschitz", "0", "--layers", "2", "--t", "0.1", "--delta", "0.05"], "lipschitz"),
+    (["samples", "--rule", "lrp-beta", "--beta", "1", "--layers", "5", "--t", "0.1", "--delta", "0.05", "--components", "0"], "components"),
+    (["samples", "--rule", "lrp-zero", "--layers", "5", "--t", "0.1", "--delta", "0.05"], "rule"),
+    (["range", "--rule", "gradient", "--weight-norms", "1", "--layers", "1"], "gradient"),
+]
+
+
+@pytest.mark.parametrize("argv, needle", BAD, ids=[" ".join(a[-4:]) for a, _ in BAD])
+def test_bad_input_exits_2_with_one_line(capsys, argv, needle):
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert needle in lines[0]
+    assert captured.out == ""
+
+
+def test_samples_command_imports_neither_torch_nor_sympy():
+    code = (
+        "import sys, boundcheck.cli as c; "
+        "rc = c.main(['samples', '--rule', 'lrp-beta', '--beta', '1', '--layers', '50', '--t', '0.01', '--delta', '0.05', '--json']); "
+        "assert rc == 0; "
+        "assert 'torch' not in sys.modules and 'sympy' not in sys.modules, 'heavy import'; "
+        "assert 'scipy' not in sys.modules, 'scipy import'"
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["m"] > 10**64
