@@ -229,3 +229,22 @@ def test_lemma8_threshold_numpy(cli_json):
     cplus = (1 + s ** 2) / (1 + s ** 2 - s)
     start = 1 / (s - 1)
     assert np.all((cplus >= start) == (s >= s0))
+
+
+# --------------------------------------------------------------------------- the deciders react to the mathematics
+
+def test_deciders_are_not_constant():
+    import sympy as sp
+
+    from proofs.certificate import identity_status, poly_sign_on_interval, sign_nonneg
+    from proofs.lemma8 import threshold_polynomial
+
+    b = sp.Symbol("beta", nonnegative=True)
+    assert identity_status((1 + b) ** 2, 1 + 2 * b + b ** 2) == "proved"
+    assert identity_status((1 + b) ** 2, 1 + 2 * b) == "disproved"
+    assert sign_nonneg(-b - 1) is False
+    s = sp.Symbol("s", real=True)
+    poly = threshold_polynomial(s)
+    assert poly_sign_on_interval(poly, s, 2, sp.oo)[0] == 1            # gamma >= 4: holds
+    sign, roots = poly_sign_on_interval(poly, s, sp.sqrt(2), sp.oo)    # gamma >= 2: a root inside
+    assert sign is None and len(roots) == 1
