@@ -229,7 +229,7 @@ def _fmt_ratio(x) -> str:
         return "-"
     if not math.isfinite(x):
         return str(x)
-    return f"{x:.4g}"
+    return f"{x:.6g}"
 
 
 def _short(obj, width: int = 70) -> str:
