@@ -344,7 +344,10 @@ def _lemma8_checker(bound: str):
         net, p = ex
         with np.errstate(all="ignore"):
             rel = relevance_by_depth(net, rules.lrp_gamma(p["gamma"]))
-        return _check_sums(rel, lambda t: bounds.lemma8_bounds(p["gamma"], t, bound))
+        res = _check_sums(rel, lambda t: bounds.lemma8_bounds(p["gamma"], t, bound))
+        if not res.ok:
+            res.details["condition29_holds"] = S.condition29_holds(net.layers, net.xs, p["gamma"])
+        return res
 
     return check
 
@@ -475,7 +478,8 @@ def _range_check(net, rule, value_range: float) -> Check:
     spread = float(np.max(maps.max(axis=0) - maps.min(axis=0)))
     total = float(maps.max() - min(maps.min(), 0.0)) if maps.size else 0.0
     observed = max(spread, 0.0)
-    return Check(ok=le(observed, value_range), ratio=_ratio(observed, value_range), depth=net.depth,
+    ratio = _ratio(observed, value_range)
+    return Check(ok=le(observed, value_range), ratio=ratio, depth=net.depth, ratio_by_depth={net.depth: ratio},
                  details={"max_component_spread_over_inputs": spread, "max_minus_min_all_entries": total,
                           "value_range_bound": value_range})
 
@@ -511,7 +515,12 @@ def binomial_tail(m: int, p: float, r: float, t: float) -> float:
     from scipy.stats import binom
 
     k = np.arange(m + 1)
-    pmf = binom.pmf(k, m, p)
+    try:
+        pmf = binom.pmf(k, m, p)
+    except OverflowError:  # boost's ibeta_derivative overflows for some extreme p
+        from scipy.special import gammaln, xlog1py, xlogy
+
+        pmf = np.exp(gammaln(m + 1) - gammaln(k + 1) - gammaln(m - k + 1) + xlogy(k, p) + xlog1py(m - k, -p))
     hit = np.abs(k - m * p) >= m * t / r - 1e-9 * m
     return float(min(1.0, pmf[hit].sum()))
 

@@ -307,6 +307,10 @@ def verdict_table_text(verdicts: list[Verdict]) -> str:
         if v.verdict == "FAILS":
             lines += ["", f"{v.claim}: FAILS, shrunk counterexample (seed {v.seed}):", format_exact(v.counterexample, "  ")]
     for v in verdicts:
+        if v.max_ratio_by_depth:
+            per = ", ".join(f"t={t}: {_fmt_ratio(x)}" for t, x in sorted(v.max_ratio_by_depth.items()))
+            lines += ["", f"{v.claim}: max observed/bound by depth: {per}"]
+    for v in verdicts:
         if v.adversarial is not None:
             lines += ["", f"{v.claim}: adversarial worst case ({v.adversarial['rule']}, {v.adversarial['method']}):"]
             for s in v.adversarial["searches"]:

@@ -478,7 +478,7 @@ class HoeffdingSetup:
 @st.composite
 def hoeffding_setups(draw) -> HoeffdingSetup:
     return HoeffdingSetup(
-        p=draw(st.one_of(st.sampled_from([0.5, 0.01, 0.99]), st.floats(0.0, 1.0))),
+        p=draw(st.one_of(st.sampled_from([0.5, 0.01, 0.99]), st.floats(0.0, 1.0, allow_subnormal=False))),
         m=draw(st.integers(1, 2000)),
         r=draw(st.one_of(st.sampled_from(SCALES), st.floats(1e-3, 1e3))),
         delta=draw(st.one_of(st.sampled_from([0.05, 0.01, 0.5]), st.floats(1e-9, 0.999))),
