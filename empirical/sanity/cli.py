@@ -44,8 +44,13 @@ DEFAULT_MODEL = "efficientnet-lite0"
 
 @dataclass
 class SanityOptions:
-    """Options of one sanity run (the CLI flags; ``out`` and ``device``/``batch_size`` aside,
-    they form the run's configuration for resuming)."""
+    """Options of one sanity run.
+
+    The CLI flags except ``out``, ``device``, ``batch_size``, ``progress`` and
+    ``n_images`` form the run's configuration: a restart into the same ``--out``
+    must repeat them (results do not depend on the others; a larger
+    ``--n-images`` extends a finished run).
+    """
 
     command: str
     out: str
@@ -69,7 +74,7 @@ class SanityOptions:
 
     def config(self) -> dict:
         d = asdict(self)
-        for k in ("out", "device", "batch_size", "progress", "extra"):
+        for k in ("out", "device", "batch_size", "progress", "extra", "n_images"):
             d.pop(k)
         d["methods"] = list(self.methods)
         if self.command == "overtaking":

@@ -1,0 +1,58 @@
+"""Cascading randomisation works on a deep copy and changes exactly the scheduled parameters."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from empirical.sanity.randomize import cascade, randomised_copy  # noqa: E402
+from empirical.sanity.schedules import build_schedule  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    from efficientnet_lite_pytorch import EfficientNet
+
+    torch.manual_seed(0)
+    m = EfficientNet.from_name("efficientnet-lite0").eval()
+    # make every parameter and buffer distinguishable from its default initialisation
+    with torch.no_grad():
+        for t in list(m.parameters()) + [b for b in m.buffers() if b.is_floating_point()]:
+            t.add_(torch.rand_like(t) + 0.5)
+    return m
+
+
+def _owner(name):
+    return name.rsplit(".", 1)[0] if "." in name else ""
+
+
+def test_cascade_changes_exactly_the_scheduled_modules(lite0):
+    before = {k: v.clone() for k, v in lite0.state_dict().items()}
+    rng_state = torch.get_rng_state()
+    steps = build_schedule(lite0, max_steps=4)
+    for step, m in cascade(lite0, steps, seed=3):
+        sd = m.state_dict()
+        for k, v in sd.items():
+            changed = not torch.equal(v, before[k])
+            in_step = _owner(k) in step.cumulative
+            if k.endswith("num_batches_tracked"):
+                continue
+            assert changed == in_step, (step.index, k)
+    # the user's model and the global RNG are untouched
+    for k, v in lite0.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert torch.equal(torch.get_rng_state(), rng_state)
+
+
+def test_batchnorm_reset_to_defaults_and_reproducible(lite0):
+    steps = build_schedule(lite0, max_steps=3)
+    a = randomised_copy(lite0, steps[2].cumulative, seed=5)
+    bn = dict(a.named_modules())["_bn1"]
+    assert torch.equal(bn.weight, torch.ones_like(bn.weight)) and torch.equal(bn.bias, torch.zeros_like(bn.bias))
+    assert torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
+    assert torch.equal(bn.running_var, torch.ones_like(bn.running_var))
+    # a module's values depend only on (seed, name): cascade == one-shot copy
+    *_, (last, c) = list(cascade(lite0, steps[:3], seed=5))
+    for (k, v), (k2, v2) in zip(a.state_dict().items(), c.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2), k
+    b = randomised_copy(lite0, steps[2].cumulative, seed=6)
+    assert not torch.equal(dict(b.named_modules())["_fc"].weight, dict(a.named_modules())["_fc"].weight)
