@@ -39,7 +39,35 @@ VERDICTS = ("HOLDS", "FAILS", "HOLDS_ONLY_UNDER")
 
 @dataclass
 class Verdict:
-    """The outcome of fuzzing one claim (:meth:`to_dict` is JSON-ready)."""
+    """The outcome of fuzzing one claim (:meth:`to_dict` is JSON-ready).
+
+    Attributes
+    ----------
+    claim, source, statement : str
+        From the registry.
+    verdict : {"HOLDS", "FAILS", "HOLDS_ONLY_UNDER"}
+    examples : int
+        Examples generated in phase 1 (for ``FAILS``: up to and including the
+        first failing one; shrinking calls are not counted).
+    seed : int
+        The hypothesis seed; rerunning with it reproduces this verdict.
+    max_ratio, max_ratio_by_depth
+        Largest ``observed / bound`` (overall and per depth ``t``) over the
+        examples in scope: those that hold (and satisfy the condition) for
+        ``HOLDS``/``HOLDS_ONLY_UNDER``, all generated ones for ``FAILS``.
+    condition : str or None
+        The condition of a ``HOLDS_ONLY_UNDER`` verdict.
+    counterexample, counterexample_details : dict or None
+        The shrunk failing example as exact lists of floats (``repr``-exact) and
+        the checker's diagnostics on it.  For ``HOLDS_ONLY_UNDER`` it refutes the
+        unconditional statement and violates the condition.
+    failures_seen : int
+        Generated examples that failed the unconditional statement.
+    adversarial : dict or None
+        Lemma 7/8: the scipy worst-case search beside the paper and exact bounds.
+    seconds : float
+        Wall time of this claim.
+    """
 
     claim: str
     verdict: str
