@@ -1,0 +1,92 @@
+"""``boundcheck empirical [run|merge] ...``: the convergence experiment of Section 6.
+
+``run`` (the default action) measures s1/s2 per image and appends them to the
+output folder (resumable; torchrun-shardable), then builds the tables and
+figures once every image is done.  ``merge`` builds them from what the folder
+holds (all shards).  Without an image folder the 20 ImageNet photos shipped
+with foolbox are used with EfficientNet-Lite0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from boundcheck.errors import InputError
+
+MODELS = ("resnet50", "efficientnet_v2_s", "swin_v2_t", "efficientnet-lite0")
+
+
+def _csv(kind):
+    def parse(text: str):
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"empty {kind} list")
+        return tuple(items)
+
+    return parse
+
+
+def _ints(text: str):
+    try:
+        vals = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--m must be comma-separated integers, got {text!r}") from None
+    if not vals or min(vals) < 1:
+        raise argparse.ArgumentTypeError(f"--m must be positive integers, got {text!r}")
+    return vals
+
+
+def add_arguments(parser: argparse.ArgumentParser, name: str = "empirical") -> None:
+    from empirical.experiment.runner import DEFAULT_M_GRID, PAPER_METHODS
+
+    parser.add_argument("action", nargs="?", choices=("run", "merge"), default="run",
+                        help="run (default): measure and, when complete, tabulate; merge: tabulate all shards")
+    parser.add_argument("--out", required=True, help="output folder (results, tables, figures; resumable)")
+    parser.add_argument("--model", choices=MODELS, default="efficientnet-lite0")
+    parser.add_argument("--weights", metavar="FILE", help="state_dict file (default: torch hub cache / shipped)")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="random initialisation, explicitly (architecture-only experiments)")
+    parser.add_argument("--imagenet-val", metavar="DIR", help="ImageNet validation folder (flat or wnid sub-folders)")
+    parser.add_argument("--labels", metavar="FILE", help="devkit ILSVRC2012_validation_ground_truth.txt (flat folder)")
+    parser.add_argument("--images", metavar="DIR", help="any folder of images (target = top prediction)")
+    parser.add_argument("--n-images", type=int, default=None, help="first N images by file name (default: all)")
+    parser.add_argument("--m", type=_ints, default=DEFAULT_M_GRID, help="samples per set, e.g. 25,50,100")
+    parser.add_argument("--augmentations", type=_csv("augmentation"), default=("gaussian", "photometric"))
+    parser.add_argument("--methods", type=_csv("method"), default=PAPER_METHODS)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sigma", type=float, default=1.0, help="Gaussian noise std in network-input space")
+    parser.add_argument("--batch-size", type=int, default=64, help="samples per attribute() call")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--no-plots", action="store_true", help="tables only")
+    parser.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    parser.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulated kill
+
+
+def run(args) -> int:
+    from empirical.experiment.runner import RunOptions, merge, run_experiment
+
+    if args.action == "merge":
+        res = merge(args.out, make_plots=not args.no_plots)
+    else:
+        import torch
+
+        torch.set_num_threads(max(1, min(torch.get_num_threads(), 16)))
+        opts = RunOptions(
+            out=args.out, model=args.model, weights=args.weights, imagenet_val=args.imagenet_val,
+            labels=args.labels, images=args.images, n_images=args.n_images, m_grid=args.m,
+            augmentations=args.augmentations, methods=args.methods, seed=args.seed, sigma=args.sigma,
+            batch_size=args.batch_size, device=args.device, dtype=args.dtype,
+            pretrained=not args.random_weights, progress=not args.no_progress, stop_after=args.stop_after,
+            make_plots=not args.no_plots,
+        )
+        if args.random_weights and args.weights:
+            raise InputError("--random-weights and --weights exclude each other")
+        res = run_experiment(opts)
+        if res["status"] != "complete":
+            print(f"{res['status']}: {res['written']} image(s) written to {args.out}", file=sys.stderr)
+            return 0
+    print(res["summary"])
+    print(f"tables: {', '.join(res['tables'].values())}", file=sys.stderr)
+    return 0

