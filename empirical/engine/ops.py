@@ -155,13 +155,15 @@ class MatmulConstOp:
     def __init__(self, A):
         self.A = A
 
+    def _rep(self, n):
+        k = n // self.A.shape[0]
+        return self.A if k == 1 else self.A.repeat(k, *([1] * (self.A.dim() - 1)))
+
     def parts(self, z):
-        return self.A @ z, None
+        return self._rep(z.shape[0]) @ z, None
 
     def transpose(self, gp, gn, in_shape):
-        k = gp.shape[0] // self.A.shape[0]
-        A = self.A if k == 1 else self.A.repeat(k, *([1] * (self.A.dim() - 1)))
-        return A.transpose(-2, -1) @ gp
+        return self._rep(gp.shape[0]).transpose(-2, -1) @ gp
 
 
 def _sign(D):
