@@ -243,7 +243,18 @@ def audit(model_name: str = "efficientnet-lite0", weights=None, pretrained: bool
                             f"{r} image {i} t={row['t']} {bound}: P ratio {row[f'ratio_pos_{bound}']:.3g}, "
                             f"N ratio {row[f'ratio_neg_{bound}']:.3g}{tag}")
         last = depth_tables[r][first][-1]
-        summary["depth"].append({
+        orders = {}
+        for bound in ("paper", "exact"):
+            # log10(bound / measured) at t = n (input map), and the smallest over t >= 2
+            vals = []
+            for row in depth_tables[r][first]:
+                lp, mp = row.get(f"{bound}_pos_log10"), max(row["measured_pos"], row.get("input_pos") or 0.0)
+                if lp is not None and mp > 0:
+                    vals.append((row["t"], lp - math.log10(mp)))
+            orders[f"orders_n_{bound}"] = vals[-1][1] if vals else None
+            later = [v for t_, v in vals if t_ >= 2]
+            orders[f"orders_min_{bound}"] = min(later) if later else None
+        summary["depth"].append({**orders,
             "rule": r, "max_ratio_paper": best["paper"][0], "t_paper": best["paper"][1],
             "max_ratio_exact": best["exact"][0], "t_exact": best["exact"][1],
             "input_pos": last.get("input_pos"), "input_neg": last.get("input_neg"),

@@ -192,11 +192,12 @@ def markdown(res: dict) -> str:
     L.append("## Per-depth relevance sums versus Lemma 7/8\n")
     L.append("Measured `P_t` (`N_t`) = sum of positive (|negative|) input relevance over the rule ops at depth t; "
              "ratio = measured/bound, maximum over depths (and images). A ratio > 1 is a violation.\n")
-    L.append("| rule | max ratio paper (t) | max ratio exact (t) | P_n / N_n measured (input map) | exact bound P_n / N_n | covered by lemma |")
-    L.append("|---|---|---|---|---|---|")
+    L.append("| rule | max ratio paper (t) | max ratio exact (t) | P_n / N_n measured (input map) | exact bound P_n / N_n | orders log10(bound/measured P) at t=n paper / exact | smallest orders over t>=2 paper / exact | covered by lemma |")
+    L.append("|---|---|---|---|---|---|---|---|")
     for s in res["summary"]["depth"]:
         L.append(f"| {s['rule']} | {_fmt(s['max_ratio_paper'])} ({s['t_paper']}) | {_fmt(s['max_ratio_exact'])} ({s['t_exact']}) | "
-                 f"{_fmt(s['input_pos'])} / {_fmt(s['input_neg'])} | {_e(s['exact_pos_log10_n'])} / {_e(s['exact_neg_log10_n'])} | {s['covered']} |")
+                 f"{_fmt(s['input_pos'])} / {_fmt(s['input_neg'])} | {_e(s['exact_pos_log10_n'])} / {_e(s['exact_neg_log10_n'])} | "
+                 f"{_fmt(s.get('orders_n_paper'))} / {_fmt(s.get('orders_n_exact'))} | {_fmt(s.get('orders_min_paper'))} / {_fmt(s.get('orders_min_exact'))} | {s['covered']} |")
     L.append("")
     ex = res["summary"].get("exceedances", [])
     if ex:
