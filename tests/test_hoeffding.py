@@ -29,8 +29,8 @@ from boundcheck.hoeffding import (
 FAST = settings(max_examples=60, deadline=None)
 
 
-def _reference_m(t, delta, r, components=1, prec=300):
-    """Independent eq. (24) at 300 digits (exact inputs as Decimals of the floats)."""
+def _reference_m(t, delta, r, components=1, prec=600):
+    """Independent eq. (24) at 600 digits (exact inputs as Decimals of the floats)."""
     ctx = Context(prec=prec)
     r, t, delta = Decimal(r), Decimal(t), Decimal(delta)
     ln = ctx.ln(ctx.divide(Decimal(2 * components), delta))
