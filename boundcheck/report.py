@@ -36,8 +36,9 @@ def _name(rule: str, p: float) -> str:
 
 
 def _m_cell(t: float, log_r: float, components: int) -> str:
-    # the integer m of eq. (24), rounded up (exact for these ranges), scientific from 1e6 on
-    return format_number(hoeffding_samples(t, DELTA, value_range_log10=log_r, components=components))
+    # the integer m of eq. (24), rounded up (exact for these ranges), in scientific notation
+    m = hoeffding_samples(t, DELTA, value_range_log10=log_r, components=components)
+    return format_number(m) if m >= 10**6 else f"{float(m):.2e}"
 
 
 def bounds_report_markdown() -> str:
