@@ -29,7 +29,6 @@ from decimal import ROUND_CEILING, Context, Decimal
 
 from boundcheck.errors import InputError, require_int, require_real
 
-_LN10 = math.log(10.0)
 
 #: Sample sizes up to ``10**EXACT_DIGITS`` are exact ceilings (Decimal ln at that precision is fast).
 EXACT_DIGITS = 1000

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from boundcheck import bounds
 from boundcheck.bounds import (
     SumBounds,
     condition29,
