@@ -19,7 +19,7 @@ from pathlib import Path
 
 #: the embedded default (small enough for the CPU): per check, the options
 EMBEDDED = {
-    "randomize": {"n_images": 1, "stride": 4},
+    "randomize": {"n_images": 1, "stride": 8},
     "faithfulness": {"n_images": 2, "region_size": 15},
     "overtaking": {"n_images": 4},
 }

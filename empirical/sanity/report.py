@@ -222,8 +222,8 @@ def plot_overtaking(rows: list[dict], labels: list[str], path: Path, title: str 
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=6)
     fig.suptitle(f"{title} Theorem 2 tail probabilities P(Z >= K) against bottom % of activations")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.04, top=0.93, wspace=0.3, hspace=0.55)
+    fig.savefig(path, dpi=72)
     plt.close(fig)
     return str(path)
 
