@@ -1,8 +1,20 @@
 """Depths ``n`` of the networks of [P1] Section 6, as the bounds of Lemma 7/8 count them.
 
-``n`` is the number of affine layers (convolutions and linear layers, with
-BatchNorm folded into the adjacent convolution as [P1] Sec. 3.1.2 assumes) on
-the longest input-to-output path *that relevance travels*.  Counting rules:
+:data:`NETWORK_DEPTHS` is the depth the bounds need for networks with residual
+joins: the number of *rule ops* on the longest relevance path from the input to
+the output, where a rule op is any affine map the LRP rule is applied to --
+convolutions and linear layers (BatchNorm folded), **residual joins**
+``y = z_1 + z_2`` (the affine map ``[I I]``), average pooling, and per Swin
+attention block the value projection, the attention-weighted sum and the output
+projection.  ``empirical.audit.depth`` states and proves the DAG form of
+Lemma 7/8 that makes this the right count, and shows by a two-layer residual
+block that counting only convolutions/linears is *not* a valid depth (its input
+map exceeds the depth-2 bound).  ``tests/test_networks.py`` checks the table
+against ``empirical.audit.depth.torch_network_depth`` on the traced models.
+
+:data:`CONV_LINEAR_DEPTHS` keeps the chain reading of the architecture ("n
+layers" = convolutions and linear layers on the main path), for comparison with
+the paper's own wording; it undercounts.  Its counting rules:
 
 * Residual shortcuts are never longer than the main branch they bypass, so the
   longest path runs through every main-branch convolution; shortcut
@@ -37,13 +49,25 @@ Derivations (torchvision 0.29 sources, ``efficientnet_lite_pytorch`` 0.1.0):
   Lite models have no SE (``use_se=False``).
 
 ``tests/test_networks.py`` rebuilds each model (random init) and counts its
-Conv2d/Linear modules on the main path to check this table.
+Conv2d/Linear modules on the main path to check :data:`CONV_LINEAR_DEPTHS`.
 """
 
 from __future__ import annotations
 
-#: Affine layers on the longest relevance path (see the module docstring).
+#: Rule ops (conv, linear, residual join, average pool, attention sum) on the
+#: longest relevance path: the depth for which Lemma 7/8 hold on these DAGs.
+#: resnet50 = 49 conv + 16 joins + pool + fc; efficientnet_v2_s = 110 conv +
+#: 35 joins + pool + fc; swin_v2_t = 65 below + 24 joins + pool;
+#: efficientnet-lite0 = 49 conv + 9 joins + pool + fc.
 NETWORK_DEPTHS: dict[str, int] = {
+    "resnet50": 67,
+    "efficientnet_v2_s": 147,
+    "swin_v2_t": 90,
+    "efficientnet-lite0": 60,
+}
+
+#: Convolutions and linear layers on the main path (a chain reading; undercounts).
+CONV_LINEAR_DEPTHS: dict[str, int] = {
     "resnet50": 50,
     "efficientnet_v2_s": 111,
     "swin_v2_t": 65,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-from boundcheck.networks import NETWORK_DEPTHS, NETWORK_DEPTHS_WITH_GATES
+from boundcheck.networks import CONV_LINEAR_DEPTHS, NETWORK_DEPTHS, NETWORK_DEPTHS_WITH_GATES
 
 torch = pytest.importorskip("torch")
 tvm = pytest.importorskip("torchvision.models")
@@ -46,14 +46,14 @@ def _count(model, excluded_parents=(), excluded_types=()):
 
 def test_resnet50_depth():
     model = _build(tvm.resnet50, weights=None)
-    assert _count(model, excluded_parents=("downsample",)) == NETWORK_DEPTHS["resnet50"] == 50
+    assert _count(model, excluded_parents=("downsample",)) == CONV_LINEAR_DEPTHS["resnet50"] == 50
 
 
 def test_efficientnet_v2_s_depth():
     from torchvision.ops.misc import SqueezeExcitation
 
     model = _build(tvm.efficientnet_v2_s, weights=None)
-    assert _count(model, excluded_types=(SqueezeExcitation,)) == NETWORK_DEPTHS["efficientnet_v2_s"] == 111
+    assert _count(model, excluded_types=(SqueezeExcitation,)) == CONV_LINEAR_DEPTHS["efficientnet_v2_s"] == 111
     assert _count(model) == NETWORK_DEPTHS_WITH_GATES["efficientnet_v2_s"] == 171
 
 
@@ -63,10 +63,25 @@ def test_swin_v2_t_depth():
     model = _build(tvm.swin_v2_t, weights=None)
     attention_blocks = sum(isinstance(m, ShiftedWindowAttentionV2) for m in model.modules())
     assert attention_blocks == 12
-    assert _count(model, excluded_parents=("cpb_mlp",)) + attention_blocks == NETWORK_DEPTHS["swin_v2_t"] == 65
+    assert _count(model, excluded_parents=("cpb_mlp",)) + attention_blocks == CONV_LINEAR_DEPTHS["swin_v2_t"] == 65
 
 
 def test_efficientnet_lite0_depth():
     lite = pytest.importorskip("efficientnet_lite_pytorch")
     model = _build(lite.EfficientNet.from_name, "efficientnet-lite0")
-    assert _count(model) == NETWORK_DEPTHS["efficientnet-lite0"] == 50
+    assert _count(model) == CONV_LINEAR_DEPTHS["efficientnet-lite0"] == 50
+
+
+@pytest.mark.parametrize("name", ["resnet50", "efficientnet_v2_s", "swin_v2_t", "efficientnet-lite0"])
+def test_network_depths_equal_traced_longest_rule_path(name):
+    """NETWORK_DEPTHS is the longest relevance path of rule ops on the traced graph
+    (the depth for which the DAG form of Lemma 7/8 in empirical.audit.depth holds)."""
+    from empirical.audit.depth import torch_network_depth
+
+    if name == "efficientnet-lite0":
+        lite = pytest.importorskip("efficientnet_lite_pytorch")
+        model = _build(lite.EfficientNet.from_name, "efficientnet-lite0")
+    else:
+        model = _build(getattr(tvm, name), weights=None)
+    depth = torch_network_depth(model)
+    assert depth.n == NETWORK_DEPTHS[name]
