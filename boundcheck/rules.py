@@ -203,7 +203,8 @@ def lrp_adaptive_beta(beta_max: float = 3.0) -> Rule:
     name = "adaptive_beta" if beta_max == 3.0 else f"adaptive_beta_{_fmt(beta_max)}"
     return Rule(
         name=name,
-        terms=(Term(float("nan"), (1.0, 0.0, 0.0, 1.0)), Term(float("nan"), (0.0, 1.0, 1.0, 0.0))),
+        # The coefficients (1 + beta_a, -beta_a) are per output: see Rule.coefficients.
+        terms=(Term(1.0, (1.0, 0.0, 0.0, 1.0)), Term(0.0, (0.0, 1.0, 1.0, 0.0))),
         adaptive_beta_max=beta_max,
         params={"beta_max": beta_max},
     )
@@ -523,7 +524,9 @@ def transition_matrix_symbolic(W, z, rule: Rule, conventions: Conventions = DEFA
         else:
             bmax = sp.nsimplify(rule.adaptive_beta_max)
             tot = P[a] + N[a]
-            beta = sp.Piecewise((sp.Min(sp.Max(-N[a] / tot, 0), bmax), tot > 0), (bmax, True))
+            # Guard the division itself: sympy evaluates every Piecewise branch.
+            safe_tot = sp.Piecewise((tot, tot > 0), (1, True))
+            beta = sp.Piecewise((sp.Min(sp.Max(-N[a] / safe_tot, 0), bmax), tot > 0), (bmax, True))
             coeffs = [1 + beta, -beta]
         for term, c in zip(rule.terms, coeffs):
             a_parts = [sp.nsimplify(v) for v in term.parts]
