@@ -119,6 +119,18 @@ _RUNNERS: dict[str, Callable] = {
 }
 
 
+def _demote(text: str) -> str:
+    """Nest a section's own Markdown headings under its ``##`` title (outside code blocks)."""
+    lines, fenced = [], False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        if not fenced and line.startswith("#"):
+            line = "##" + line
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def _write_report(out: Path, parts: list[str]) -> None:
     tmp = out / "report.md.tmp"
     tmp.write_text("\n\n".join(parts) + "\n")
@@ -161,7 +173,7 @@ def run(args) -> int:
             (out / f"{name}.error.txt").write_text(traceback.format_exc())
             body = f"**This section failed:** `{type(exc).__name__}: {exc}` (traceback in `{name}.error.txt`)."
         dt = time.perf_counter() - t0
-        parts.append(f"{title}\n\n{body}\n\n_{dt:.0f} s_")
+        parts.append(f"{title}\n\n{_demote(body)}\n\n_{dt:.0f} s_")
         _write_report(out, parts)
         print(f"[boundcheck main] {name} done in {dt:.0f} s", file=sys.stderr, flush=True)
     _write_report(out, parts)
