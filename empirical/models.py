@@ -84,15 +84,15 @@ def imagenet_categories() -> list[str]:
 
 
 def _geometry(resize: int, crop: int, interpolation):
-    """PIL -> [0, 1] float tensor: resize shorter side, centre crop (torchvision semantics)."""
+    """PIL -> [0, 1] float tensor: resize shorter side, centre crop (torchvision's preset, on the PIL image)."""
     import torch
     from torchvision.transforms.v2 import functional as F
 
     def to_unit(img):
-        t = F.pil_to_tensor(img.convert("RGB"))
-        t = F.resize(t, [resize], interpolation=interpolation, antialias=True)
-        t = F.center_crop(t, [crop])
-        return F.to_dtype(t, torch.float32, scale=True)
+        # resize and crop the PIL image, as torchvision's ImageClassification preset does
+        img = F.resize(img.convert("RGB"), [resize], interpolation=interpolation, antialias=True)
+        img = F.center_crop(img, [crop])
+        return F.to_dtype(F.pil_to_tensor(img), torch.float32, scale=True)
 
     return to_unit
 

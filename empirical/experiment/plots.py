@@ -118,6 +118,7 @@ def convergence_curves(out: Path, med: dict, meta: dict) -> Path:
             ax.plot(mg, ref, "k:", lw=1, label="∝ 1/√m")
             ax.set_xscale("log")
             ax.set_yscale("log")
+            _m_ticks(ax, mg)
             ax.set_xlabel("m (samples per set)")
             ax.set_ylabel(f"median {stat}")
             ax.set_title(f"{AUG_TITLES[aug]}: median {stat} "
@@ -135,18 +136,26 @@ def convergence_curves(out: Path, med: dict, meta: dict) -> Path:
                     ax.annotate(f"10^{b[-1]:.1f}", (mg[-1], b[-1]), fontsize=6, color=colors[meth],
                                 xytext=(3, 0), textcoords="offset points")
         ax.set_xscale("log")
+        _m_ticks(ax, mg)
         ax.set_xlabel("m (samples per set)")
         ax.set_ylabel("log10 s1")
         note = (f"l2 bound on s1 (δ={DELTA}, depth n from boundcheck.networks); log10 axis"
                 if bounds else "no depth known for this network: bound not drawn")
         ax.set_title(f"{AUG_TITLES[aug]}: measured median s1 vs bound\n{note}", fontsize=8)
-        ax.legend(fontsize=6, ncol=2)
+        ax.legend(fontsize=6, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.14))
     fig.suptitle(f"{meta['model']}: convergence of averaged attribution maps ({meta['n_images']} images)",
                  fontsize=10)
     fig.tight_layout()
     path = _save(fig, Path(out) / "convergence.png")
     plt.close(fig)
     return path
+
+
+def _m_ticks(ax, mg) -> None:
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xticks(list(mg), [str(m) for m in mg])
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def write_figures(out, records, med, meta) -> list[Path]:

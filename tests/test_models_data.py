@@ -1,0 +1,130 @@
+"""Model loading (weights policy, preprocessing) and image listings (foolbox, folders, ImageNet layouts)."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from boundcheck.errors import InputError  # noqa: E402
+from empirical import data  # noqa: E402
+from empirical.models import load_model, weights_path_for  # noqa: E402
+
+
+def test_missing_torchvision_weights_is_one_line_naming_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)  # torch.hub.get_dir() follows TORCH_HOME
+    with pytest.raises(InputError) as ei:
+        load_model("resnet50")
+    msg = str(ei.value)
+    path, url = weights_path_for("resnet50")
+    assert "\n" not in msg and str(path) in msg and url in msg and "--weights" in msg
+    assert path.name == "resnet50-0676ba61.pth" and str(path).startswith(str(tmp_path))
+
+
+def test_random_weights_only_when_asked_and_bad_weights_file(tmp_path):
+    lm = load_model("resnet50", pretrained=False)
+    assert lm.weights_file == "random" and not lm.model.training and lm.input_size == 224
+    with pytest.raises(InputError, match="not found"):
+        load_model("resnet50", weights=tmp_path / "nope.pth")
+    bad = tmp_path / "bad.pth"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, bad)
+    with pytest.raises(InputError, match="not a resnet50 state_dict"):
+        load_model("resnet50", weights=bad)
+    with pytest.raises(InputError, match="unknown model"):
+        load_model("vgg")
+
+
+def test_torchvision_weights_from_file_and_preprocessing(tmp_path):
+    import torchvision
+
+    state = torchvision.models.swin_v2_t(weights=None).state_dict()
+    f = tmp_path / "w.pth"
+    torch.save(state, f)
+    lm = load_model("swin_v2_t", weights=f)
+    assert lm.weights_file == str(f) and lm.input_size == 256
+    from PIL import Image
+
+    img = Image.fromarray((np.random.default_rng(0).random((300, 400, 3)) * 255).astype(np.uint8))
+    x01 = lm.to_unit(img)
+    assert x01.shape == (3, 256, 256) and float(x01.min()) >= 0 and float(x01.max()) <= 1
+    ref = torchvision.models.Swin_V2_T_Weights.IMAGENET1K_V1.transforms()(img)
+    assert torch.allclose(lm.preprocess(img), ref, atol=1e-5)
+
+
+def test_lite0_shipped_weights_and_preprocessing():
+    lm = load_model("efficientnet-lite0")
+    assert lm.input_size == 224 and lm.mean == (0.5, 0.5, 0.5) and len(lm.categories) == 1000
+    items = data.foolbox_photos(2)
+    x = torch.stack([lm.preprocess(data.load_image(it.path)) for it in items])
+    assert x.shape == (2, 3, 224, 224) and float(x.min()) >= -1 and float(x.max()) <= 1
+    with torch.no_grad():
+        pred = lm.model(x).argmax(1).tolist()
+    assert pred == [it.label for it in items]  # the first two foolbox photos are classified correctly
+
+
+def test_foolbox_listing():
+    items = data.foolbox_photos()
+    assert len(items) == 20 and items[0].id == "imagenet_00_243.jpg" and items[0].label == 243
+    assert [it.index for it in items] == list(range(20))
+    assert data.list_images(n=3)[0] == items[:3]
+
+
+def _png(path, seed=0):
+    from PIL import Image
+
+    arr = (np.random.default_rng(seed).random((8, 8, 3)) * 255).astype(np.uint8)
+    Image.fromarray(arr).save(path)
+
+
+def test_plain_folder_sorted_first_n_and_corrupt_image(tmp_path):
+    for name in ("b.png", "a.png", "c.png"):
+        _png(tmp_path / name)
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "d.jpg").write_bytes(b"garbage")
+    items, src = data.list_images(images=tmp_path, n=3)
+    assert [it.id for it in items] == ["a.png", "b.png", "c.png"] and all(it.label is None for it in items)
+    assert src["kind"] == "folder"
+    with pytest.raises(data.UnreadableImage):
+        data.load_image(tmp_path / "d.jpg")
+    with pytest.raises(InputError):
+        data.list_images(images=tmp_path / "missing")
+
+
+def test_wnid_subfolders_give_sorted_wnid_labels(tmp_path):
+    for wnid, files in (("n00000002", ["ILSVRC2012_val_00000001.JPEG"]), ("n00000001", ["ILSVRC2012_val_00000002.JPEG"])):
+        (tmp_path / wnid).mkdir()
+        for f in files:
+            _png(tmp_path / wnid / f)
+    items, src = data.list_images(imagenet_val=tmp_path)
+    assert src["kind"] == "imagenet-val-wnid"
+    assert [(it.id, it.label) for it in items] == [("n00000002/ILSVRC2012_val_00000001.JPEG", 1),
+                                                   ("n00000001/ILSVRC2012_val_00000002.JPEG", 0)]
+
+
+def test_flat_val_with_devkit_labels_maps_ilsvrc_ids_to_torchvision_order(tmp_path):
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(0)
+    wnids = [f"n{k:08d}" for k in rng.permutation(np.arange(1000, 2000))]  # ILSVRC id i+1 -> wnids[i]
+    rec = np.zeros(1001, dtype=[("ILSVRC2012_ID", "O"), ("WNID", "O"), ("num_children", "O")])
+    for i, w in enumerate(wnids):
+        rec[i] = (i + 1, w, 0)
+    rec[1000] = (1001, "n09999999", 3)  # an inner node, ignored
+    devkit = tmp_path / "devkit" / "data"
+    devkit.mkdir(parents=True)
+    savemat(devkit / "meta.mat", {"synsets": rec})
+    gt = devkit / "ILSVRC2012_validation_ground_truth.txt"
+    gt.write_text("5\n1\n1000\n")
+    val = tmp_path / "val"
+    val.mkdir()
+    for k in (3, 1, 2):
+        _png(val / f"ILSVRC2012_val_{k:08d}.JPEG")
+    items, src = data.list_images(imagenet_val=val, labels=gt, n=3)
+    order = sorted(wnids)
+    assert [it.label for it in items] == [order.index(wnids[4]), order.index(wnids[0]), order.index(wnids[999])]
+    assert src["kind"] == "imagenet-val-flat"
+    with pytest.raises(InputError, match="--labels"):
+        data.list_images(imagenet_val=val)
+    (devkit / "meta.mat").unlink()
+    with pytest.raises(InputError, match="meta.mat"):
+        data.list_images(imagenet_val=val, labels=gt)
