@@ -56,3 +56,37 @@ def test_batchnorm_reset_to_defaults_and_reproducible(lite0):
         assert k == k2 and torch.equal(v, v2), k
     b = randomised_copy(lite0, steps[2].cumulative, seed=6)
     assert not torch.equal(dict(b.named_modules())["_fc"].weight, dict(a.named_modules())["_fc"].weight)
+
+
+def test_randomization_rows_on_a_toy_model_with_a_gradient_explainer():
+    from empirical.sanity.randomize import randomization_rows
+    from empirical.sanity.schedules import Step
+    from empirical.sanity.similarity import compare
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(4 * 8 * 8, 3)).double()
+    steps = [Step(0, "3", ("3",), frozenset({"3"})), Step(1, "0", ("0",), frozenset({"0", "3"}))]
+
+    def factory(model):
+        def explain(x, methods, target):
+            xg = x.clone().requires_grad_(True)
+            out = model(xg)[torch.arange(len(x)), torch.as_tensor(target)].sum()
+            (g,) = torch.autograd.grad(out, xg)
+            return {"gradient": g[:, 0].numpy(), "gradient_x_input": (g * x)[:, 0].detach().numpy()}
+        return explain
+
+    x = torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    rows = randomization_rows(net, x, [0, 2], steps, ["gradient", "gradient_x_input"], factory, seed=1)
+    assert len(rows) == 2 and len(rows[0]) == 2 * 2
+    # step 1 equals a direct comparison with the twice-randomised copy
+    m1 = randomised_copy(net, steps[1].cumulative, seed=1)
+    ref = compare(factory(net)(x, None, [0, 2])["gradient"][1], factory(m1)(x, None, [0, 2])["gradient"][1])
+    got = next(r for r in rows[1] if r["step"] == 1 and r["method"] == "gradient")
+    assert got["mse_second_moment"] == pytest.approx(ref["mse_second_moment"])
+    assert got["ssim_max_abs"] == pytest.approx(ref["ssim_max_abs"])
+    only_last = randomization_rows(net, x, [0, 2], steps, ["gradient"], factory, seed=1, evaluate={1})
+    assert [r["step"] for r in only_last[0]] == [1]
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k])

@@ -29,7 +29,7 @@ from __future__ import annotations
 import argparse
 import copy
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -70,11 +70,10 @@ class SanityOptions:
     device: str = "cpu"
     batch_size: int = 8
     progress: bool = False
-    extra: dict = field(default_factory=dict)
 
     def config(self) -> dict:
         d = asdict(self)
-        for k in ("out", "device", "batch_size", "progress", "extra", "n_images"):
+        for k in ("out", "device", "batch_size", "progress", "n_images"):
             d.pop(k)
         d["methods"] = list(self.methods)
         if self.command == "overtaking":
@@ -115,6 +114,8 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "sanity") -> None
             p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
                            help="attribution methods (engine names); default: " + " ".join(DEFAULT_METHODS))
         if cmd == "randomize":
+            p.epilog = ("schedules ([P2] A.1): resnet50 (fc + 16 .conv1 steps), efficientnet-lite0 (_fc + 16 "
+                        "._depthwise_conv steps), efficientnet_v2_s (classifier + 40 block steps); swin_v2_t has none")
             p.add_argument("--steps", type=int, help="keep the first K steps of the schedule (step 0 = fc)")
             p.add_argument("--stride", type=int, default=1,
                            help="explain every S-th step (and the last); the cascade itself runs all steps")
