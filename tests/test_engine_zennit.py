@@ -155,7 +155,7 @@ def test_resnet50_beta_matches_zennit(resnet, rule):
     assert diff < 1e-9, f"{rule}: max |diff| / max |R| = {diff:.3e}, rel L2 = {rel_l2:.3e}"
 
 
-@pytest.mark.parametrize("rule", ["lrp_gamma_100", "lrp_gamma_1000"])
+@pytest.mark.parametrize("rule", ["lrp_gamma_100", pytest.param("lrp_gamma_1000", marks=pytest.mark.extended)])
 def test_resnet50_gamma_difference_is_the_negative_branch(resnet, rule):
     """zennit's generalised Gamma differs where negative outputs receive relevance (see module
     docstring): O(1/gamma), measured 3.6e-5 (gamma=100), 3.5e-6 (gamma=1000)."""

