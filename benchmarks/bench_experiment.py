@@ -67,10 +67,19 @@ def bench_model(name, device, n_images, m, batch_size, dtype_name, seed=0):
     sync()
     if str(device).startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    t = time.perf_counter()
-    records = run_group(ex, loaded.normalize, imgs, proto, batch_size, device=device, dtype=dtype)
-    sync()
-    dt = time.perf_counter() - t
+    while True:  # halve the batch on a GPU out-of-memory error (the batch used is reported)
+        try:
+            t = time.perf_counter()
+            records = run_group(ex, loaded.normalize, imgs, proto, batch_size, device=device, dtype=dtype)
+            sync()
+            dt = time.perf_counter() - t
+            break
+        except torch.cuda.OutOfMemoryError:
+            if batch_size == 1:
+                raise
+            batch_size //= 2
+            torch.cuda.empty_cache()
+            print(f"{name}: out of GPU memory, retrying with batch {batch_size}", file=sys.stderr, flush=True)
     samples = len(records) * proto.samples_per_image
     sps = samples / dt
     peak = torch.cuda.max_memory_allocated() / 2**30 if str(device).startswith("cuda") else None

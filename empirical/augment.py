@@ -99,7 +99,7 @@ def apply_photometric(x01: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     x = _blend(x, torch.zeros_like(x), p[:, 0])                                    # brightness
     x = _blend(x, _gray(x).mean(dim=(-3, -2, -1), keepdim=True), p[:, 1])          # contrast
     x = _blend(x, _gray(x), p[:, 2])                                                # saturation
-    hsv = _rgb_to_hsv(x)
+    hsv = _rgb_to_hsv(x)  # batched over the samples
     h, s, v = hsv.unbind(dim=-3)
     h = (h + p[:, 3, 0]).remainder(1.0)                                             # hue
     return _hsv_to_rgb(torch.stack((h, s, v), dim=-3))
@@ -130,31 +130,37 @@ class SampleStream:
     gen : the set's generator (:func:`sample_generator`)
     m_total : number of samples of the set
     sigma : standard deviation of the Gaussian noise (network-input space)
+    device : where the samples are built (default: x01's device); the draws are on the CPU
     """
 
     def __init__(self, x01, normalize, augmentation: str, gen: torch.Generator, m_total: int,
-                 sigma: float = GAUSSIAN_SIGMA):
+                 sigma: float = GAUSSIAN_SIGMA, device=None):
         if augmentation not in AUGMENTATIONS:
             raise ValueError(f"unknown augmentation {augmentation!r}; choose from {AUGMENTATIONS}")
-        self.x01, self.normalize, self.augmentation = x01, normalize, augmentation
+        self.device = torch.device(device) if device is not None else x01.device
+        self.x01, self.normalize, self.augmentation = x01.to(self.device), normalize, augmentation
         self.gen, self.m_total, self.sigma, self.pos = gen, int(m_total), float(sigma), 0
         self.params = photometric_params(self.m_total, gen) if augmentation == "photometric" else None
-        self._xn = normalize(x01) if augmentation == "gaussian" else None
+        self._xn = normalize(self.x01) if augmentation == "gaussian" else None
 
     @property
     def remaining(self) -> int:
         return self.m_total - self.pos
 
     def take(self, k: int) -> torch.Tensor:
-        """The next ``k`` samples, (k, C, H, W) float32 on the CPU."""
+        """The next ``k`` samples, (k, C, H, W) float32 on the stream's device.
+
+        Random draws always come from the CPU generator (identical on every
+        device); the arithmetic runs on ``device`` (the CPU unless given).
+        """
         k = min(int(k), self.remaining)
         if self.augmentation == "gaussian":
             # One draw per sample: sample i is the i-th draw whatever the block sizes.
             noise = torch.stack([torch.randn(self._xn.shape, generator=self.gen, dtype=torch.float32)
                                  for _ in range(k)])
-            out = self._xn.unsqueeze(0) + self.sigma * noise
+            out = self._xn.unsqueeze(0) + self.sigma * noise.to(self.device, non_blocking=True)
         else:
-            out = self.normalize(apply_photometric(self.x01, self.params[self.pos:self.pos + k]))
+            out = self.normalize(apply_photometric(self.x01, self.params[self.pos:self.pos + k].to(self.device)))
         self.pos += k
         return out
 

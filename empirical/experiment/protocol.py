@@ -128,8 +128,8 @@ def run_group(explainer, normalize, images, protocol: Protocol, batch_size: int,
         for aug in protocol.augmentations:
             for s in SETS:
                 gen = sample_generator(protocol.seed, item.id, aug, s)
-                tasks.append((j, aug, s, SampleStream(x01, normalize, aug, gen, m_max, protocol.sigma),
-                              _Acc(tuple(protocol.m_grid))))
+                stream = SampleStream(x01, normalize, aug, gen, m_max, protocol.sigma, device=device)
+                tasks.append((j, aug, s, stream, _Acc(tuple(protocol.m_grid))))
     t = 0
     while t < len(tasks):
         xs, tags, tg = [], [], []
