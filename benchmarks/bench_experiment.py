@@ -69,10 +69,10 @@ def bench_model(name, device, n_images, m, batch_size, dtype_name, seed=0):
         torch.cuda.reset_peak_memory_stats()
     while True:  # halve the batch on a GPU out-of-memory error (the batch used is reported)
         try:
-            t = time.perf_counter()
+            t, tc = time.perf_counter(), time.process_time()
             records = run_group(ex, loaded.normalize, imgs, proto, batch_size, device=device, dtype=dtype)
             sync()
-            dt = time.perf_counter() - t
+            dt, dtc = time.perf_counter() - t, time.process_time() - tc
             break
         except torch.cuda.OutOfMemoryError:
             if batch_size == 1:
@@ -85,7 +85,7 @@ def bench_model(name, device, n_images, m, batch_size, dtype_name, seed=0):
     peak = torch.cuda.max_memory_allocated() / 2**30 if str(device).startswith("cuda") else None
     return {
         "model": name, "weights": weights, "device": str(device), "dtype": dtype_name, "n_images": len(records),
-        "m": m, "batch_size": batch_size, "samples": samples, "seconds": dt, "setup_seconds": setup_s,
+        "m": m, "batch_size": batch_size, "samples": samples, "seconds": dt, "cpu_seconds": dtc, "setup_seconds": setup_s,
         "samples_per_s": sps, "images_per_s_full_protocol": sps / FULL_SAMPLES_PER_IMAGE,
         "hours_1000_images": FULL_IMAGES * FULL_SAMPLES_PER_IMAGE / sps / 3600, "peak_gpu_gib": peak,
     }
@@ -124,7 +124,8 @@ def main(argv=None) -> int:
     for name in models:
         r = bench_model(name, device, n, m, bs, args.dtype)
         results.append(r)
-        print(f"{name}: {r['samples']} samples in {r['seconds']:.1f} s -> {r['samples_per_s']:.2f} samples/s, "
+        print(f"{name}: {r['samples']} samples in {r['seconds']:.1f} s (process CPU {r['cpu_seconds']:.1f} s) -> "
+              f"{r['samples_per_s']:.2f} samples/s, "
               f"{r['images_per_s_full_protocol']:.4f} img/s full protocol (400 samples/img), "
               f"{r['hours_1000_images']:.2f} h per 1000 images"
               + (f", peak {r['peak_gpu_gib']:.1f} GiB" if r["peak_gpu_gib"] is not None else "")

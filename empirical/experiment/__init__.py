@@ -18,7 +18,7 @@ from pathlib import Path
 EMBEDDED_M = (1, 2)
 
 
-def run_embedded_default(out_dir, n_images: int = 20, m=EMBEDDED_M, seed: int = 0, batch_size: int = 16,
+def run_embedded_default(out_dir, n_images: int = 20, m=EMBEDDED_M, seed: int = 0, batch_size: int = 8,
                          progress: bool = False, make_plots: bool = True, **kwargs) -> dict:
     """EfficientNet-Lite0 on the 20 ImageNet photos shipped with foolbox, both augmentations, six methods.
 

@@ -142,7 +142,7 @@ def convergence_curves(out: Path, med: dict, meta: dict) -> Path:
         note = (f"l2 bound on s1 (δ={DELTA}, depth n from boundcheck.networks); log10 axis"
                 if bounds else "no depth known for this network: bound not drawn")
         ax.set_title(f"{AUG_TITLES[aug]}: measured median s1 vs bound\n{note}", fontsize=8)
-        ax.legend(fontsize=6, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.14))
+        ax.legend(fontsize=6, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     fig.suptitle(f"{meta['model']}: convergence of averaged attribution maps ({meta['n_images']} images)",
                  fontsize=10)
     fig.tight_layout()
