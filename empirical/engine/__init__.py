@@ -34,13 +34,18 @@ including the input layer where pixels have both signs)
       with its bias), ``A @ V`` with the softmax attention ``A`` a constant of the
       backward pass (non-negative weights), and the output projection.  The
       attention logits (cosine attention, logit scale, relative position bias
-      from the cpb MLP, shift mask) get no relevance.
+      from the cpb MLP, shift mask) get no relevance.  The ``A @ V`` step runs in
+      float64 whatever the dtype (the shift mask's -100 logits give weights of
+      about e^-100, below float32's normal range; the rule's ratios overflowed).
 Backward step of an affine operator ``L`` at input ``z`` (``empirical.engine.ops``)
     sign-part outputs ``O_s = L(z_s; W_s)`` (one call with ``[W+; W-]``
-    concatenated; z- rows only when ``z`` has a negative entry, checked at run
+    concatenated; grouped/depthwise convolutions: one call per weight part; z- rows only when ``z`` has a negative entry, checked at run
     time); per term ``k``: ``D_k = sum_s a_ks O_s`` (+ bias part) (+ ``(eps_conv +
     rule.epsilon) sign(D_k)``, ``sign(0) = +1``), ratio ``c_k R / D_k`` with the
-    ``zero_denominator`` policy; ``R_in = z+ (L^T_{W+} g_pp + L^T_{W-} g_np) + z-
+    ``zero_denominator`` policy (``"zero"`` is evaluated as ``nan_to_num(R / D)``:
+    for finite ``R`` the non-finite quotients are exactly those with ``D == 0``;
+    a quotient overflowing to +-inf at a tiny non-zero ``D`` is set to 0 too);
+    ``R_in = z+ (L^T_{W+} g_pp + L^T_{W-} g_np) + z-
     (L^T_{W+} g_pn + L^T_{W-} g_nn)``.  Terms with coefficient 0 are skipped only
     under ``zero_denominator="zero"`` (exact there).  Adaptive beta uses
     ``P = O_pp + O_nn``, ``N = O_pn + O_np`` (bias excluded).  Several LRP rules

@@ -416,12 +416,9 @@ class Explainer:
                 if kind in ("conv", "linear", "avgpool"):
                     op = self._ops[node]
                     z = args[0]
-                    O, zp, zn = sign_part_outputs(op, z)
-                    y = None
-                    for o in O.values():
-                        y = o if y is None else y + o
-                    if op.bias is not None:
-                        y = y + op.bias.reshape(op.bias_shape)
+                    O, zp, zn, y = sign_part_outputs(op, z)
+                    if op.bias is not None:  # y is a fresh tensor for conv / linear
+                        y = y.add_(op.bias.reshape(op.bias_shape))
                     store[node] = (O, zp, zn, z.shape)
                     env[node] = y
                 elif kind == "attention":
@@ -525,7 +522,7 @@ class Explainer:
             raise self._unsupported(node, "mean over all axes")
         dims = (dims,) if isinstance(dims, int) else tuple(dims)
         op = PoolOp(lambda t: t.mean(dim=dims, keepdim=keepdim), global_mean_dims=(dims, keepdim))
-        O, zp, zn = sign_part_outputs(op, z)
+        O, zp, zn, _ = sign_part_outputs(op, z)
         rin = lrp_step(op, O, zp, zn, r, rules, self.conventions, z.shape)
         return [(node.args[0], rin)]
 

@@ -138,17 +138,19 @@ class SwinAttentionHandler:
         xw = self._partition(x, geo)
         A = self._attention(xw, geo)
         st = {"geo": geo, "B": B, "x_shape": x.shape}
-        O, zp, zn = sign_part_outputs(self.v_op, xw)
-        v = sum(O.values()) + (self.v_op.bias if self.v_op.bias is not None else 0)
+        O, zp, zn, v = sign_part_outputs(self.v_op, xw)
+        if self.v_op.bias is not None:
+            v = v + self.v_op.bias
         st["v"] = (O, zp, zn, xw.shape)
         vh = self._split_heads(v).to(torch.float64)
         av = MatmulConstOp(A)
-        O2, zp2, zn2 = sign_part_outputs(av, vh)
+        O2, zp2, zn2, o = sign_part_outputs(av, vh)
         st["av"] = (av, O2, zp2, zn2, vh.shape)
-        o = self._merge_heads(sum(O2.values())).to(x.dtype)
-        O3, zp3, zn3 = sign_part_outputs(self.proj_op, o)
+        o = self._merge_heads(o).to(x.dtype)
+        O3, zp3, zn3, y = sign_part_outputs(self.proj_op, o)
         st["proj"] = (O3, zp3, zn3, o.shape)
-        y = sum(O3.values()) + (self.proj_op.bias if self.proj_op.bias is not None else 0)
+        if self.proj_op.bias is not None:
+            y = y + self.proj_op.bias
         return self._reverse(y, geo, B), st
 
     @staticmethod
