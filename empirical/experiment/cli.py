@@ -5,6 +5,17 @@ output folder (resumable; torchrun-shardable), then builds the tables and
 figures once every image is done.  ``merge`` builds them from what the folder
 holds (all shards).  Without an image folder the 20 ImageNet photos shipped
 with foolbox are used with EfficientNet-Lite0.
+
+Examples::
+
+    boundcheck empirical --out runs/lite0                                   # 20 foolbox photos, Lite0
+    boundcheck empirical run --model resnet50 --imagenet-val VAL --labels \
+        devkit/data/ILSVRC2012_validation_ground_truth.txt --out runs/r50   # first 1000 images, m 25,50,100
+    torchrun --nproc_per_node 2 -m boundcheck empirical run --model resnet50 \
+        --imagenet-val VAL --labels GT --out runs/r50                        # rank r: images i % 2 == r
+    boundcheck empirical merge --out runs/r50                               # tables and figures, all shards
+
+Re-running the same command after an interruption continues where it stopped.
 """
 
 from __future__ import annotations
@@ -50,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "empirical") -> N
     parser.add_argument("--imagenet-val", metavar="DIR", help="ImageNet validation folder (flat or wnid sub-folders)")
     parser.add_argument("--labels", metavar="FILE", help="devkit ILSVRC2012_validation_ground_truth.txt (flat folder)")
     parser.add_argument("--images", metavar="DIR", help="any folder of images (target = top prediction)")
-    parser.add_argument("--n-images", type=int, default=None, help="first N images by file name (default: all)")
+    parser.add_argument("--n-images", type=int, default=None, help="first N images by file name (default: 1000 with --imagenet-val as in the paper, else all)")
     parser.add_argument("--m", type=_ints, default=DEFAULT_M_GRID, help="samples per set, e.g. 25,50,100")
     parser.add_argument("--augmentations", type=_csv("augmentation"), default=("gaussian", "photometric"))
     parser.add_argument("--methods", type=_csv("method"), default=PAPER_METHODS)

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +64,7 @@ def bound_curves_log10(model: str, methods, m_grid) -> dict:
 
 
 def _save(fig, path: Path) -> Path:
-    tmp = path.with_name(f".{path.stem}.tmp.png")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")  # ranks may merge at the same time
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
     tmp.replace(path)
     return path

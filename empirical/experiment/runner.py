@@ -44,6 +44,8 @@ PAPER_METHODS: tuple[str, ...] = (
     "squared_gradient", "gradient_x_input", "lrp_beta_0", "lrp_beta_1", "lrp_gamma_100", "lrp_gamma_1000",
 )
 DEFAULT_M_GRID: tuple[int, ...] = (25, 50, 100)
+#: "the first 1000 images of the ImageNet validation set" (Section 6.1): the default with --imagenet-val
+PAPER_N_IMAGES = 1000
 CONFIG_FILE = "config.json"
 SKIPPED_FILE = "skipped.jsonl"
 #: configuration keys that change the numbers (a resume must match them all)
@@ -266,7 +268,8 @@ def run_experiment(opts: RunOptions, explainer=None, loaded=None) -> dict:
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     rank, world, local = dist_env()
-    items, source = list_images(opts.imagenet_val, opts.labels, opts.images, opts.n_images)
+    n_images = opts.n_images if opts.n_images is not None else (PAPER_N_IMAGES if opts.imagenet_val else None)
+    items, source = list_images(opts.imagenet_val, opts.labels, opts.images, n_images)
     protocol = Protocol(tuple(opts.m_grid), tuple(opts.augmentations), tuple(opts.methods), int(opts.seed),
                         float(opts.sigma))
     group_size = max(1, opts.batch_size // protocol.samples_per_image)
