@@ -112,44 +112,13 @@ def relevance_depths(inputs: dict[str, Sequence[str]], is_rule: dict[str, bool],
     dict node -> D(node): the largest number of rule ops strictly downstream of the
     node on a relevance path, where ``output`` itself counts when it is a rule op.
     """
-    # consumers
-    consumers: dict[str, list[str]] = {v: [] for v in inputs}
     for c, ins in inputs.items():
         for p in ins:
             if p not in inputs:
                 raise InputError(f"unknown producer {p!r} of {c!r}")
-            consumers[p].append(c)
     if output not in inputs:
         raise InputError(f"unknown output node {output!r}")
-    D: dict[str, int] = {output: 0}
-    # reverse topological order via DFS from the output along relevance inputs
-    order: list[str] = []
-    seen: set[str] = set()
-    stack = [(output, False)]
-    while stack:
-        v, done = stack.pop()
-        if done:
-            order.append(v)
-            continue
-        if v in seen:
-            continue
-        seen.add(v)
-        stack.append((v, True))
-        for p in inputs[v]:
-            if p not in seen:
-                stack.append((p, False))
-    # order is a post-order (producers before consumers); process consumers first
-    for v in reversed(order):
-        if v == output:
-            continue
-        best = None
-        for c in consumers[v]:
-            if c in D:
-                d = D[c] + (1 if is_rule.get(c, False) else 0)
-                best = d if best is None else max(best, d)
-        if best is not None:
-            D[v] = best
-    return D
+    return _weighted_depths(inputs, {v: 1 if is_rule.get(v, False) else 0 for v in inputs}, output)
 
 
 def rule_depth(D: dict[str, int], is_rule: dict[str, bool], node: str) -> int:
@@ -518,6 +487,11 @@ def torch_network_depth(model) -> NetworkDepth:
 
 
 def _weighted_depths(inputs, level, output) -> dict[str, int]:
+    """Longest relevance path to ``output``: ``D(v) = max over consumers c of D(c) + level(c)``.
+
+    Nodes are processed in reverse post-order of a DFS from ``output`` along relevance
+    inputs, so every consumer of ``v`` is done before ``v``.
+    """
     consumers: dict[str, list[str]] = {v: [] for v in inputs}
     for c, ins in inputs.items():
         for p in ins:
