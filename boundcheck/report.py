@@ -129,13 +129,21 @@ def bounds_report_markdown() -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
-    """``--out FILE`` (default stdout)."""
+    """``--out FILE`` (default stdout), ``--verdicts`` (append the fuzz verdict table)."""
     parser.add_argument("--out", default=None, help="write the Markdown report to FILE (default stdout)")
+    parser.add_argument("--verdicts", action="store_true",
+                        help="append the fuzz verdict table of every claim (boundcheck fuzz, about a minute)")
+    parser.add_argument("--seed", type=int, default=0, help="fuzz seed for --verdicts (default 0)")
 
 
 def run(args) -> int:
-    """Write :func:`bounds_report_markdown` to ``--out`` or stdout."""
+    """Write :func:`bounds_report_markdown` (and with ``--verdicts`` the fuzz verdicts)
+    to ``--out`` or stdout."""
     text = bounds_report_markdown()
+    if args.verdicts:
+        from boundcheck.fuzz.runner import run_claims, verdict_table_markdown
+
+        text += "\n\n## Fuzz verdicts (hypothesis)\n\n" + verdict_table_markdown(run_claims(seed=args.seed))
     if args.out is None:
         sys.stdout.write(text + "\n")
     else:

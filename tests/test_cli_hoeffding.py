@@ -133,3 +133,16 @@ def test_samples_command_imports_neither_torch_nor_sympy():
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["m"] > 10**64
+
+
+def test_report_with_verdicts_appends_the_verdict_table(tmp_path, monkeypatch):
+    """`boundcheck report --verdicts` gains the fuzz verdict table (run at a tiny size here)."""
+    import boundcheck.fuzz.runner as runner
+
+    real = runner.run_claims
+    monkeypatch.setattr(runner, "run_claims", lambda seed=0: real(names=["thm3", "kr9"], examples=5, seed=seed))
+    out = tmp_path / "r.md"
+    assert main(["report", "--verdicts", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "## Fuzz verdicts" in text
+    assert "`thm3`" in text and "FAILS" in text
