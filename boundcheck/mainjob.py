@@ -90,9 +90,9 @@ def _section_empirical(out: Path, args) -> str:
 
 
 def _section_audit(out: Path, args) -> str:
-    from empirical.audit import run_embedded_default
+    from empirical.audit.cli import run_embedded_default
 
-    return run_embedded_default(out / "audit")["summary"]
+    return run_embedded_default(out / "audit")["markdown"]
 
 
 def _section_sanity(out: Path, args) -> str:
