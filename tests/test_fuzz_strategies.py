@@ -103,7 +103,7 @@ def test_same_seed_draws_the_same_example():
         got = []
 
         @seed(7)
-        @settings(max_examples=5, database=None, derandomize=False)
+        @settings(max_examples=5, database=None, derandomize=False, deadline=None)
         @given(S.networks())
         def t(net):
             got.append(net.to_json())
