@@ -36,6 +36,8 @@ TORCHVISION_MODELS: dict[str, tuple[str, str]] = {
     "resnet50": ("resnet50", "ResNet50_Weights"),
     "efficientnet_v2_s": ("efficientnet_v2_s", "EfficientNet_V2_S_Weights"),
     "swin_v2_t": ("swin_v2_t", "Swin_V2_T_Weights"),
+    # [P2]'s sanity checks also use DenseNet-121 (schedule in empirical.sanity.schedules)
+    "densenet121": ("densenet121", "DenseNet121_Weights"),
 }
 LITE0 = "efficientnet-lite0"
 MODEL_NAMES: tuple[str, ...] = (*TORCHVISION_MODELS, LITE0)
@@ -112,7 +114,7 @@ def load_model(name: str, weights: str | os.PathLike | None = None, pretrained: 
 
     Parameters
     ----------
-    name : {"resnet50", "efficientnet_v2_s", "swin_v2_t", "efficientnet-lite0"}
+    name : {"resnet50", "efficientnet_v2_s", "swin_v2_t", "densenet121", "efficientnet-lite0"}
     weights : path, optional
         A state_dict file to load instead of the hub cache / shipped weights.
     pretrained : bool

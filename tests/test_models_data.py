@@ -128,3 +128,19 @@ def test_flat_val_with_devkit_labels_maps_ilsvrc_ids_to_torchvision_order(tmp_pa
     (devkit / "meta.mat").unlink()
     with pytest.raises(InputError, match="meta.mat"):
         data.list_images(imagenet_val=val, labels=gt)
+
+
+def test_densenet121_for_the_sanity_schedule(tmp_path, monkeypatch):
+    """DenseNet-121 loads like the other torchvision models (its [P2] randomisation schedule
+    exists); missing trained weights name the file, random init only when asked."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    with pytest.raises(InputError) as ei:
+        load_model("densenet121")
+    assert "densenet121" in str(ei.value) and "\n" not in str(ei.value)
+    lm = load_model("densenet121", pretrained=False)
+    assert lm.weights_file == "random" and lm.input_size == 224
+    from empirical.sanity.schedules import build_schedule, detect_architecture
+
+    assert detect_architecture(lm.model) == "densenet121"
+    assert len(build_schedule(lm.model)) > 1

@@ -100,7 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "sanity") -> None
         p = sub.add_parser(cmd, help=helps[cmd], description=helps[cmd])
         p.add_argument("--out", required=True, help="output folder (resumable)")
         p.add_argument("--model", default=DEFAULT_MODEL,
-                       help="resnet50, efficientnet_v2_s, swin_v2_t (user weights) or efficientnet-lite0 (shipped)")
+                       help="resnet50, densenet121, efficientnet_v2_s, swin_v2_t (user weights) or efficientnet-lite0 (shipped)")
         p.add_argument("--weights", help="state_dict file of the model's trained weights")
         p.add_argument("--images", help="folder of images (label unknown: the top prediction is explained)")
         p.add_argument("--imagenet-val", dest="imagenet_val", help="ImageNet validation folder")
