@@ -179,6 +179,20 @@ def test_resume_with_other_configuration_is_refused(tmp_path, image_dir):
     assert "\n" not in msg and "seed" in msg and "different configuration" in msg
 
 
+def test_resume_after_the_map_code_changed_is_refused(tmp_path, image_dir, monkeypatch):
+    """config.json records a fingerprint of the code that computes the maps; resuming a run
+    with changed rules/engine/augmentation code would mix two versions and is refused."""
+    import empirical.experiment.runner as runner
+
+    _run(tmp_path, image_dir, stop_after=1)
+    assert json.loads((tmp_path / "config.json").read_text())["code"] == runner.code_fingerprint()
+    monkeypatch.setattr(runner, "code_fingerprint", lambda: "0" * 64)
+    with pytest.raises(InputError) as ei:
+        _run(tmp_path, image_dir)
+    msg = str(ei.value)
+    assert "\n" not in msg and "code" in msg and "changed since that run" in msg
+
+
 def test_sharded_runs_and_merge_equal_single_run(tmp_path, image_dir, reference, monkeypatch):
     ref_out, _ = reference
     monkeypatch.setenv("WORLD_SIZE", "2")

@@ -50,7 +50,24 @@ CONFIG_FILE = "config.json"
 SKIPPED_FILE = "skipped.jsonl"
 #: configuration keys that change the numbers (a resume must match them all)
 _CONFIG_KEYS = ("model", "weights", "source", "image_ids_sha256", "n_images", "m_grid", "augmentations",
-                "methods", "seed", "sigma", "dtype", "batch_size", "group_size")
+                "methods", "seed", "sigma", "dtype", "batch_size", "group_size", "code")
+
+#: the modules whose source determines the per-image numbers (rules, engine, augmentations,
+#: statistics): a resume with changed code would mix results of two versions.
+_NUMERIC_MODULES = ("boundcheck.rules", "empirical.engine.explainer", "empirical.engine.graph",
+                    "empirical.engine.ops", "empirical.engine.swin", "empirical.augment",
+                    "empirical.experiment.protocol", "empirical.experiment.statistics")
+
+
+def code_fingerprint() -> str:
+    """sha256 over the source files of :data:`_NUMERIC_MODULES` (stored in ``config.json``)."""
+    import importlib
+
+    h = hashlib.sha256()
+    for name in _NUMERIC_MODULES:
+        h.update(name.encode())
+        h.update(Path(importlib.import_module(name).__file__).read_bytes())
+    return h.hexdigest()
 
 
 @dataclass
@@ -218,6 +235,7 @@ def build_config(opts: RunOptions, items, source: dict, weights_file: str | None
         "dtype": opts.dtype,
         "batch_size": int(opts.batch_size),
         "group_size": int(group_size),
+        "code": code_fingerprint(),
         "items": [it.to_dict() for it in items],
     }
 
@@ -234,6 +252,7 @@ def check_or_write_config(out: Path, config: dict) -> None:
             what = ", ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in diff[:3])
             raise InputError(
                 f"{out} holds a run with a different configuration ({what}); use another --out or the same options"
+                + (" (the code that computes the maps changed since that run)" if diff == ["code"] else "")
             )
         return
     atomic_write_text(path, json.dumps(config, indent=1, sort_keys=True) + "\n")
