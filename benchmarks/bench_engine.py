@@ -26,6 +26,10 @@ Usage::
     python benchmarks/bench_engine.py --models resnet50 --device cpu --batch 2 --size 224 --reps 3 --out bench.json
     python benchmarks/bench_engine.py --models resnet50,efficientnet_v2_s,swin_v2_t,lite0 --device cuda --batch 32 --out bench_gpu.json
 
+The process first calls ``empirical.runtime.retain_freed_memory()`` (glibc keeps
+freed buffers instead of unmapping them; it applies to every variant alike);
+``--keep-malloc-defaults`` skips it.
+
 Random weights (torchvision ``weights=None``; Lite0 with its shipped weights): the
 throughput does not depend on the weight values.  zennit is a benchmark/test-only
 dependency.
@@ -48,6 +52,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from empirical.engine import PAPER_METHODS, Explainer  # noqa: E402
+from empirical.runtime import retain_freed_memory  # noqa: E402
 
 
 def make_model(name):
@@ -191,7 +196,10 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     ap.add_argument("--out", default=None)
+    ap.add_argument("--keep-malloc-defaults", action="store_true",
+                    help="do not call empirical.runtime.retain_freed_memory (glibc returns freed buffers to the OS)")
     args = ap.parse_args(argv)
+    retained = False if args.keep_malloc_defaults else retain_freed_memory()
     device = torch.device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
@@ -210,6 +218,7 @@ def main(argv=None):
         "platform": platform.platform(),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "threads": torch.get_num_threads(),
+        "retain_freed_memory": retained,
     }
     if args.out:
         Path(args.out).write_text(json.dumps({"meta": meta, "results": results}, indent=2))

@@ -116,11 +116,17 @@ class Explainer:
     """
 
     def __init__(self, model, conventions: Conventions = DEFAULT_CONVENTIONS, dtype=torch.float32, device=None,
-                 allow_tf32: bool = False):
+                 allow_tf32: bool = False, channels_last: bool | None = None):
         """``allow_tf32``: let CUDA convolutions/matmuls use TF32 (10-bit mantissa).
         Off by default: with TF32 the float32 maps on an H100 differed from float64
         by up to 10% (gradients) and more (LRP-gamma near condition-(29) violations)
-        on ResNet-50/EfficientNets (``benchmarks/gpu_check.py``).  No effect on CPU."""
+        on ResNet-50/EfficientNets (``benchmarks/gpu_check.py``).  No effect on CPU.
+
+        ``channels_last``: store the canonical copy's convolution weights and every
+        4-d activation and relevance tensor channels-last (NHWC).  ``None`` (default):
+        on the CPU only, where oneDNN's convolutions run natively in NHWC and were
+        about 10% faster on ResNet-50's layers (``BENCHMARKS.md``); a layout choice,
+        the values are the same up to summation order."""
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(conventions, Conventions):
@@ -134,7 +140,12 @@ class Explainer:
             p = next(model.parameters(), None)
             device = p.device if p is not None else torch.device("cpu")
         self.device = torch.device(device)
+        if channels_last is None:
+            channels_last = self.device.type == "cpu"
+        self.channels_last = bool(channels_last)
         self.gm = canonicalise(model, dtype, self.device)
+        if self.channels_last:
+            self.gm.to(memory_format=torch.channels_last)
         self._modules = dict(self.gm.named_modules())
         for mod in self._modules.values():
             if hasattr(mod, "inplace"):
@@ -347,6 +358,8 @@ class Explainer:
         if not torch.is_floating_point(x):
             raise InputError("x must be a floating-point tensor")
         x = x.detach().to(dtype=self.dtype, device=self.device)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         if not bool(torch.isfinite(x).all()):
             raise InputError("x must be finite")
         return x
@@ -393,7 +406,7 @@ class Explainer:
             m = m * x
         if reduce == "sum" and m.dim() >= 3:
             m = m.sum(1)
-        return m
+        return m.contiguous()
 
     def _integrated_gradients(self, x, v, steps):
         total = torch.zeros_like(x)

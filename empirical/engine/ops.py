@@ -26,14 +26,90 @@ import torch.nn.functional as F
 
 from boundcheck.rules import SIGN_PARTS, Conventions, Rule
 
-_PLUS_PARTS = ("pp", "pn")  # parts that use W+ (z+ and z- respectively)
 
 
-class ConvOp:
+
+def rows_like(ref, rows, channels=None):
+    """``torch.empty`` of shape ``(rows, *ref.shape[1:])`` (channel axis ``channels`` if
+    given) in ``ref``'s dtype, device and memory format (channels-last stays
+    channels-last, so that convolutions never reorder their operands)."""
+    shape = [rows] + list(ref.shape[1:])
+    if channels is not None:
+        shape[1] = channels
+    fmt = torch.contiguous_format
+    if ref.dim() == 4 and not ref.is_contiguous() and ref.is_contiguous(memory_format=torch.channels_last):
+        fmt = torch.channels_last
+    return torch.empty(shape, dtype=ref.dtype, device=ref.device, memory_format=fmt)
+
+
+def _fmt_of(W):
+    if W.dim() == 4 and not W.is_contiguous() and W.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _combine(alpha, beta, Wp, Wn):
+    """``alpha W+ + beta W-`` (``Wn`` may be None: non-negative weights)."""
+    W = Wp if alpha == 1.0 else alpha * Wp
+    if Wn is not None and beta != 0.0:
+        W = W + (Wn if beta == 1.0 else beta * Wn)
+    return W
+
+
+class _SignedOp:
+    """Backward-pass machinery shared by operators with weights of both signs.
+
+    ``transpose_terms(buf, key, in_shape)`` computes ``sum_t L^T_{V_t} g_t`` with
+    ``V_t = alpha_t W+ + beta_t W-`` for ``key = ((alpha_1, beta_1), ...)``: the
+    combined weights are built once per key and cached (they depend on the
+    weights only), so a rule whose terms share one ratio per input sign costs ONE
+    transpose (LRP-gamma: ``(1+gamma) W+ + W-``; LRP-beta_0: ``W+``) instead of
+    one per weight part.
+    """
+
+    nonneg = False
+
+    def _weights(self, key):
+        W = self._cache.get(key)
+        if W is None:
+            parts = [_combine(a, b, self.Wp, self.Wn) for a, b in key]
+            W = parts[0] if len(parts) == 1 else torch.cat(parts, 0)
+            W = W.contiguous(memory_format=_fmt_of(self.Wp))
+            self._cache[key] = W
+        return W
+
+    def _weights_multi(self, keys, dim):
+        """The weights of several keys side by side along ``dim`` (their outputs)."""
+        W = self._cache.get((dim,) + keys)
+        if W is None:
+            W = torch.cat([self._weights(k) for k in keys], dim).contiguous(memory_format=_fmt_of(self.Wp))
+            self._cache[(dim,) + keys] = W
+        return W
+
+    def transpose_signs(self, buf, keys, in_shape):
+        """:meth:`transpose_terms` for several keys (one per input sign) of the same buffer.
+
+        Where the operator allows it (ungrouped convolution, linear layer) the keys'
+        weights are placed side by side so that ONE call returns all of them.
+        Returns one tensor per key (None for a key without a non-zero weight).
+        """
+        live = [i for i, key in enumerate(keys) if any(ab != (0.0, 0.0) for ab in key)]
+        out = [None] * len(keys)
+        if len(live) > 1 and self._multi_dim is not None:
+            sub = tuple(keys[i] for i in live)
+            T = self._transpose_raw(buf, self._weights_multi(sub, self._multi_dim), in_shape)
+            for j, T_j in enumerate(T.chunk(len(live), dim=self._multi_out_dim)):
+                out[live[j]] = T_j
+            return out
+        for i in live:
+            out[i] = self.transpose_terms(buf, keys[i], in_shape)
+        return out
+
+
+class ConvOp(_SignedOp):
     """A 2-d convolution ``y = conv(z, W) + b`` (BatchNorm already folded)."""
 
     kind = "conv"
-    nonneg = False
 
     def __init__(self, module: torch.nn.Conv2d):
         W = module.weight.detach()
@@ -42,11 +118,13 @@ class ConvOp:
         self.stride, self.padding, self.dilation, self.groups = module.stride, module.padding, module.dilation, module.groups
         self.bias = None if module.bias is None else module.bias.detach()
         self.cout = W.shape[0]
-        self.Wp = W.clamp(min=0).contiguous()
-        self.Wn = W.clamp(max=0).contiguous()
+        fmt = _fmt_of(W)  # the canonical model's memory format (Explainer(channels_last=...))
+        self.Wp = W.clamp(min=0).contiguous(memory_format=fmt)
+        self.Wn = W.clamp(max=0).contiguous(memory_format=fmt)
         # groups == 1: both weight parts in ONE call ([W+; W-] along the output channels)
-        self.W2 = torch.cat([self.Wp, self.Wn]).contiguous() if self.groups == 1 else None
+        self.W2 = torch.cat([self.Wp, self.Wn]).contiguous(memory_format=fmt) if self.groups == 1 else None
         self.bias_shape = (self.cout, 1, 1)
+        self._cache = {}
 
     def _conv(self, z, W):
         return F.conv2d(z, W, None, self.stride, self.padding, self.dilation, self.groups)
@@ -59,21 +137,14 @@ class ConvOp:
             op_, on_ = self._conv(z, self.Wp), self._conv(z, self.Wn)
         return op_, on_, op_ + on_
 
-    # relevance buffers: "plus" rows feed L^T_{W+}, "minus" rows feed L^T_{W-}
-    def buffer(self, rows, tail, with_minus, ref):
-        if not with_minus:
-            return torch.empty((rows,) + tail, dtype=ref.dtype, device=ref.device)
-        if self.W2 is not None:
-            return torch.empty((rows, 2) + tail, dtype=ref.dtype, device=ref.device)
-        return torch.empty((2, rows) + tail, dtype=ref.dtype, device=ref.device)
-
-    def plus(self, buf, with_minus):
-        if not with_minus:
-            return buf
-        return buf[:, 0] if self.W2 is not None else buf[0]
-
-    def minus(self, buf):
-        return buf[:, 1] if self.W2 is not None else buf[1]
+    def term_buffer(self, n, rows, tail, ref):
+        """Ratio buffer of ``n`` terms and its per-term slots ``(rows, *tail)``."""
+        c = tail[0]
+        if self.groups == 1:  # terms stacked along the channels: one transposed convolution
+            buf = rows_like(ref, rows, n * c)
+            return buf, [buf[:, t * c : (t + 1) * c] for t in range(n)]
+        bufs = [rows_like(ref, rows) for _ in range(n)]
+        return bufs, bufs
 
     def _out_pad(self, in_hw, out_hw):
         pads = []
@@ -87,59 +158,87 @@ class ConvOp:
         op = self._out_pad(in_shape[-2:], g.shape[-2:])
         return F.conv_transpose2d(g, W, None, self.stride, self.padding, op, self.groups, self.dilation)
 
-    def transpose(self, buf, with_minus, in_shape):
-        if not with_minus:
-            return self._convT(buf, self.Wp, in_shape)
-        if self.W2 is not None:
-            rows, _, c, h, w = buf.shape
-            return self._convT(buf.view(rows, 2 * c, h, w), self.W2, in_shape)
-        return self._convT(buf[0], self.Wp, in_shape).add_(self._convT(buf[1], self.Wn, in_shape))
+    @property
+    def _multi_dim(self):
+        return 1 if self.groups == 1 else None  # conv_transpose2d weight: (in, out/groups, kh, kw)
+
+    _multi_out_dim = 1
+
+    def _transpose_raw(self, buf, W, in_shape):
+        return self._convT(buf, W, in_shape)
+
+    def transpose_terms(self, buf, key, in_shape):
+        if self.groups == 1:
+            return self._transpose_raw(buf, self._weights(key), in_shape)
+        out = None
+        for t, ab in enumerate(key):
+            if ab == (0.0, 0.0):
+                continue
+            T = self._convT(buf[t], self._weights((ab,)), in_shape)
+            out = T if out is None else out.add_(T)
+        return out
 
 
-class LinearOp:
+class LinearOp(_SignedOp):
     """``y = z W^T + b`` on the last axis (any leading axes)."""
 
     kind = "linear"
-    nonneg = False
 
     def __init__(self, weight, bias=None):
         W = weight.detach()
-        self.W2 = torch.cat([W.clamp(min=0), W.clamp(max=0)], 0).contiguous()
         self.Wp = W.clamp(min=0).contiguous()
+        self.Wn = W.clamp(max=0).contiguous()
+        self.W2 = torch.cat([self.Wp, self.Wn], 0).contiguous()
         self.cout = W.shape[0]
         self.bias = None if bias is None else bias.detach()
         self.bias_shape = (self.cout,)
+        self._cache = {}
 
     def parts(self, z):
         o = F.linear(z, self.W2)
         op_, on_ = o[..., : self.cout], o[..., self.cout :]
         return op_, on_, op_ + on_
 
-    def buffer(self, rows, tail, with_minus, ref):
-        shape = (rows,) + tail[:-1] + ((2 * tail[-1],) if with_minus else (tail[-1],))
-        return torch.empty(shape, dtype=ref.dtype, device=ref.device)
+    def term_buffer(self, n, rows, tail, ref):
+        buf = torch.empty((rows,) + tail[:-1] + (n * tail[-1],), dtype=ref.dtype, device=ref.device)
+        c = tail[-1]
+        return buf, [buf[..., t * c : (t + 1) * c] for t in range(n)]
 
-    def plus(self, buf, with_minus):
-        return buf[..., : self.cout] if with_minus else buf
+    _multi_dim = 1
+    _multi_out_dim = -1
 
-    def minus(self, buf):
-        return buf[..., self.cout :]
+    def _transpose_raw(self, buf, W, in_shape):
+        return buf @ W
 
-    def transpose(self, buf, with_minus, in_shape):
-        return buf @ (self.W2 if with_minus else self.Wp)
+    def transpose_terms(self, buf, key, in_shape):
+        return buf @ self._weights(key)
 
 
 class _NonNegOp:
-    """Common buffer handling of operators with non-negative weights (``W- = 0``)."""
+    """Operators with non-negative weights (``W- = 0``): terms are combined before ONE transpose."""
 
     nonneg = True
     bias = None
 
-    def buffer(self, rows, tail, with_minus, ref):
-        return torch.empty((rows,) + tail, dtype=ref.dtype, device=ref.device)
+    def term_buffer(self, n, rows, tail, ref):
+        bufs = [rows_like(ref, rows) for _ in range(n)]
+        return bufs, bufs
 
-    def plus(self, buf, with_minus):
-        return buf
+    def transpose_terms(self, buf, key, in_shape):
+        # the buffer also serves the other input sign: never modified here
+        nz = [(a, buf[t]) for t, (a, _) in enumerate(key) if a != 0.0]
+        if not nz:
+            return None
+        a0, g = nz[0]
+        if a0 != 1.0:
+            g = a0 * g
+        for i, (a, gt) in enumerate(nz[1:]):
+            g = torch.add(g, gt, alpha=a) if i == 0 and a0 == 1.0 else g.add_(gt, alpha=a)
+        return self.transpose(g, in_shape)
+
+
+    def transpose_signs(self, buf, keys, in_shape):
+        return [self.transpose_terms(buf, key, in_shape) for key in keys]
 
 
 class PoolOp(_NonNegOp):
@@ -160,8 +259,7 @@ class PoolOp(_NonNegOp):
         o = self.fn(z)
         return o, None, o
 
-    def transpose(self, buf, with_minus, in_shape):
-        gp = buf
+    def transpose(self, gp, in_shape):
         shape = (gp.shape[0],) + tuple(in_shape[1:])
         if self.global_mean_dims is not None:
             dims, keepdim = self.global_mean_dims
@@ -171,7 +269,7 @@ class PoolOp(_NonNegOp):
                 count *= shape[d]
                 if not keepdim:
                     g = g.unsqueeze(d)
-            return (g / count).expand(shape).contiguous()
+            return (g / count).expand(shape)
         with torch.enable_grad():
             x = torch.zeros(shape, dtype=gp.dtype, device=gp.device, requires_grad=True)
             (out,) = torch.autograd.grad(self.fn(x), x, gp)
@@ -194,8 +292,8 @@ class MatmulConstOp(_NonNegOp):
         o = self._rep(z.shape[0]) @ z
         return o, None, o
 
-    def transpose(self, buf, with_minus, in_shape):
-        return self._rep(buf.shape[0]).transpose(-2, -1) @ buf
+    def transpose(self, g, in_shape):
+        return self._rep(g.shape[0]).transpose(-2, -1) @ g
 
 
 def _sign(D):
@@ -247,18 +345,79 @@ def _ratio(num, D, policy):
     return (num / D).masked_fill_(zero, 0.0 if policy == "zero" else float("nan"))
 
 
-_MINUS = ("np", "nn")   # parts fed to L^T_{W-}
-_ZROWS = ("pn", "nn")   # parts multiplied by z-
+#: (part fed to L^T_{W+}, part fed to L^T_{W-}) for the positive / negative input entries
+_BY_INPUT_SIGN = {"p": ("pp", "np"), "n": ("pn", "nn")}
+
+
+class _Sums:
+    """``P``, ``N`` of :func:`pos_neg_sums`, computed at most once per step."""
+
+    def __init__(self, O):
+        self.O = O
+        self._pn = None
+
+    def __call__(self):
+        if self._pn is None:
+            self._pn = pos_neg_sums(self.O)
+        return self._pn
+
+
+def _axpby(a, X, b, Y):
+    """``a X + b Y`` with as few passes as possible (``X``/``Y`` may be None: zero)."""
+    if Y is None or b == 0.0:
+        return None if X is None or a == 0.0 else (X if a == 1.0 else a * X)
+    if X is None or a == 0.0:
+        return Y if b == 1.0 else b * Y
+    if b == 1.0:
+        return torch.add(Y, X, alpha=a)
+    if a == 1.0:
+        return torch.add(X, Y, alpha=b)
+    return torch.add(a * X, Y, alpha=b)
+
+
+def _denominator(a, O, sums):
+    """``D = sum_s a_s O_s`` over the parts present in ``O`` (None when none is).
+
+    When the term weighs ``pp``/``nn`` alike and ``pn``/``np`` alike (every rule
+    of [P1]: LRP-beta's terms, LRP-gamma, -epsilon, -0), ``D = a_pp P + a_np N``
+    with the per-step sums ``P``, ``N`` shared by all rules.
+    """
+    has = {s: s in O for s in SIGN_PARTS}
+    sym_p = not has["nn"] or a["pp"] == a["nn"]
+    sym_n = not (has["pn"] and has["np"]) or a["pn"] == a["np"]
+    if sym_p and sym_n:
+        ap = a["pp"]
+        an = a["np"] if has["np"] else (a["pn"] if has["pn"] else 0.0)
+        X = Y = None
+        if ap != 0.0:
+            X = sums()[0] if has["nn"] else O["pp"]
+        if an != 0.0:
+            Y = sums()[1] if (has["pn"] and has["np"]) else (O["np"] if has["np"] else O["pn"])
+        if X is None and Y is None:
+            return None
+        return _axpby(ap, X, an, Y)
+    D = None
+    for s in SIGN_PARTS:
+        if has[s] and a[s] != 0.0:
+            D = _axpby(a[s], O[s], 0.0, None) if D is None else _axpby(1.0, D, a[s], O[s])
+    return D
 
 
 def lrp_step(op, O, zp, zn, R, rules: list[Rule], conventions: Conventions, in_shape, bias=None):
     """One LRP backward step through ``op`` for ``K`` rules at once.
 
-    For every term ``k`` of every rule: ``D_k = sum_s a_ks O_s`` (+ bias part)
-    (+ ``eps sign(D_k)``), the ratio ``c_k R / D_k`` with the zero-denominator
-    policy, written into the relevance buffer of each present part ``s`` with
-    weight ``a_ks``; then ONE transpose of the buffer and the products with
-    ``z+`` / ``z-`` (see the module docstring).
+    For every term ``t`` of every rule: ``D_t = sum_s a_ts O_s`` (+ bias part)
+    (+ ``eps sign(D_t)``) and the ratio ``g_t = R / D_t`` with the
+    zero-denominator policy (times ``c_t`` when the coefficient is per output,
+    adaptive beta).  Then, per input sign, ONE transpose of the stacked ratios with
+    the combined weights ``c_t (a_{t,+s} W+ + a_{t,-s} W-)`` (``_SignedOp``) and the
+    product with ``z+`` (and ``z-``):
+
+        R_in = z+ L^T[sum_t c_t (a_pp W+ + a_np W-) g_t] + z- L^T[sum_t c_t (a_pn W+ + a_nn W-) g_t],
+
+    which is :func:`boundcheck.rules.transition_matrix` applied to ``R``.  Rules
+    with the same combined weights (e.g. several epsilon rules) share their
+    transposes, stacked along the batch axis.
 
     Parameters
     ----------
@@ -278,104 +437,97 @@ def lrp_step(op, O, zp, zn, R, rules: list[Rule], conventions: Conventions, in_s
     B = O["pp"].shape[0]
     tail = tuple(R.shape[1:])
     policy = conventions.zero_denominator
-    P = N = None
-    if any(r.adaptive_beta_max is not None for r in rules):
-        P, N = pos_neg_sums(O)
+    sums = _Sums(O)
     bias_parts = None
     if conventions.bias == "backward" and bias is not None:
         b = bias.reshape(op.bias_shape)
         bias_parts = {"pp": b.clamp(min=0), "np": b.clamp(max=0)}
-    plan = []
+    signs = ("p", "n") if zn is not None else ("p",)
+    groups = {}  # signature -> [(k, [(D, c_tensor)])]
     for k, rule in enumerate(rules):
-        coeffs = rule.coefficients(P, N) if rule.adaptive_beta_max is not None else rule.coefficients(None, None)
+        if rule.adaptive_beta_max is not None:
+            coeffs = rule.coefficients(*sums())
+        else:
+            coeffs = rule.coefficients(None, None)
+        terms, sig = [], []
         for term, c in zip(rule.terms, coeffs):
             if all(v == 0.0 for v in term.parts):
                 continue
-            if policy == "zero" and not torch.is_tensor(c) and c == 0.0:
+            scalar = not torch.is_tensor(c)
+            if policy == "zero" and scalar and c == 0.0:
                 continue  # exact: c * ratio == 0 for every finite ratio
             a = dict(zip(SIGN_PARTS, term.parts))
-            present = [(s, a[s]) for s in SIGN_PARTS if s in O and a[s] != 0.0]
-            plan.append((k, rule, c, a, present))
-    with_minus = (not op.nonneg) and any(s in _MINUS for *_, present in plan for s, _ in present)
-    z_rows = zn is not None and any(s in _ZROWS for *_, present in plan for s, _ in present)
-    KB = K * B
-    buf = op.buffer(KB * (2 if z_rows else 1), tail, with_minus, R)
-    plus = op.plus(buf, with_minus)
-    minus = op.minus(buf) if with_minus else None
-
-    def slot(s, k):
-        r0 = (KB if s in _ZROWS else 0) + k * B
-        return (minus if s in _MINUS else plus)[r0 : r0 + B]
-
-    written = set()
-    fill = 0.0 if policy == "zero" else float("nan")
-    for k, rule, c, a, present in plan:
-        Rk = R[k * B : (k + 1) * B]
-        D = None
-        for s, w in present:
-            t = O[s] if w == 1.0 else w * O[s]
-            D = t if D is None else D + t
-        if D is None:
-            D = torch.zeros_like(O["pp"])
-        if bias_parts is not None:
-            for s in ("pp", "np"):
-                if a[s] != 0.0:
-                    D = D + a[s] * bias_parts[s]
-        e = conventions.stabiliser + rule.epsilon
-        if e != 0.0:
-            D = D + e * _sign(D)
-        zero = None
-        if policy != "zero":
-            zero = D == 0
-            if policy == "raise" and bool(zero.any()):
+            D = _denominator(a, O, sums)
+            present = D is not None
+            if D is None:
+                D = torch.zeros_like(O["pp"])
+            if bias_parts is not None:
+                for s in ("pp", "np"):
+                    if a[s] != 0.0:
+                        D = D + a[s] * bias_parts[s]
+            e = conventions.stabiliser + rule.epsilon
+            if e != 0.0:
+                D = D + e * _sign(D)
+            if policy == "raise" and bool((D == 0).any()):
                 raise ZeroDivisionError("a rule denominator is exactly 0 (zero_denominator='raise')")
-        if not present:
+            if not present:
+                continue  # no part of this term exists: its numerators are all 0
+            # a scalar coefficient goes into the combined weights; a per-output one (adaptive
+            # beta) and 0 (kept under "nan"/"raise": 0 * NaN must stay NaN) scale the ratio
+            fold = scalar and c != 0.0
+            w = float(c) if fold else 1.0
+            pair = tuple(
+                (w * a[s_plus], (w * a[s_minus]) if s_minus in O else 0.0)
+                for s_plus, s_minus in (_BY_INPUT_SIGN[sg] for sg in signs)
+            )
+            terms.append((D, None if fold else c))
+            sig.append((pair, fold))
+        groups.setdefault(tuple(sig), []).append((k, terms))
+    Rin = rows_like(zp, K * B)
+    for sig, members in groups.items():
+        if not sig:
+            for k, _ in members:
+                Rin[k * B : (k + 1) * B].zero_()
             continue
-        s0, a0 = present[0]
-        fresh = (s0, k) not in written
-        base = slot(s0, k) if fresh else torch.empty_like(Rk)
-        torch.div(Rk, D, out=base)
-        if policy == "zero":
-            # R/0 is +-inf or NaN exactly where D == 0 (R finite): one pass sets those to 0
-            base.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
-        elif policy == "nan":
-            base.masked_fill_(zero, fill)
-        if torch.is_tensor(c) or c != 1.0:
-            base.mul_(c)
-        # base = c R / D; the other parts first, then base itself gets its weight a0
-        for s, w in present[1:]:
-            if (s, k) in written:
-                slot(s, k).add_(base, alpha=w)
-            else:
-                torch.mul(base, w, out=slot(s, k))
-                written.add((s, k))
-        if fresh:
-            if a0 != 1.0:
-                base.mul_(a0)
-            written.add((s0, k))
-        else:
-            slot(s0, k).add_(base, alpha=a0)
-    parts_in_buf = ["pp"] + (["np"] if with_minus else []) + (["pn"] + (["nn"] if with_minus else []) if z_rows else [])
-    for s in parts_in_buf:
-        for k in range(K):
-            if (s, k) not in written:
-                slot(s, k).zero_()
-    T = op.transpose(buf, with_minus, in_shape)
-    if z_rows:
-        Tp, Tn = T[:KB], T[KB:]
-        Tp.view(K, B, *Tp.shape[1:]).mul_(zp)
-        Tn.view(K, B, *Tn.shape[1:]).mul_(zn)
-        return Tp.add_(Tn)
-    T.view(K, B, *T.shape[1:]).mul_(zp)
-    return T
+        rows = len(members) * B
+        buf, slots = op.term_buffer(len(sig), rows, tail, R)
+        for j, (k, terms) in enumerate(members):
+            Rk = R[k * B : (k + 1) * B]
+            for t, (D, c) in enumerate(terms):
+                g = slots[t][j * B : (j + 1) * B]
+                torch.div(Rk, D, out=g)
+                if policy == "zero":
+                    # R/0 is +-inf or NaN exactly where D == 0 (R finite): one pass sets those to 0
+                    g.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+                elif policy == "nan":
+                    g.masked_fill_(D == 0, float("nan"))
+                if c is not None:
+                    g.mul_(c)
+        keys = tuple(tuple(pair[i] for pair, _ in sig) for i in range(len(signs)))
+        for i, (T, z) in enumerate(zip(op.transpose_signs(buf, keys, in_shape), (zp, zn))):
+            for j, (k, _) in enumerate(members):
+                out = Rin[k * B : (k + 1) * B]
+                if T is None:
+                    if i == 0:
+                        out.zero_()
+                    continue
+                Tj = T[j * B : (j + 1) * B]
+                if i == 0:
+                    torch.mul(Tj, z, out=out)
+                else:
+                    out.addcmul_(Tj, z)
+    return Rin
 
 
 def add_step(inputs, R, rules, conventions, K):
     """LRP step through ``y = sum_i z_i`` (weights 1: only the pp and pn parts exist).
 
     Summands may broadcast (not over the batch axis); each summand's relevance is
-    summed back to its shape.  Returns the list of input relevances and the
-    sign-part outputs ``{"pp": sum z_i+, "pn": sum z_i-}``.
+    summed back to its shape.  Per rule: ``G+ = sum_t c_t a_t,pp R / D_t`` and
+    ``G- = sum_t c_t a_t,pn R / D_t`` written into two ``(K*B, ...)`` buffers, then
+    ``R_i = G+ z_i+ + G- z_i-`` (one product and one fused multiply-add per summand).
+    Returns the list of input relevances and the sign-part outputs
+    ``{"pp": sum z_i+, "pn": sum z_i-}``.
     """
     out_shape = torch.broadcast_shapes(*[z.shape for z in inputs])
     B = out_shape[0]
@@ -389,12 +541,18 @@ def add_step(inputs, R, rules, conventions, K):
             split.append((z.clamp(min=0), z.clamp(max=0)))
     pp = split[0][0] + split[1][0] if len(split) == 2 else sum(p for p, _ in split)
     negs = [n for _, n in split if n is not None]
-    pn = None if not negs else (negs[0] if len(negs) == 1 else sum(negs[1:], negs[0]))
+    pn = None if not negs else (negs[0] + negs[1] if len(negs) == 2 else sum(negs[1:], negs[0]))
     O = {"pp": pp, "pn": pn if pn is not None else torch.zeros_like(pp)}
     P, N = O["pp"], O["pn"]
     eps, policy = conventions.stabiliser, conventions.zero_denominator
-    Gp = [None] * K
-    Gn = [None] * K
+    G = {"pp": None, "pn": None}
+    written = {"pp": set(), "pn": set()}
+
+    def slot(s, k):
+        if G[s] is None:
+            G[s] = rows_like(pp, K * B)
+        return G[s][k * B : (k + 1) * B]
+
     for k, rule in enumerate(rules):
         Rk = R[k * B : (k + 1) * B]
         coeffs = rule.coefficients(P, N) if rule.adaptive_beta_max is not None else rule.coefficients(None, None)
@@ -407,45 +565,58 @@ def add_step(inputs, R, rules, conventions, K):
                 continue
             if pn is None and a_pp == 0.0 and policy == "zero":
                 continue  # numerator and denominator are 0: ratio 0
-            D = None
-            if a_pp != 0.0:
-                D = pp if a_pp == 1.0 else a_pp * pp
-            if a_pn != 0.0:
-                t = O["pn"] if a_pn == 1.0 else a_pn * O["pn"]
-                D = t if D is None else D + t
+            D = _axpby(a_pp, pp, a_pn, pn)
             if D is None:
                 D = torch.zeros_like(pp)
             if e != 0.0:
                 D = D + e * _sign(D)
+            targets = [(s, w) for s, w in (("pp", a_pp), ("pn", a_pn)) if w != 0.0]
+            if pn is None and policy == "zero":
+                targets = [(s, w) for s, w in targets if s == "pp"]  # z- = 0: G- is never used
+            if not targets:
+                continue
+            (s0, w0), rest = targets[0], targets[1:]
+            fresh = k not in written[s0]
+            ratio = slot(s0, k) if fresh else torch.empty_like(Rk)
+            torch.div(Rk, D, out=ratio)
             if policy == "zero":
-                ratio = torch.div(Rk, D).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+                ratio.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
             else:
-                ratio = _ratio(Rk, D, policy)
+                if policy == "raise" and bool((D == 0).any()):
+                    raise ZeroDivisionError("a rule denominator is exactly 0 (zero_denominator='raise')")
+                ratio.masked_fill_(D == 0, float("nan"))
             if torch.is_tensor(c) or c != 1.0:
                 ratio.mul_(c)
-            if a_pp != 0.0:
-                Gp[k] = a_pp * ratio if Gp[k] is None else Gp[k].add_(ratio, alpha=a_pp)
-            if a_pn != 0.0 and (pn is not None or policy != "zero"):
-                Gn[k] = a_pn * ratio if Gn[k] is None else Gn[k].add_(ratio, alpha=a_pn)
-    zero = torch.zeros_like(R[:B])
-
-    def cat(G):
-        if all(g is None for g in G):
-            return None
-        G = [g if g is not None else zero for g in G]
-        return G[0] if K == 1 else torch.cat(G)
-
-    Gp, Gn = cat(Gp), cat(Gn)
+            for s, w in rest:  # before ratio gets its own weight
+                if k in written[s]:
+                    slot(s, k).add_(ratio, alpha=w)
+                else:
+                    torch.mul(ratio, w, out=slot(s, k))
+                    written[s].add(k)
+            if fresh:
+                if w0 != 1.0:
+                    ratio.mul_(w0)
+                written[s0].add(k)
+            else:
+                slot(s0, k).add_(ratio, alpha=w0)
+    for s in ("pp", "pn"):
+        if G[s] is not None:
+            for k in range(K):
+                if k not in written[s]:
+                    slot(s, k).zero_()
+    Gp, Gn = G["pp"], G["pn"]
     outs = []
     for zp, zn in split:
+        target = (K * B,) + tuple(zp.shape[1:])
         r = None
         if Gp is not None:
-            r = (Gp.view(K, B, *out_shape[1:]) * zp).reshape(K * B, *out_shape[1:])
+            r = torch.mul(Gp.view(K, B, *out_shape[1:]), zp)
         if Gn is not None and zn is not None:
-            t = (Gn.view(K, B, *out_shape[1:]) * zn).reshape(K * B, *out_shape[1:])
-            r = t if r is None else r.add_(t)
+            gn = Gn.view(K, B, *out_shape[1:])
+            r = gn * zn if r is None else r.addcmul_(gn, zn)
         if r is None:
-            r = torch.zeros((K * B,) + tuple(out_shape[1:]), dtype=R.dtype, device=R.device)
-        target = (K * B,) + tuple(zp.shape[1:])
+            r = torch.zeros(target, dtype=R.dtype, device=R.device)
+        else:
+            r = r.reshape((K * B,) + tuple(out_shape[1:]))
         outs.append(r.sum_to_size(target) if r.shape != target else r)
     return outs, O

@@ -1,0 +1,54 @@
+"""Process-level settings of the empirical commands (explicit, called by entry points only).
+
+:func:`retain_freed_memory` keeps glibc from handing freed buffers back to the
+operating system.  PyTorch has no caching allocator on the CPU: every
+activation-sized tensor is a fresh ``malloc``, and glibc serves blocks above its
+(dynamic) mmap threshold with ``mmap`` and returns them with ``munmap``, so each
+LRP layer step pays for page faults on memory it had a moment ago.  On the 2-core
+build machine this was 15-25% of an LRP call on ResNet-50 (``BENCHMARKS.md``).
+The same effect as ``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=...``
+in the environment; the cost is a process that keeps its peak heap.
+
+Nothing in :mod:`empirical.engine` calls it: a library must not change its host
+process's allocator.  The CLI's empirical commands and the benchmarks do.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+
+#: glibc ``mallopt`` parameters (malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+#: glibc's upper limit of M_MMAP_THRESHOLD on 64-bit systems (32 MiB)
+MMAP_THRESHOLD_MAX = 32 * 1024 * 1024
+
+
+def retain_freed_memory(mmap_threshold: int = MMAP_THRESHOLD_MAX, trim_threshold: int = 2**31 - 1) -> bool:
+    """Set glibc's mmap and trim thresholds; ``True`` when both took effect.
+
+    Returns ``False`` (and changes nothing) where the C library has no ``mallopt``
+    (musl, macOS, Windows).
+
+    Raises
+    ------
+    ValueError
+        When a threshold is negative or ``mmap_threshold`` exceeds
+        :data:`MMAP_THRESHOLD_MAX` (glibc would ignore it).
+    """
+    if mmap_threshold < 0 or trim_threshold < 0:
+        raise ValueError("malloc thresholds must be >= 0")
+    if mmap_threshold > MMAP_THRESHOLD_MAX:
+        raise ValueError(f"mmap_threshold must be <= {MMAP_THRESHOLD_MAX} (glibc's maximum)")
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    ok_mmap = mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold)) == 1
+    ok_trim = mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)) == 1
+    return ok_mmap and ok_trim
