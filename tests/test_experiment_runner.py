@@ -244,3 +244,35 @@ def test_real_kill_by_signal_then_resume(tmp_path, image_dir, reference):
     recs = _lines(res_file)
     assert len(recs) == len({r["id"] for r in recs}) == 7
     assert (tmp_path / "out" / "tables.csv").read_text() == (ref_out / "tables.csv").read_text()
+
+
+# ---------------------------------------------------------------- chunk plan (prefetched samples)
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from empirical.experiment.protocol import chunk_plan  # noqa: E402
+
+
+@settings(deadline=None, max_examples=200)
+@given(st.lists(st.integers(0, 30), max_size=12), st.integers(1, 40))
+def test_chunk_plan_covers_every_sample_once_in_order(sizes, batch):
+    plan = chunk_plan(sizes, batch)
+    flat = [(ti, k) for chunk in plan for ti, k in chunk]
+    assert all(k > 0 for _, k in flat)
+    # task order is kept and each task's samples add up
+    assert [ti for ti, _ in flat] == sorted(ti for ti, _ in flat)
+    got = {}
+    for ti, k in flat:
+        got[ti] = got.get(ti, 0) + k
+    assert got == {i: n for i, n in enumerate(sizes) if n > 0}
+    # full chunks except the last
+    totals = [sum(k for _, k in chunk) for chunk in plan]
+    assert all(t == batch for t in totals[:-1])
+    assert not totals or 0 < totals[-1] <= batch
+
+
+def test_chunk_plan_rejects_an_empty_batch():
+    import pytest
+
+    with pytest.raises(ValueError, match="batch_size"):
+        chunk_plan([3], 0)

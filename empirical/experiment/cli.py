@@ -67,7 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "empirical") -> N
     parser.add_argument("--methods", type=_csv("method"), default=PAPER_METHODS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sigma", type=float, default=1.0, help="Gaussian noise std in network-input space")
-    parser.add_argument("--batch-size", type=int, default=64, help="samples per attribute() call")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="samples per attribute() call (default: 8 on the CPU, where larger batches leave the "
+                             "caches, 64 on CUDA)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--no-plots", action="store_true", help="tables only")
@@ -84,11 +86,13 @@ def run(args) -> int:
         import torch
 
         torch.set_num_threads(max(1, min(torch.get_num_threads(), 16)))
+        on_cuda = args.device == "cuda" or (args.device is None and torch.cuda.is_available())
+        batch_size = args.batch_size if args.batch_size is not None else (64 if on_cuda else 8)
         opts = RunOptions(
             out=args.out, model=args.model, weights=args.weights, imagenet_val=args.imagenet_val,
             labels=args.labels, images=args.images, n_images=args.n_images, m_grid=args.m,
             augmentations=args.augmentations, methods=args.methods, seed=args.seed, sigma=args.sigma,
-            batch_size=args.batch_size, device=args.device, dtype=args.dtype,
+            batch_size=batch_size, device=args.device, dtype=args.dtype,
             pretrained=not args.random_weights, progress=not args.no_progress, stop_after=args.stop_after,
             make_plots=not args.no_plots,
         )

@@ -12,7 +12,8 @@ samples per disjoint set.
 All methods come from ONE ``Explainer.attribute`` call per chunk: the samples of
 a *group* of images (all augmentations, both sets) are concatenated and cut
 into chunks of ``batch_size`` samples, so memory stays flat whatever M is and
-small M still fills a batch.  Groups are fixed (``group_size`` consecutive
+small M still fills a batch (:func:`chunk_plan`); the next chunk's samples are drawn in a
+worker thread while the current one is attributed.  Groups are fixed (``group_size`` consecutive
 images of a shard) so a resumed run recomputes a partly written group with the
 same batch composition: results do not depend on where a run was interrupted.
 
@@ -25,6 +26,7 @@ maps; norms and statistics are computed over the H*W pixels in float64.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -94,6 +96,30 @@ def image_statistics(acc1: _Acc, acc2: _Acc, methods, m_grid) -> dict:
     return out
 
 
+def chunk_plan(sizes, batch_size: int) -> list[list[tuple[int, int]]]:
+    """Cut tasks of ``sizes`` samples, in order, into chunks of ``batch_size`` samples.
+
+    Returns one list of ``(task index, samples)`` per chunk; every chunk but the
+    last holds exactly ``batch_size`` samples, a task may span several chunks and
+    a chunk several tasks.  Depends on the sizes only, never on the data.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    plan, chunk, room = [], [], batch_size
+    for ti, n in enumerate(sizes):
+        while n > 0:
+            k = min(n, room)
+            chunk.append((ti, k))
+            n -= k
+            room -= k
+            if room == 0:
+                plan.append(chunk)
+                chunk, room = [], batch_size
+    if chunk:
+        plan.append(chunk)
+    return plan
+
+
 def run_group(explainer, normalize, images, protocol: Protocol, batch_size: int,
               device=None, dtype=torch.float32, on_chunk=None) -> list[dict]:
     """Compute the per-image records of one group of images.
@@ -130,32 +156,34 @@ def run_group(explainer, normalize, images, protocol: Protocol, batch_size: int,
                 gen = sample_generator(protocol.seed, item.id, aug, s)
                 stream = SampleStream(x01, normalize, aug, gen, m_max, protocol.sigma, device=device)
                 tasks.append((j, aug, s, stream, _Acc(tuple(protocol.m_grid))))
-    t = 0
-    while t < len(tasks):
-        xs, tags, tg = [], [], []
-        room = batch_size
-        while room > 0 and t < len(tasks):
-            j, _, _, stream, acc = tasks[t]
-            block = stream.take(room)
-            xs.append(block)
-            tags.append((acc, block.shape[0]))
-            tg.extend([targets[j]] * block.shape[0])
-            room -= block.shape[0]
-            if stream.remaining == 0:
-                t += 1
-        x = torch.cat(xs).to(device=device, dtype=dtype)
-        target = torch.tensor(tg, dtype=torch.long, device=x.device)
-        att = explainer.attribute(x, methods, target=target)
-        maps = {meth: att.maps[meth].detach().to("cpu", torch.float64) for meth in methods}
-        del att, x
-        pos = 0
-        for acc, k in tags:
-            for meth in methods:
-                acc.add(meth, maps[meth][pos:pos + k])
-            acc.count += k
-            pos += k
-        if on_chunk is not None:
-            on_chunk(pos)
+    plan = chunk_plan([m_max] * len(tasks), batch_size)
+
+    def build(chunk):
+        # the samples of one chunk, drawn in plan order (one worker thread: streams advance in order)
+        xs = [tasks[ti][3].take(k) for ti, k in chunk]
+        return torch.cat(xs).to(device=device, dtype=dtype)
+
+    # the next chunk's samples (random draws on the CPU, augmentation arithmetic) are built in a
+    # worker thread while the current chunk is attributed; torch releases the GIL in both
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="boundcheck-samples") as pool:
+        pending = pool.submit(build, plan[0]) if plan else None
+        for c, chunk in enumerate(plan):
+            x = pending.result()
+            pending = pool.submit(build, plan[c + 1]) if c + 1 < len(plan) else None
+            tg = [targets[tasks[ti][0]] for ti, k in chunk for _ in range(k)]
+            target = torch.tensor(tg, dtype=torch.long, device=x.device)
+            att = explainer.attribute(x, methods, target=target)
+            maps = {meth: att.maps[meth].detach().to("cpu", torch.float64) for meth in methods}
+            del att, x
+            pos = 0
+            for ti, k in chunk:
+                acc = tasks[ti][4]
+                for meth in methods:
+                    acc.add(meth, maps[meth][pos:pos + k])
+                acc.count += k
+                pos += k
+            if on_chunk is not None:
+                on_chunk(pos)
 
     records = []
     for j, (item, _) in enumerate(images):
