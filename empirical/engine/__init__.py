@@ -40,19 +40,35 @@ including the input layer where pixels have both signs)
 Backward step of an affine operator ``L`` at input ``z`` (``empirical.engine.ops``)
     sign-part outputs ``O_s = L(z_s; W_s)`` (one call with ``[W+; W-]``
     concatenated; grouped/depthwise convolutions: one call per weight part; z- rows only when ``z`` has a negative entry, checked at run
-    time); per term ``k``: ``D_k = sum_s a_ks O_s`` (+ bias part) (+ ``(eps_conv +
-    rule.epsilon) sign(D_k)``, ``sign(0) = +1``), ratio ``c_k R / D_k`` with the
+    time); per term ``t``: ``D_t = sum_s a_ts O_s`` (+ bias part) (+ ``(eps_conv +
+    rule.epsilon) sign(D_t)``, ``sign(0) = +1``; terms weighing pp/nn and pn/np
+    alike, i.e. every rule of [P1], use ``P = O_pp + O_nn`` and ``N = O_pn + O_np``
+    computed once per step for all rules), ratio ``g_t = R / D_t`` with the
     ``zero_denominator`` policy (``"zero"`` is evaluated as ``nan_to_num(R / D)``:
     for finite ``R`` the non-finite quotients are exactly those with ``D == 0``;
     a quotient overflowing to +-inf at a tiny non-zero ``D`` is set to 0 too);
-    ``R_in = z+ (L^T_{W+} g_pp + L^T_{W-} g_np) + z-
-    (L^T_{W+} g_pn + L^T_{W-} g_nn)``.  Terms with coefficient 0 are skipped only
+    ``R_in = z+ L^T[sum_t c_t (a_pp W+ + a_np W-) g_t] + z- L^T[sum_t c_t (a_pn W+ + a_nn W-) g_t]``.
+    The combined weights ``c_t (a W+ + a' W-)`` are built once per operator and
+    rule and cached (they depend on the weights only), the terms' ratios are
+    stacked along the channels, so one rule costs one transposed convolution per
+    input sign with as many weight sets as it has terms: LRP-gamma and LRP-beta_0
+    one, LRP-beta (beta > 0) two; both input signs share one call.  A per-output
+    coefficient (adaptive beta) and a coefficient 0 under ``"nan"``/``"raise"``
+    scale the ratio instead.  Terms with coefficient 0 are skipped only
     under ``zero_denominator="zero"`` (exact there).  Adaptive beta uses
-    ``P = O_pp + O_nn``, ``N = O_pn + O_np`` (bias excluded).  Several LRP rules
-    share one forward pass (the ``O_s`` are rule-independent) and run their
-    backward passes stacked along the batch axis.  In the LRP forward pass an
+    ``P``, ``N`` (bias excluded).  Several LRP rules share one forward pass (the
+    ``O_s`` are rule-independent); rules with identical combined weights run their
+    transposes stacked along the batch axis.  In the LRP forward pass an
     affine layer's output is computed as ``sum_s O_s + b`` (no separate plain
     forward), so the logits agree with :meth:`Explainer.logits` up to rounding.
+    Gradient methods run their own forward pass: deriving the gradient from the
+    sign-part forward was tried and dropped, ``z = P + N`` cancels and the float32
+    gradient of ResNet-50 moved 1% from float64 (0.05-0.2% with a plain forward).
+Memory format
+    ``Explainer(channels_last=None)``: on the CPU the canonical copy, the input
+    and every relevance buffer are channels-last (oneDNN's native layout; about
+    10% faster convolutions), on CUDA contiguous (NCHW).  Values agree up to
+    summation order.
 Pass-through (relevance unchanged, [P1] "identity mapping for activation functions")
     ReLU, ReLU6, SiLU, GELU, Hardswish, LeakyReLU, ELU, Mish, Tanh, Dropout,
     StochasticDepth (eval: identity), Identity, LayerNorm (statistics constant:
