@@ -83,3 +83,48 @@ def test_canonicalisation_float64(name):
     assert (e.logits(x) - ref).abs().max().item() <= 1e-10 * ref.abs().max().item()
     env, _ = e._lrp_forward(x)  # the LRP forward pass alone (sign parts, Swin attention handler)
     assert (env[e._output_node()] - ref).abs().max().item() <= 1e-10 * ref.abs().max().item()
+
+
+# ---------------------------------------------------------------- static sign analysis
+def _values(gm, x):
+    """Every node's value on input x (fx interpreter)."""
+    import torch.fx as fx
+
+    vals = {}
+
+    class Rec(fx.Interpreter):
+        def run_node(self, n):
+            v = super().run_node(n)
+            vals[n] = v
+            return v
+
+    Rec(gm).run(x)
+    return vals
+
+
+@pytest.mark.parametrize("name", ["resnet18", "efficientnet-lite0", "mobilenet_v3_small"])
+def test_nonnegative_outputs_is_sound_and_finds_the_relu_inputs(name):
+    import torchvision
+
+    from empirical.engine import graph as G
+
+    if name == "efficientnet-lite0":
+        from empirical.models import load_model
+
+        model = load_model(name).model
+    else:
+        model = getattr(torchvision.models, name)(weights=None)
+    gm = G.canonicalise(model, torch.float64, "cpu")
+    known = G.nonnegative_outputs(gm)
+    torch.manual_seed(0)
+    vals = _values(gm, torch.randn(2, 3, 96, 96, dtype=torch.float64) * 3)
+    for n in known:  # sound: never claims a tensor with a negative entry
+        assert torch.is_tensor(vals[n]) and bool((vals[n] >= 0).all()), n.name
+    convs = [n for n in gm.graph.nodes if n.op == "call_module" and isinstance(gm.get_submodule(n.target), torch.nn.Conv2d)]
+    actually = [n for n in convs if bool((vals[n.args[0]] >= 0).all())]
+    claimed = [n for n in convs if n.args[0] in known]
+    assert set(claimed) <= set(actually)
+    if name == "resnet18":  # every conv input but the image's is a ReLU output
+        assert len(claimed) == len(convs) - 1
+    else:
+        assert claimed  # the depthwise/projection inputs after ReLU(6)/Hardswish... at least some

@@ -156,6 +156,7 @@ class Explainer:
         for node in self._nodes:
             self._kinds[node] = self._classify(node)
         self._depth = self._depths()
+        self._nonneg = G.nonnegative_outputs(self.gm)  # inputs whose sign check is skipped
 
     # ------------------------------------------------------------------ graph analysis
     def _unsupported(self, node, what=None):
@@ -456,7 +457,7 @@ class Explainer:
                 if kind in ("conv", "linear", "avgpool"):
                     op = self._ops[node]
                     z = args[0]
-                    O, zp, zn, y = sign_part_outputs(op, z)
+                    O, zp, zn, y = sign_part_outputs(op, z, nonneg=node.args[0] in self._nonneg)
                     if op.bias is not None:  # y is a fresh tensor for conv / linear
                         y = y.add_(op.bias.reshape(op.bias_shape))
                     store[node] = (O, zp, zn, z.shape)
@@ -522,7 +523,7 @@ class Explainer:
                 vals = [env[a] for a in ins]
                 if len(ins) != 2 or node.kwargs.get("alpha", 1) != 1:
                     raise self._unsupported(node, "only the sum of two tensors is supported")
-                outs, O = add_step(vals, r, rules, self.conventions, K)
+                outs, O = add_step(vals, r, rules, self.conventions, K, nonneg=[a in self._nonneg for a in ins])
                 rins.extend(zip(ins, outs))
                 if record:
                     pos_sum, neg_sum = O["pp"], O["pn"]

@@ -153,3 +153,59 @@ def canonicalise(model: nn.Module, dtype, device) -> fx.GraphModule:
     _fold_bn(gm)
     gm.eval()
     return gm
+
+
+# ---------------------------------------------------------------- static sign analysis
+#: outputs >= 0 whatever the input
+NONNEG_MODULES = (nn.ReLU, nn.ReLU6)
+NONNEG_FUNCTIONS = {F.relu, F.relu6, torch.relu}
+NONNEG_METHODS = {"relu", "relu_"}
+#: outputs >= 0 when every tensor input is (data movement, max/average pooling, dropout in eval)
+SIGN_KEEPING_MODULES = (
+    nn.Dropout, nn.Dropout2d, nn.Identity, nn.Flatten, nn.Unflatten, nn.ZeroPad2d, nn.MaxPool2d,
+    nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
+) + tuple(t for t in (StochasticDepth,) if t is not None)
+SIGN_KEEPING_FUNCTIONS = {
+    F.dropout, torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.cat, torch.concat, torch.roll,
+    operator.getitem, torch.chunk, torch.split, torch.squeeze, torch.unsqueeze, F.max_pool2d, torch.stack,
+    torch.narrow, F.avg_pool2d, F.adaptive_avg_pool2d, torch.mean,
+}
+SIGN_KEEPING_METHODS = {
+    "view", "reshape", "flatten", "permute", "transpose", "chunk", "split", "squeeze", "unsqueeze", "roll",
+    "narrow", "unflatten", "contiguous", "clone", "detach", "to", "float", "double", "mean",
+}
+
+
+def nonnegative_outputs(gm: fx.GraphModule) -> set:
+    """Nodes whose output is >= 0 for EVERY input (a sound, conservative static analysis).
+
+    A node qualifies when it is a ReLU/ReLU6, or when it only moves, pools or
+    drops values and all its tensor inputs qualify.  The LRP engine then skips
+    the run-time sign check of those tensors (one pass over the tensor and, on a
+    GPU, one host-device synchronisation per affine layer).
+    """
+    mods = dict(gm.named_modules())
+    out = set()
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            mod = mods[node.target]
+            if type(mod) in NONNEG_MODULES:
+                out.add(node)
+                continue
+            keeping = isinstance(mod, SIGN_KEEPING_MODULES)
+        elif node.op == "call_function":
+            if node.target in NONNEG_FUNCTIONS:
+                out.add(node)
+                continue
+            keeping = node.target in SIGN_KEEPING_FUNCTIONS
+        elif node.op == "call_method":
+            if node.target in NONNEG_METHODS:
+                out.add(node)
+                continue
+            keeping = node.target in SIGN_KEEPING_METHODS
+        else:
+            keeping = False
+        ins = node.all_input_nodes
+        if keeping and ins and all(a in out for a in ins):
+            out.add(node)
+    return out

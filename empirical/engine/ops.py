@@ -300,14 +300,16 @@ def _sign(D):
     return torch.where(D >= 0, 1.0, -1.0).to(D.dtype)
 
 
-def sign_part_outputs(op, z):
+def sign_part_outputs(op, z, nonneg: bool = False):
     """Rule-independent sign-part outputs ``{part: O_s}`` of ``op`` at input ``z``.
 
     Missing parts (exactly zero: no negative inputs or no negative weights) are
     absent from the dict.  Returns ``(O, zp, zn, total)`` with ``total = sum_s O_s``
-    (the output without bias).
+    (the output without bias).  ``nonneg=True`` asserts ``z >= 0`` (known from
+    the graph, :func:`empirical.engine.graph.nonnegative_outputs`) and skips the
+    run-time check.
     """
-    if bool(torch.amin(z) >= 0):
+    if nonneg or bool(torch.amin(z) >= 0):
         zp, zn = z, None
         op_, om_, tot = op.parts(z)
         O = {"pp": op_}
@@ -519,7 +521,7 @@ def lrp_step(op, O, zp, zn, R, rules: list[Rule], conventions: Conventions, in_s
     return Rin
 
 
-def add_step(inputs, R, rules, conventions, K):
+def add_step(inputs, R, rules, conventions, K, nonneg=None):
     """LRP step through ``y = sum_i z_i`` (weights 1: only the pp and pn parts exist).
 
     Summands may broadcast (not over the batch axis); each summand's relevance is
@@ -527,15 +529,16 @@ def add_step(inputs, R, rules, conventions, K):
     ``G- = sum_t c_t a_t,pn R / D_t`` written into two ``(K*B, ...)`` buffers, then
     ``R_i = G+ z_i+ + G- z_i-`` (one product and one fused multiply-add per summand).
     Returns the list of input relevances and the sign-part outputs
-    ``{"pp": sum z_i+, "pn": sum z_i-}``.
+    ``{"pp": sum z_i+, "pn": sum z_i-}``.  ``nonneg``: per summand, ``True`` when
+    it is known to be ``>= 0`` (no run-time check).
     """
     out_shape = torch.broadcast_shapes(*[z.shape for z in inputs])
     B = out_shape[0]
     split = []
-    for z in inputs:
+    for i, z in enumerate(inputs):
         if z.shape[0] != B:
             raise ValueError("a residual sum must not broadcast over the batch axis")
-        if bool(torch.amin(z) >= 0):
+        if (nonneg is not None and nonneg[i]) or bool(torch.amin(z) >= 0):
             split.append((z, None))
         else:
             split.append((z.clamp(min=0), z.clamp(max=0)))
