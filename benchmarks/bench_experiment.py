@@ -28,6 +28,10 @@ import json
 import platform
 import sys
 import time
+from pathlib import Path
+
+# this checkout's code, not whichever boundcheck is installed (worktree comparisons)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 PAPER_HOURS, PAPER_GPUS = 21.0, "2x RTX A6000"
 TARGET_GPU_HOURS = 1.0
