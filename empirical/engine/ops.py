@@ -69,20 +69,24 @@ class _SignedOp:
 
     nonneg = False
 
+    def _build(self, key):
+        parts = [_combine(a, b, self.Wp, self.Wn) for a, b in key]
+        W = parts[0] if len(parts) == 1 else torch.cat(parts, 0)
+        return W.contiguous(memory_format=_fmt_of(self.Wp))
+
     def _weights(self, key):
         W = self._cache.get(key)
         if W is None:
-            parts = [_combine(a, b, self.Wp, self.Wn) for a, b in key]
-            W = parts[0] if len(parts) == 1 else torch.cat(parts, 0)
-            W = W.contiguous(memory_format=_fmt_of(self.Wp))
-            self._cache[key] = W
+            W = self._cache[key] = self._build(key)
         return W
 
     def _weights_multi(self, keys, dim):
-        """The weights of several keys side by side along ``dim`` (their outputs)."""
+        """The weights of several keys side by side along ``dim`` (their outputs); the
+        single keys' weights are not cached on the way (one copy per use)."""
         W = self._cache.get((dim,) + keys)
         if W is None:
-            W = torch.cat([self._weights(k) for k in keys], dim).contiguous(memory_format=_fmt_of(self.Wp))
+            parts = [self._cache[k] if k in self._cache else self._build(k) for k in keys]
+            W = torch.cat(parts, dim).contiguous(memory_format=_fmt_of(self.Wp))
             self._cache[(dim,) + keys] = W
         return W
 
