@@ -128,3 +128,24 @@ def test_nonnegative_outputs_is_sound_and_finds_the_relu_inputs(name):
         assert len(claimed) == len(convs) - 1
     else:
         assert claimed  # the depthwise/projection inputs after ReLU(6)/Hardswish... at least some
+
+
+def test_lrp_forward_drops_values_the_backward_pass_does_not_read():
+    import torchvision
+
+    ex = Explainer(torchvision.models.resnet18(weights=None), dtype=torch.float64)
+    env, store = ex._lrp_forward(ex._input(torch.randn(1, 3, 64, 64, dtype=torch.float64)))
+    convs = [n for n in ex._nodes if ex._kinds[n] == "conv"]
+    # a convolution's output feeds a ReLU or an add; only the adds' summands are kept
+    dropped = [n for n in convs if n not in env]
+    kept = [n for n in convs if n in env]
+    assert dropped and all(any(ex._kinds[u] == "add" for u in n.users) for n in kept)
+    assert set(store) >= set(convs)  # the LRP state of every affine layer stays
+    # and the maps are those of a forward pass that keeps everything
+    ex._release = {}
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    full = ex.attribute(x, ["lrp_beta_1", "lrp_gamma_100"]).maps
+    ex._release = ex._release_plan()
+    lean = ex.attribute(x, ["lrp_beta_1", "lrp_gamma_100"]).maps
+    for k in full:
+        assert torch.equal(full[k], lean[k])

@@ -157,6 +157,7 @@ class Explainer:
             self._kinds[node] = self._classify(node)
         self._depth = self._depths()
         self._nonneg = G.nonnegative_outputs(self.gm)  # inputs whose sign check is skipped
+        self._release = self._release_plan()
 
     # ------------------------------------------------------------------ graph analysis
     def _unsupported(self, node, what=None):
@@ -251,6 +252,30 @@ class Explainer:
                 best = max(best, after.get(u, 0) + _AFFINE_WEIGHT.get(self._kinds.get(u), 0))
             after[node] = best
         return after
+
+    def _release_plan(self):
+        """``{node: [values to drop after it in the LRP forward pass]}`` (liveness).
+
+        The LRP backward pass needs the values of the summands of residual adds,
+        the inputs of routing/max-pooling/mean nodes, the input and the output; every
+        other value (e.g. a convolution's output once the activation after it has
+        run) is dropped after its last use, which lowers the peak memory of the
+        forward pass by about one activation tensor per affine layer.
+        """
+        index = {n: i for i, n in enumerate(self._nodes)}
+        keep = {self._nodes[0]}
+        out = self._nodes[-1]
+        keep.update(a for a in out.all_input_nodes)
+        for node in self._nodes:
+            if self._kinds[node] in ("add", "route", "maxpool", "mean"):
+                keep.update(node.all_input_nodes)
+        plan = {}
+        for node in self._nodes:
+            if node in keep or self._kinds[node] in ("const", "output") or not node.users:
+                continue
+            last = max(index[u] for u in node.users)
+            plan.setdefault(self._nodes[last], []).append(node)
+        return plan
 
     # ------------------------------------------------------------------ public
     @contextlib.contextmanager
@@ -481,6 +506,8 @@ class Explainer:
                             kind = "meta"
                         self._kinds[node] = kind
                     env[node] = val
+                for done in self._release.get(node, ()):
+                    env.pop(done, None)
         return env, store
 
     # ------------------------------------------------------------------ LRP backward
