@@ -149,3 +149,32 @@ def test_lrp_forward_drops_values_the_backward_pass_does_not_read():
     lean = ex.attribute(x, ["lrp_beta_1", "lrp_gamma_100"]).maps
     for k in full:
         assert torch.equal(full[k], lean[k])
+
+
+def test_compact_sign_parts_give_the_same_maps_and_records():
+    # EfficientNet-style SiLU activations: almost every convolution sees inputs of both signs
+    import torch.nn as nn
+
+    from boundcheck.rules import lrp_adaptive_beta, lrp_beta, lrp_epsilon, lrp_gamma
+
+    torch.manual_seed(1)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.SiLU(), nn.Conv2d(8, 8, 3, padding=1, groups=2), nn.GELU(),
+        nn.Conv2d(8, 6, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 4),
+    )
+    ex = Explainer(net, dtype=torch.float64)
+    x = torch.randn(3, 3, 8, 8, dtype=torch.float64)
+    rules = [lrp_beta(0.0), lrp_beta(1.0), lrp_gamma(100.0), lrp_epsilon(0.01), lrp_adaptive_beta()]
+    v = torch.softmax(torch.randn(3, 4, dtype=torch.float64), 1)
+    out = {}
+    for compact in (False, True):
+        env, store = ex._lrp_forward(ex._input(x), compact=compact)
+        with torch.no_grad():
+            out[compact] = ex._lrp_backward(env, store, rules, v, record=True)
+        if compact:
+            assert any("nn" not in st[0] and st[2] is not None for st in store.values() if isinstance(st, tuple))
+    (r0, rec0), (r1, rec1) = out[False], out[True]
+    assert torch.allclose(r0, r1, rtol=1e-12, atol=1e-15)
+    for a, b in zip(rec0, rec1):
+        for la, lb in zip(a, b):
+            assert torch.allclose(la.pos_sum, lb.pos_sum, rtol=0, atol=0) if la.pos_sum is not None else lb.pos_sum is None

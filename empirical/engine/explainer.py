@@ -21,7 +21,9 @@ from boundcheck.errors import InputError
 from boundcheck.rules import DEFAULT_CONVENTIONS, Conventions, Rule, parse_rule
 from empirical.engine import graph as G
 from empirical.engine.graph import UnsupportedModuleError, canonicalise
-from empirical.engine.ops import ConvOp, LinearOp, PoolOp, add_step, lrp_step, pos_neg_sums, sign_part_outputs
+from empirical.engine.ops import (
+    ConvOp, LinearOp, PoolOp, add_step, lrp_step, pos_neg_sums, sign_part_outputs, symmetric_rule,
+)
 
 __all__ = ["Explainer", "Attribution", "LayerRecord", "PAPER_METHODS", "parse_method", "UnsupportedModuleError"]
 
@@ -341,7 +343,7 @@ class Explainer:
         env = store = None
         logits = None
         if lrp:
-            env, store = self._lrp_forward(x)
+            env, store = self._lrp_forward(x, compact=all(symmetric_rule(r) for _, r in lrp))
             logits = env[self._output_node()]
         grad_methods = [m for m, p in parsed.items() if p[0] in _GRADIENT_METHODS]
         grad = None
@@ -463,7 +465,9 @@ class Explainer:
             return getattr(args[0], node.target)(*args[1:], **kwargs)
         raise AssertionError(node.op)
 
-    def _lrp_forward(self, x):
+    def _lrp_forward(self, x, compact=False):
+        """Values the backward pass reads and the LRP state of every affine node
+        (``compact``: see :func:`empirical.engine.ops.sign_part_outputs`)."""
         env, store = {}, {}
         load = lambda n: env[n]  # noqa: E731
         with torch.no_grad():
@@ -482,7 +486,7 @@ class Explainer:
                 if kind in ("conv", "linear", "avgpool"):
                     op = self._ops[node]
                     z = args[0]
-                    O, zp, zn, y = sign_part_outputs(op, z, nonneg=node.args[0] in self._nonneg)
+                    O, zp, zn, y = sign_part_outputs(op, z, nonneg=node.args[0] in self._nonneg, compact=compact)
                     if op.bias is not None:  # y is a fresh tensor for conv / linear
                         y = y.add_(op.bias.reshape(op.bias_shape))
                     store[node] = (O, zp, zn, z.shape)

@@ -304,7 +304,17 @@ def _sign(D):
     return torch.where(D >= 0, 1.0, -1.0).to(D.dtype)
 
 
-def sign_part_outputs(op, z, nonneg: bool = False):
+def symmetric_rule(rule: Rule) -> bool:
+    """Every term weighs ``pp``/``nn`` alike and ``pn``/``np`` alike (all rules of [P1]).
+
+    Such a rule sees the sign parts only through ``P = O_pp + O_nn`` and
+    ``N = O_pn + O_np``, which is what :func:`sign_part_outputs` keeps with
+    ``compact=True``.
+    """
+    return all(t.parts[0] == t.parts[3] and t.parts[1] == t.parts[2] for t in rule.terms)
+
+
+def sign_part_outputs(op, z, nonneg: bool = False, compact: bool = False):
     """Rule-independent sign-part outputs ``{part: O_s}`` of ``op`` at input ``z``.
 
     Missing parts (exactly zero: no negative inputs or no negative weights) are
@@ -312,6 +322,11 @@ def sign_part_outputs(op, z, nonneg: bool = False):
     (the output without bias).  ``nonneg=True`` asserts ``z >= 0`` (known from
     the graph, :func:`empirical.engine.graph.nonnegative_outputs`) and skips the
     run-time check.
+
+    ``compact=True`` (only for :func:`symmetric_rule` rules): at a mixed-sign input
+    of an operator with weights of both signs, keep ``{"pp": P, "np": N}`` instead
+    of the four parts (half the memory; :func:`lrp_step` evaluates symmetric terms
+    from ``P`` and ``N`` either way, and takes the weight parts from the operator).
     """
     if nonneg or bool(torch.amin(z) >= 0):
         zp, zn = z, None
@@ -323,10 +338,13 @@ def sign_part_outputs(op, z, nonneg: bool = False):
     zp, zn = z.clamp(min=0), z.clamp(max=0)
     B = z.shape[0]
     op_, om_, tot = op.parts(torch.cat([zp, zn]))
+    y = tot[:B] + tot[B:]
+    if compact and om_ is not None:
+        return {"pp": op_[:B] + om_[B:], "np": op_[B:] + om_[:B]}, zp, zn, y
     O = {"pp": op_[:B], "pn": op_[B:]}
     if om_ is not None:
         O["np"], O["nn"] = om_[:B], om_[B:]
-    return O, zp, zn, tot[:B] + tot[B:]
+    return O, zp, zn, y
 
 
 def pos_neg_sums(O):
@@ -483,7 +501,7 @@ def lrp_step(op, O, zp, zn, R, rules: list[Rule], conventions: Conventions, in_s
             fold = scalar and c != 0.0
             w = float(c) if fold else 1.0
             pair = tuple(
-                (w * a[s_plus], (w * a[s_minus]) if s_minus in O else 0.0)
+                (w * a[s_plus], 0.0 if op.nonneg else w * a[s_minus])
                 for s_plus, s_minus in (_BY_INPUT_SIGN[sg] for sg in signs)
             )
             terms.append((D, None if fold else c))
