@@ -64,6 +64,11 @@ Backward step of an affine operator ``L`` at input ``z`` (``empirical.engine.ops
     Gradient methods run their own forward pass: deriving the gradient from the
     sign-part forward was tried and dropped, ``z = P + N`` cancels and the float32
     gradient of ResNet-50 moved 1% from float64 (0.05-0.2% with a plain forward).
+Memory
+    The LRP forward pass drops every node value its backward pass does not read
+    (liveness plan); with only symmetric rules (``ops.symmetric_rule``: every rule
+    of [P1]) a mixed-sign layer keeps ``P`` and ``N`` instead of its four sign parts.
+    Combined weights are cached per operator (one copy per rule and input sign).
 Memory format
     ``Explainer(channels_last=None)``: on the CPU the canonical copy, the input
     and every relevance buffer are channels-last (oneDNN's native layout; about
