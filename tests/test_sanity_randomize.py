@@ -90,3 +90,31 @@ def test_randomization_rows_on_a_toy_model_with_a_gradient_explainer():
     assert [r["step"] for r in only_last[0]] == [1]
     for k, v in net.state_dict().items():
         assert torch.equal(v, before[k])
+
+
+def test_swin_attention_module_gets_its_default_initialisation():
+    import math
+
+    import torch
+    import torchvision
+
+    from empirical.sanity.randomize import randomised_copy
+    from empirical.sanity.schedules import build_schedule
+
+    m = torchvision.models.swin_v2_t()
+    attn = m.features[7][1].attn
+    with torch.no_grad():
+        attn.logit_scale.fill_(0.123)  # a "trained" value
+        for p in m.features[7][1].parameters():
+            p.add_(0.5)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    step1 = build_schedule(m)[1]
+    r = randomised_copy(m, step1.cumulative, seed=3)
+    ra = r.features[7][1].attn
+    assert torch.allclose(ra.logit_scale, torch.full_like(ra.logit_scale, math.log(10.0)))
+    assert torch.equal(ra.relative_position_index, attn.relative_position_index)  # geometry, not weights
+    assert not torch.equal(ra.qkv.weight, attn.qkv.weight)
+    assert not torch.equal(ra.cpb_mlp[0].weight, attn.cpb_mlp[0].weight)
+    # the original is untouched and blocks below the step keep their weights
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in before.items())
+    assert torch.equal(r.features[5][0].attn.qkv.weight, m.features[5][0].attn.qkv.weight)

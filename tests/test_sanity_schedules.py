@@ -92,3 +92,22 @@ def test_unsupported_architecture():
         build_schedule(torch.nn.Sequential(torch.nn.Linear(2, 2)))
     with pytest.raises(InputError):
         build_schedule(torchvision.models.resnet50(), max_steps=0)
+
+
+def test_swin_v2_t_schedule_one_block_per_step():
+    m = torchvision.models.swin_v2_t()
+    assert detect_architecture(m) == "swin_v2_t"
+    steps = build_schedule(m)
+    assert len(steps) == 13  # head + 2 + 2 + 6 + 2 blocks
+    assert steps[0].new == ("head",)
+    assert steps[1].marker == "features.7.1.norm1" and "norm" in steps[1].new  # the final norm goes with the top block
+    assert steps[-1].marker == "features.1.0.norm1"
+    for s in steps[1:]:
+        prefix = s.marker[: -len("norm1")]
+        # the block's attention (with its position-bias MLP) and MLP are randomised in the same step
+        for part in ("attn.qkv", "attn.proj", "attn.cpb_mlp.0", "norm2", "mlp.0", "mlp.3"):
+            assert prefix + part in s.new, (s.marker, part)
+    # patch merging goes with the block below it; the patch embedding is never reached
+    assert "features.6.reduction" in steps[3].new
+    assert not any(n.startswith("features.0") for n in steps[-1].cumulative)
+    _check_nested(steps)

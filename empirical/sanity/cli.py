@@ -115,7 +115,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "sanity") -> None
                            help="attribution methods (engine names); default: " + " ".join(DEFAULT_METHODS))
         if cmd == "randomize":
             p.epilog = ("schedules ([P2] A.1): resnet50 (fc + 16 .conv1 steps), efficientnet-lite0 (_fc + 16 "
-                        "._depthwise_conv steps), efficientnet_v2_s (classifier + 40 block steps); swin_v2_t has none")
+                        "._depthwise_conv steps), efficientnet_v2_s (classifier + 40 block steps), swin_v2_t (head + 12 block steps)")
             p.add_argument("--steps", type=int, help="keep the first K steps of the schedule (step 0 = fc)")
             p.add_argument("--stride", type=int, default=1,
                            help="explain every S-th step (and the last); the cascade itself runs all steps")

@@ -40,12 +40,33 @@ def module_seed(seed: int, name: str) -> int:
     return (int(seed) * 1_000_003 + zlib.crc32(name.encode())) % (2**63)
 
 
+def _reset_swin_attention_v2(module) -> None:
+    """torchvision's ``ShiftedWindowAttentionV2`` has no ``reset_parameters``: its own
+    parameter is the cosine-attention ``logit_scale``, initialised to ``log(10)`` in its
+    ``__init__``; its buffers (relative coordinates table and position index) are
+    geometry, the same for every initialisation.  Its children (qkv, proj, the
+    position-bias MLP) are randomised as modules of their own."""
+    import math
+
+    module.logit_scale.fill_(math.log(10.0))
+
+
+#: default initialisers of parametrised modules without ``reset_parameters``, by class name
+DEFAULT_INITIALISERS = {"ShiftedWindowAttentionV2": _reset_swin_attention_v2}
+
+
 def reset_module(module, seed: int) -> None:
-    """Re-initialise ``module``'s own parameters and buffers in place with its default initialiser."""
+    """Re-initialise ``module``'s own parameters and buffers in place with its default initialiser
+    (``reset_parameters`` / ``reset_running_stats``, or :data:`DEFAULT_INITIALISERS`)."""
     import torch
 
     has_own = any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False))
     if not has_own:
+        return
+    custom = DEFAULT_INITIALISERS.get(type(module).__name__)
+    if custom is not None:
+        with torch.no_grad():
+            custom(module)
         return
     if not hasattr(module, "reset_parameters") and not hasattr(module, "reset_running_stats"):
         raise InputError(f"cannot randomise {type(module).__name__}: it has no reset_parameters()")

@@ -26,6 +26,13 @@ The schedules of [P2] A.1, literally:
   then up to the next 3x3 convolution of a block, block by block from the top:
   the depthwise conv (``block.1.0``) of an MBConv block, the fused 3x3 conv
   (``block.0.0``) of a FusedMBConv block; 40 blocks, fc + 40 steps = 41 steps.
+* Swin-V2-Tiny (torchvision; not in [P2], our equivalent): ``head``, then up to
+  the next transformer block's first module (``features.<stage>.<block>.norm1``),
+  block by block from the top: every step randomises one whole block (norm1,
+  attention incl. the continuous position-bias MLP, norm2, MLP); the final
+  ``norm`` goes with the top block and each patch-merging layer with the block
+  below it.  Depths (2, 2, 6, 2): head + 12 steps = 13 steps; the patch
+  embedding ``features.0`` is never reached, like ResNet's stem.
 
 "Parametrised module" = a module with parameters or buffers of its own
 (``recurse=False``); containers and parameter-free modules (ReLU, padding,
@@ -79,6 +86,10 @@ def _name_endswith(suffix: str) -> Callable:
     return lambda name, module: name.endswith(suffix)
 
 
+def _swin_marker(name: str, module) -> bool:
+    return re.fullmatch(r"features\.\d+\.\d+\.norm1", name) is not None
+
+
 def _v2s_marker(name: str, module) -> bool:
     import torch.nn as nn
 
@@ -99,6 +110,8 @@ SPECS: dict[str, ScheduleSpec] = {
                                        "_fc, then up to the next `._depthwise_conv`, until 17 (16 exist)"),
     "efficientnet_v2_s": ScheduleSpec("classifier.1", _v2s_marker, 1, 40,
                                       "classifier.1, then up to the next block's 3x3 (depthwise or fused) conv, 40 blocks"),
+    "swin_v2_t": ScheduleSpec("head", _swin_marker, 1, 12,
+                              "head, then up to the next transformer block's norm1, block by block, 12 blocks"),
 }
 
 
@@ -122,6 +135,8 @@ def detect_architecture(model) -> str:
         return "densenet121"
     if "classifier.1" in names and "features.1.0.block" in names:
         return "efficientnet_v2_s"
+    if "head" in names and "features.1.0.attn" in names and "features.1.0.norm1" in names:
+        return "swin_v2_t"
     raise InputError(
         "no randomisation schedule for this architecture; supported: " + ", ".join(SPECS)
     )
