@@ -20,7 +20,8 @@ same batch composition: results do not depend on where a run was interrupted.
 The explained class (``target``) is the image's label when known, otherwise the
 top prediction on the clean (un-augmented) image; it is the same for every
 augmented sample of the image.  Maps are the engine's channel-summed (H, W)
-maps; norms and statistics are computed over the H*W pixels in float64.
+maps; norms and statistics are computed over the H*W pixels in float64 (sums on the attribution
+device: a GPU run moves per-sample norms and the final mean maps, not every map, to the host).
 """
 
 from __future__ import annotations
@@ -68,11 +69,13 @@ class _Acc:
     norms: dict = field(default_factory=dict)
 
     def add(self, method: str, maps: torch.Tensor) -> None:
-        # maps: (k, H, W) float64 on the CPU, samples count .. count+k-1 of this set
+        # maps: (k, H, W) float64 on the attribution device (sums stay there; a GPU run moves
+        # only the per-sample norms and, at the end, the mean maps to the host),
+        # samples count .. count+k-1 of this set
         k = maps.shape[0]
         start = self.count
         if method not in self.sums:
-            self.sums[method] = torch.zeros(maps.shape[1:], dtype=torch.float64)
+            self.sums[method] = torch.zeros(maps.shape[1:], dtype=torch.float64, device=maps.device)
             self.snaps[method], self.norms[method] = {}, []
         for m in self.m_grid:
             if start < m <= start + k:
@@ -173,7 +176,7 @@ def run_group(explainer, normalize, images, protocol: Protocol, batch_size: int,
             tg = [targets[tasks[ti][0]] for ti, k in chunk for _ in range(k)]
             target = torch.tensor(tg, dtype=torch.long, device=x.device)
             att = explainer.attribute(x, methods, target=target)
-            maps = {meth: att.maps[meth].detach().to("cpu", torch.float64) for meth in methods}
+            maps = {meth: att.maps[meth].detach().to(torch.float64) for meth in methods}
             del att, x
             pos = 0
             for ti, k in chunk:
