@@ -39,7 +39,7 @@ PAPER_MODELS = ("resnet50", "efficientnet_v2_s", "swin_v2_t")
 FULL_IMAGES, FULL_SAMPLES_PER_IMAGE = 1000, 2 * 2 * 100
 
 
-def bench_model(name, device, n_images, m, batch_size, dtype_name, seed=0):
+def bench_model(name, device, n_images, m, batch_size, dtype_name, seed=0, allow_tf32=False):
     import torch
 
     from boundcheck.errors import InputError
@@ -55,7 +55,7 @@ def bench_model(name, device, n_images, m, batch_size, dtype_name, seed=0):
         loaded, weights = load_model(name), "trained"
     except InputError:
         loaded, weights = load_model(name, pretrained=False), "random (trained weights not in the hub cache)"
-    ex = Explainer(loaded.model, dtype=dtype, device=device)
+    ex = Explainer(loaded.model, dtype=dtype, device=device, allow_tf32=allow_tf32)
     setup_s = time.perf_counter() - t0
     items = foolbox_photos(n_images)
     imgs = [(it, loaded.to_unit(load_image(it.path))) for it in items]
@@ -106,6 +106,7 @@ def main(argv=None) -> int:
                     help="default 8 on cpu (larger batches leave the caches: 2.3 samples/s at 20 against 4.7 at 8 "
                          "for Lite0 here), 200 on cuda")
     ap.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    ap.add_argument("--allow-tf32", action="store_true", help="CUDA: the engine's TF32 opt-in (as `empirical --allow-tf32`)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args(argv)
@@ -131,7 +132,7 @@ def main(argv=None) -> int:
           f"batch {bs}, {args.dtype})\n")
     results = []
     for name in models:
-        r = bench_model(name, device, n, m, bs, args.dtype)
+        r = bench_model(name, device, n, m, bs, args.dtype, allow_tf32=args.allow_tf32)
         results.append(r)
         print(f"{name}: {r['samples']} samples in {r['seconds']:.1f} s (process CPU {r['cpu_seconds']:.1f} s) -> "
               f"{r['samples_per_s']:.2f} samples/s, "

@@ -276,3 +276,13 @@ def test_chunk_plan_rejects_an_empty_batch():
 
     with pytest.raises(ValueError, match="batch_size"):
         chunk_plan([3], 0)
+
+
+def test_tf32_is_an_explicit_part_of_the_configuration(tmp_path, image_dir):
+    # no effect on the CPU, but recorded: a resume with the other setting would mix precisions
+    _run(tmp_path, image_dir, stop_after=1, allow_tf32=True)
+    assert json.loads((tmp_path / "config.json").read_text())["allow_tf32"] is True
+    with pytest.raises(InputError) as ei:
+        _run(tmp_path, image_dir)
+    msg = str(ei.value)
+    assert "\n" not in msg and "allow_tf32" in msg

@@ -72,6 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "empirical") -> N
                              "caches, 64 on CUDA)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--allow-tf32", action="store_true",
+                        help="CUDA only: TF32 convolutions/matmuls, faster but float32 gradients moved 8-12%% from "
+                             "float64 on an H100 (BENCHMARKS.md); recorded in config.json; no effect on the CPU")
     parser.add_argument("--no-plots", action="store_true", help="tables only")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     parser.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulated kill
@@ -92,7 +95,7 @@ def run(args) -> int:
             out=args.out, model=args.model, weights=args.weights, imagenet_val=args.imagenet_val,
             labels=args.labels, images=args.images, n_images=args.n_images, m_grid=args.m,
             augmentations=args.augmentations, methods=args.methods, seed=args.seed, sigma=args.sigma,
-            batch_size=batch_size, device=args.device, dtype=args.dtype,
+            batch_size=batch_size, device=args.device, dtype=args.dtype, allow_tf32=args.allow_tf32,
             pretrained=not args.random_weights, progress=not args.no_progress, stop_after=args.stop_after,
             make_plots=not args.no_plots,
         )

@@ -50,7 +50,7 @@ CONFIG_FILE = "config.json"
 SKIPPED_FILE = "skipped.jsonl"
 #: configuration keys that change the numbers (a resume must match them all)
 _CONFIG_KEYS = ("model", "weights", "source", "image_ids_sha256", "n_images", "m_grid", "augmentations",
-                "methods", "seed", "sigma", "dtype", "batch_size", "group_size", "code")
+                "methods", "seed", "sigma", "dtype", "allow_tf32", "batch_size", "group_size", "code")
 
 #: the modules whose source determines the per-image numbers (rules, engine, augmentations,
 #: statistics): a resume with changed code would mix results of two versions.
@@ -89,6 +89,9 @@ class RunOptions:
     batch_size: int = 64
     device: str | None = None
     dtype: str = "float32"
+    #: CUDA only: TF32 convolutions/matmuls (faster; float32 gradients on an H100 moved 8-12% from
+    #: float64 with it, BENCHMARKS.md), an explicit part of the configuration; no effect on the CPU
+    allow_tf32: bool = False
     pretrained: bool = True
     progress: bool = True
     stop_after: int | None = None  # stop after writing this many images (simulates a kill; tests)
@@ -233,6 +236,7 @@ def build_config(opts: RunOptions, items, source: dict, weights_file: str | None
         "seed": int(opts.seed),
         "sigma": float(opts.sigma),
         "dtype": opts.dtype,
+        "allow_tf32": bool(opts.allow_tf32),
         "batch_size": int(opts.batch_size),
         "group_size": int(group_size),
         "code": code_fingerprint(),
@@ -308,7 +312,7 @@ def run_experiment(opts: RunOptions, explainer=None, loaded=None) -> dict:
     if explainer is None:
         from empirical.engine import Explainer
 
-        explainer = Explainer(loaded.model, dtype=dtype, device=device)
+        explainer = Explainer(loaded.model, dtype=dtype, device=device, allow_tf32=opts.allow_tf32)
 
     own = out / ("results.jsonl" if world == 1 else f"results.rank{rank}.jsonl")
     read_jsonl(own, repair=True)  # cut a truncated last line before appending
@@ -391,6 +395,7 @@ def merge(out, make_plots: bool = True) -> dict:
     meta = {"model": cfg["model"], "n_images": len(records), "n_expected": cfg["n_images"],
             "n_skipped": len(skipped), "duplicates_ignored": dup, "m_grid": mg, "augmentations": aug,
             "methods": meth, "seed": cfg["seed"], "sigma": cfg["sigma"], "dtype": cfg["dtype"],
+            "allow_tf32": bool(cfg.get("allow_tf32", False)),
             "source": cfg["source"]}
     paths = tables.write_tables(out, rows, med, meta)
     figures = []
