@@ -1,17 +1,20 @@
 """Affine operators with precomputed sign-split weights and the LRP backward step.
 
 Every linear operator ``L`` of the network (convolution, fully connected layer,
-average pooling, mean, residual sum, attention-weighted sum) is wrapped in an
-object with two methods:
+average pooling, mean, attention-weighted sum; residual sums have
+:func:`add_step`) is wrapped in an object with
 
 ``parts(z)``
-    ``(O_+, O_-) = (L_{W+}(z), L_{W-}(z))``: the operator applied with the
-    positive and with the negative part of its weights, bias excluded, in ONE
+    ``(O_+, O_-, O_+ + O_-)`` with ``O_+- = L_{W+-}(z)``: the operator applied with
+    the positive and with the negative part of its weights, bias excluded, in ONE
     call (the two weight parts are concatenated along the output channels).
-    Operators with non-negative weights return ``(L(z), None)``.
-``transpose(g_plus, g_minus)``
-    ``L^T_{W+} g_plus + L^T_{W-} g_minus`` (vector-Jacobian products), again one
-    call with concatenated weights.
+    Operators with non-negative weights return ``(L(z), None, L(z))``.
+``term_buffer(n, rows, tail, ref)``
+    a buffer for the ratios of ``n`` terms and its per-term slots.
+``transpose_signs(buf, keys, in_shape)``
+    for each key ``((alpha_t, beta_t))_t`` (one per input sign):
+    ``sum_t L^T_{alpha_t W+ + beta_t W-} g_t`` (vector-Jacobian products) with
+    cached combined weights, all keys in one call where the operator allows it.
 
 :func:`lrp_step` evaluates the terms of a :class:`boundcheck.rules.Rule`
 exactly as :func:`boundcheck.rules.transition_matrix` defines them, for a stack
@@ -27,8 +30,6 @@ import torch.nn.functional as F
 from boundcheck.rules import SIGN_PARTS, Conventions, Rule
 
 
-
-
 def rows_like(ref, rows, channels=None):
     """``torch.empty`` of shape ``(rows, *ref.shape[1:])`` (channel axis ``channels`` if
     given) in ``ref``'s dtype, device and memory format (channels-last stays
@@ -36,22 +37,20 @@ def rows_like(ref, rows, channels=None):
     shape = [rows] + list(ref.shape[1:])
     if channels is not None:
         shape[1] = channels
-    fmt = torch.contiguous_format
-    if ref.dim() == 4 and not ref.is_contiguous() and ref.is_contiguous(memory_format=torch.channels_last):
-        fmt = torch.channels_last
-    return torch.empty(shape, dtype=ref.dtype, device=ref.device, memory_format=fmt)
+    return torch.empty(shape, dtype=ref.dtype, device=ref.device, memory_format=_fmt_of(ref))
 
 
-def _fmt_of(W):
-    if W.dim() == 4 and not W.is_contiguous() and W.is_contiguous(memory_format=torch.channels_last):
+def _fmt_of(t):
+    """channels-last for a 4-d tensor laid out that way (and not also plain contiguous)."""
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
         return torch.channels_last
     return torch.contiguous_format
 
 
 def _combine(alpha, beta, Wp, Wn):
-    """``alpha W+ + beta W-`` (``Wn`` may be None: non-negative weights)."""
+    """``alpha W+ + beta W-``."""
     W = Wp if alpha == 1.0 else alpha * Wp
-    if Wn is not None and beta != 0.0:
+    if beta != 0.0:
         W = W + (Wn if beta == 1.0 else beta * Wn)
     return W
 
@@ -234,10 +233,10 @@ class _NonNegOp:
         if not nz:
             return None
         a0, g = nz[0]
-        if a0 != 1.0:
-            g = a0 * g
-        for i, (a, gt) in enumerate(nz[1:]):
-            g = torch.add(g, gt, alpha=a) if i == 0 and a0 == 1.0 else g.add_(gt, alpha=a)
+        if a0 != 1.0 or len(nz) > 1:
+            g = a0 * g  # a fresh tensor: the sum below must not write into the buffer
+        for a, gt in nz[1:]:
+            g.add_(gt, alpha=a)
         return self.transpose(g, in_shape)
 
 
@@ -358,15 +357,6 @@ def pos_neg_sums(O):
     if N is None:
         N = torch.zeros_like(pp)
     return P, N
-
-
-def _ratio(num, D, policy):
-    zero = D == 0
-    if policy == "raise":
-        if bool(zero.any()):
-            raise ZeroDivisionError("a rule denominator is exactly 0 (zero_denominator='raise')")
-        return num / D
-    return (num / D).masked_fill_(zero, 0.0 if policy == "zero" else float("nan"))
 
 
 #: (part fed to L^T_{W+}, part fed to L^T_{W-}) for the positive / negative input entries
