@@ -88,17 +88,32 @@ class Conventions:
     stabiliser : float
         ``eps >= 0`` added as ``eps * sign(D)``, ``sign(0) := +1``, to every
         denominator.  Default 0 (none).
+    normalisation : {"affine", "pass"}
+        How the torch engine treats an elementwise affine map ``y = s*z + c`` that
+        cannot be folded into an adjacent convolution/linear layer: a BatchNorm
+        (eval mode) after a join or before an activation, LayerNorm /
+        LayerNorm2d with its statistics held constant, ConvNeXt's layer scale,
+        multiplication by or addition of a constant.  ``"affine"`` (default):
+        like every affine layer, the rule of the call is applied to it (each
+        output has the single contribution ``s*z``; the shift ``c`` is a bias
+        and follows ``bias``); with ``bias="backward"`` and LRP-0 this keeps the
+        identity LRP-0 = x * modified gradient exact.  ``"pass"``: relevance is
+        copied through unchanged (the engine's behaviour before this option;
+        not an LRP rule).  The numeric oracle has no such layers.
     """
 
     zero_denominator: ZeroDenominator = "zero"
     bias: BiasPolicy = "forward_only"
     stabiliser: float = 0.0
+    normalisation: str = "affine"
 
     def __post_init__(self):
         if self.zero_denominator not in ("zero", "nan", "raise"):
             raise InputError(f"zero_denominator must be 'zero', 'nan' or 'raise', got {self.zero_denominator!r}")
         if self.bias not in ("forward_only", "backward"):
             raise InputError(f"bias must be 'forward_only' or 'backward', got {self.bias!r}")
+        if self.normalisation not in ("affine", "pass"):
+            raise InputError(f"normalisation must be 'affine' or 'pass', got {self.normalisation!r}")
         eps = require_real("stabiliser", self.stabiliser)
         if eps < 0:
             raise InputError(f"stabiliser must be >= 0, got {eps}")

@@ -172,7 +172,7 @@ def test_compact_sign_parts_give_the_same_maps_and_records():
         with torch.no_grad():
             out[compact] = ex._lrp_backward(env, store, rules, v, record=True)
         if compact:
-            assert any("nn" not in st[0] and st[2] is not None for st in store.values() if isinstance(st, tuple))
+            assert any("nn" not in st[1] and st[3] is not None for st in store.values() if isinstance(st, tuple))
     (r0, rec0), (r1, rec1) = out[False], out[True]
     assert torch.allclose(r0, r1, rtol=1e-12, atol=1e-15)
     for a, b in zip(rec0, rec1):

@@ -7,8 +7,6 @@ Every modelling choice is documented in the package docstring
 from __future__ import annotations
 
 import contextlib
-
-import math
 import operator
 import re
 from dataclasses import dataclass
@@ -19,11 +17,9 @@ import torch.nn as nn
 
 from boundcheck.errors import InputError
 from boundcheck.rules import DEFAULT_CONVENTIONS, Conventions, Rule, parse_rule
-from empirical.engine import graph as G
-from empirical.engine.graph import UnsupportedModuleError, canonicalise
-from empirical.engine.ops import (
-    ConvOp, LinearOp, PoolOp, add_step, lrp_step, pos_neg_sums, sign_part_outputs, symmetric_rule,
-)
+from empirical.engine.graph import canonicalise
+from empirical.engine.kinds import KINDS, LRP_OP_KINDS, UnsupportedModuleError, plan_graph
+from empirical.engine.ops import add_step, lrp_step, pos_neg_sums, sign_part_outputs, symmetric_rule
 
 __all__ = ["Explainer", "Attribution", "LayerRecord", "PAPER_METHODS", "parse_method", "UnsupportedModuleError"]
 
@@ -90,9 +86,6 @@ class Attribution:
     records: dict | None = None
 
 
-_AFFINE_WEIGHT = {"conv": 1, "linear": 1, "avgpool": 1, "mean": 1, "add": 1, "attention": 3}
-
-
 class Explainer:
     """Attribution maps of a classifier by gradients and LRP rules.
 
@@ -152,128 +145,35 @@ class Explainer:
         for mod in self._modules.values():
             if hasattr(mod, "inplace"):
                 mod.inplace = False
-        self._nodes = list(self.gm.graph.nodes)
-        self._kinds = {}
-        self._ops = {}
-        for node in self._nodes:
-            self._kinds[node] = self._classify(node)
-        self._depth = self._depths()
-        self._nonneg = G.nonnegative_outputs(self.gm)  # inputs whose sign check is skipped
+        self.plan = plan_graph(self.gm, conventions)
+        self._nodes = self.plan.nodes
+        self._plans = self.plan.plans
+        self._kinds = {n: p.kind for n, p in self._plans.items()}
+        self._depth = self.plan.depth
+        self._nonneg = self.plan.nonneg  # inputs whose sign check is skipped
         self._release = self._release_plan()
 
     # ------------------------------------------------------------------ graph analysis
-    def _unsupported(self, node, what=None):
-        if node.op == "call_module":
-            mod = self._modules[node.target]
-            return UnsupportedModuleError(f"unsupported module '{node.target}' of type {type(mod).__name__}")
-        name = getattr(node.target, "__name__", str(node.target))
-        return UnsupportedModuleError(f"unsupported operation '{name}' at node '{node.name}'" + (f" ({what})" if what else ""))
-
-    def _classify(self, node):
-        if node.op == "placeholder":
-            return "input"
-        if node.op == "output":
-            return "output"
-        if node.op == "get_attr":
-            return "const"
-        if node.op == "call_module":
-            mod = self._modules[node.target]
-            if type(mod) is nn.Conv2d:
-                if mod.padding_mode != "zeros" or isinstance(mod.padding, str):
-                    if isinstance(mod.padding, str) and mod.padding == "valid":
-                        mod.padding = (0, 0)
-                    else:
-                        raise self._unsupported(node)
-                self._ops[node] = ConvOp(mod)
-                return "conv"
-            if type(mod) is nn.Linear:
-                self._ops[node] = LinearOp(mod.weight, mod.bias)
-                return "linear"
-            if isinstance(mod, G.POOL_MODULES):
-                if isinstance(mod, nn.AdaptiveAvgPool2d) and tuple(_pair(mod.output_size)) == (1, 1):
-                    self._ops[node] = PoolOp(mod, global_mean_dims=((-2, -1), True))
-                else:
-                    self._ops[node] = PoolOp(mod)
-                return "avgpool"
-            if G.SqueezeExcitation is not None and isinstance(mod, G.SqueezeExcitation):
-                return "gate"
-            if G.ShiftedWindowAttentionV2 is not None and type(mod) is G.ShiftedWindowAttentionV2:
-                from empirical.engine.swin import SwinAttentionHandler
-
-                self._ops[node] = SwinAttentionHandler(mod)
-                return "attention"
-            if isinstance(mod, (nn.MaxPool2d, nn.AdaptiveMaxPool2d)):
-                return "maxpool"
-            if type(mod) in G.ROUTE_MODULES:
-                return "route"
-            if type(mod) in G.PASS_MODULES:
-                return "pass"
-            raise self._unsupported(node)
-        if node.op == "call_function":
-            t = node.target
-            if t in G.ADD_FUNCTIONS:
-                return "add"
-            if t in G.POOL_FUNCTIONS:
-                if t is torch.mean:
-                    return "mean"
-                self._ops[node] = PoolOp(lambda z, _n=node: t(z, *node.args[1:], **node.kwargs))
-                return "avgpool"
-            if t in G.PASS_FUNCTIONS:
-                return "pass"
-            if t is G.F.max_pool2d:
-                return "maxpool"
-            if t in G.ROUTE_FUNCTIONS:
-                return "route"
-            if t in G.META_FUNCTIONS:
-                return "meta"
-            if t in (operator.mul, operator.truediv, operator.floordiv, operator.sub, operator.neg):
-                return "arith"
-            if t is G.StochasticDepth or getattr(t, "__name__", "") == "stochastic_depth":
-                return "pass"
-            raise self._unsupported(node)
-        if node.op == "call_method":
-            t = node.target
-            if t in G.PASS_METHODS:
-                return "pass"
-            if t in G.ROUTE_METHODS:
-                return "route"
-            if t in G.META_METHODS:
-                return "meta"
-            if t == "mean":
-                return "mean"
-            if t in ("mul", "div", "__mul__"):
-                return "arith"
-            raise self._unsupported(node)
-        raise self._unsupported(node)
-
-    def _depths(self):
-        after = {}
-        for node in reversed(self._nodes):
-            best = 0
-            for u in node.users:
-                best = max(best, after.get(u, 0) + _AFFINE_WEIGHT.get(self._kinds.get(u), 0))
-            after[node] = best
-        return after
-
     def _release_plan(self):
         """``{node: [values to drop after it in the LRP forward pass]}`` (liveness).
 
-        The LRP backward pass needs the values of the summands of residual adds,
-        the inputs of routing/max-pooling/mean nodes, the input and the output; every
-        other value (e.g. a convolution's output once the activation after it has
-        run) is dropped after its last use, which lowers the peak memory of the
-        forward pass by about one activation tensor per affine layer.
+        The LRP backward pass needs the values of the inputs of the kinds that
+        read them (``Kind.keeps_inputs``: residual adds, routing, max pooling),
+        the input and the output; every other value (e.g. a convolution's output
+        once the activation after it has run) is dropped after its last use,
+        which lowers the peak memory of the forward pass by about one activation
+        tensor per affine layer.
         """
         index = {n: i for i, n in enumerate(self._nodes)}
         keep = {self._nodes[0]}
         out = self._nodes[-1]
         keep.update(a for a in out.all_input_nodes)
         for node in self._nodes:
-            if self._kinds[node] in ("add", "route", "maxpool", "mean"):
+            if KINDS[self._kinds[node]].keeps_inputs:
                 keep.update(node.all_input_nodes)
         plan = {}
         for node in self._nodes:
-            if node in keep or self._kinds[node] in ("const", "output") or not node.users:
+            if node in keep or self._kinds[node] == "output" or node.op == "get_attr" or not node.users:
                 continue
             last = max(index[u] for u in node.users)
             plan.setdefault(self._nodes[last], []).append(node)
@@ -456,13 +356,15 @@ class Explainer:
             return self._modules[node.target](*args, **kwargs)
         if node.op == "call_function":
             t = node.target
-            if t is operator.iadd:
-                t = operator.add
+            t = _NOT_INPLACE.get(t, t)
             if "inplace" in kwargs:
                 kwargs = dict(kwargs, inplace=False)
             return t(*args, **kwargs)
         if node.op == "call_method":
-            return getattr(args[0], node.target)(*args[1:], **kwargs)
+            name = node.target
+            if name.endswith("_") and not name.endswith("__") and hasattr(args[0], name[:-1]):
+                name = name[:-1]  # x.add_(y) -> x.add(y): values the backward pass reads stay intact
+            return getattr(args[0], name)(*args[1:], **kwargs)
         raise AssertionError(node.op)
 
     def _lrp_forward(self, x, compact=False):
@@ -472,44 +374,33 @@ class Explainer:
         load = lambda n: env[n]  # noqa: E731
         with torch.no_grad():
             for node in self._nodes:
-                kind = self._kinds[node]
+                p = self._plans[node]
+                kind = p.kind
                 if kind == "input":
                     env[node] = x
                     continue
                 if kind == "output":
                     continue
-                if kind == "const":
+                if node.op == "get_attr":
                     env[node] = _fetch_attr(self.gm, node.target)
                     continue
                 args = fx.node.map_arg(node.args, load)
                 kwargs = fx.node.map_arg(node.kwargs, load)
-                if kind in ("conv", "linear", "avgpool"):
-                    op = self._ops[node]
-                    z = args[0]
-                    O, zp, zn, y = sign_part_outputs(op, z, nonneg=node.args[0] in self._nonneg, compact=compact)
-                    if op.bias is not None:  # y is a fresh tensor for conv / linear
-                        y = y.add_(op.bias.reshape(op.bias_shape))
-                    store[node] = (O, zp, zn, z.shape)
+                if kind in LRP_OP_KINDS:
+                    op = p.op if p.op is not None else p.build(args, kwargs)
+                    z = args[p.operand]
+                    O, zp, zn, y = sign_part_outputs(op, z, nonneg=node.args[p.operand] in self._nonneg, compact=compact)
+                    if op.bias is not None:
+                        b = op.bias.reshape(op.bias_shape)
+                        y = y.add_(b) if kind in ("conv", "linear") else y + b  # conv/linear: y is fresh
+                    store[node] = (op, O, zp, zn, z.shape)
                     env[node] = y
                 elif kind == "attention":
-                    y, st = self._ops[node].forward(args[0])
+                    y, st = p.op.forward(*args, **kwargs)
                     store[node] = st
                     env[node] = y
                 else:
-                    val = self._call(node, args, kwargs)
-                    if kind == "arith":
-                        if torch.is_tensor(val):
-                            tens = [a for a in node.args if isinstance(a, fx.Node) and torch.is_tensor(env[a])]
-                            others = [a for a in (list(node.args) + list(node.kwargs.values())) if a not in tens]
-                            if len(tens) != 1 or node.target not in (operator.mul, operator.truediv, "mul", "div", "__mul__") or any(
-                                isinstance(a, fx.Node) and torch.is_tensor(env[a]) for a in others
-                            ):
-                                raise self._unsupported(node, "only scaling by a constant is supported")
-                            kind = "pass"
-                        else:
-                            kind = "meta"
-                        self._kinds[node] = kind
-                    env[node] = val
+                    env[node] = self._call(node, args, kwargs)
                 for done in self._release.get(node, ()):
                     env.pop(done, None)
         return env, store
@@ -534,44 +425,41 @@ class Explainer:
             if node not in rel:
                 continue
             r = rel.pop(node)
-            kind = self._kinds[node]
+            p = self._plans[node]
+            kind = p.kind
             if kind == "input":
                 input_rel = r if input_rel is None else input_rel + r
                 continue
-            if kind in ("meta", "const"):
+            if kind in ("meta", "const", "weights", "output"):
                 continue
             pos_sum = neg_sum = None
             rins = []
-            if kind in ("conv", "linear", "avgpool"):
-                O, zp, zn, in_shape = store[node]
-                op = self._ops[node]
+            if kind in LRP_OP_KINDS:
+                op, O, zp, zn, in_shape = store[node]
                 rin = lrp_step(op, O, zp, zn, r, rules, self.conventions, in_shape, bias=op.bias)
-                rins.append((node.args[0], rin))
+                rins.append((p.rel_inputs[0], rin))
                 if record:
                     pos_sum, neg_sum = pos_neg_sums(O)
             elif kind == "add":
-                ins = [a for a in node.args if isinstance(a, fx.Node)]
+                ins = list(p.rel_inputs)
                 vals = [env[a] for a in ins]
-                if len(ins) != 2 or node.kwargs.get("alpha", 1) != 1:
-                    raise self._unsupported(node, "only the sum of two tensors is supported")
                 outs, O = add_step(vals, r, rules, self.conventions, K, nonneg=[a in self._nonneg for a in ins])
                 rins.extend(zip(ins, outs))
                 if record:
                     pos_sum, neg_sum = O["pp"], O["pn"]
             elif kind == "attention":
-                rin = self._ops[node].backward(store[node], r, rules, self.conventions)
-                rins.append((node.args[0], rin))
+                if isinstance(r, list):  # a module returning (output, weights)
+                    r = r[0]
+                    if r is None:
+                        continue
+                rin = p.op.backward(store[node], r, rules, self.conventions)
+                rins.append((p.rel_inputs[0], rin))
             elif kind in ("pass", "gate"):
-                rins.append((node.args[0], r))
-            elif kind in ("route", "maxpool", "mean"):
-                if kind == "mean":
-                    rins.extend(self._mean_step(node, env, store, r, rules, K))
-                else:
-                    rins.extend(self._route(node, env, r, K))
-            elif kind == "output":
-                continue
-            else:  # pragma: no cover
-                raise self._unsupported(node)
+                rins.append((p.rel_inputs[0], r))
+            elif kind in ("route", "maxpool"):
+                rins.extend(self._route(node, env, r, K))
+            else:  # pragma: no cover - plan_graph knows no other kind
+                raise AssertionError(kind)
             for n, rr in rins:
                 if isinstance(n, tuple):
                     acc(n[0], rr, n[1])
@@ -582,21 +470,6 @@ class Explainer:
         if input_rel is None:
             input_rel = torch.zeros((K * B,) + tuple(env[self._nodes[0]].shape[1:]), dtype=v.dtype, device=v.device)
         return input_rel, recs
-
-    def _mean_step(self, node, env, store, r, rules, K):
-        """``torch.mean`` / ``Tensor.mean``: a pooling operator (non-negative weights)."""
-        z = env[node.args[0]]
-        args = list(node.args[1:])
-        kwargs = dict(node.kwargs)
-        dims = args[0] if args else kwargs.get("dim", None)
-        keepdim = args[1] if len(args) > 1 else kwargs.get("keepdim", False)
-        if dims is None:
-            raise self._unsupported(node, "mean over all axes")
-        dims = (dims,) if isinstance(dims, int) else tuple(dims)
-        op = PoolOp(lambda t: t.mean(dim=dims, keepdim=keepdim), global_mean_dims=(dims, keepdim))
-        O, zp, zn, _ = sign_part_outputs(op, z)
-        rin = lrp_step(op, O, zp, zn, r, rules, self.conventions, z.shape)
-        return [(node.args[0], rin)]
 
     def _route(self, node, env, r, K):
         """Data movement: relevance moves with autograd's vector-Jacobian product of the op."""
@@ -635,7 +508,7 @@ class Explainer:
         for _, rr in rins:
             a, b = split(rr)
             ip, inn = ip + a, inn + b
-        rk = {"mean": "avgpool"}.get(kind, kind)
+        rk = kind
         for k in range(K):
             recs[k].append(
                 LayerRecord(
@@ -647,8 +520,8 @@ class Explainer:
             )
 
 
-def _pair(v):
-    return (v, v) if isinstance(v, int) or v is None else tuple(v)
+_NOT_INPLACE = {operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul,
+                operator.itruediv: operator.truediv}
 
 
 def _fetch_attr(mod, target):

@@ -16,54 +16,7 @@ import torch.nn.functional as F
 from boundcheck.errors import InputError
 
 
-class UnsupportedModuleError(InputError):
-    """The model contains a module or operation the engine has no backward rule for."""
-
-
-# --------------------------------------------------------------------------- optional classes
-
-def _optional(path, name):
-    try:
-        mod = __import__(path, fromlist=[name])
-        return getattr(mod, name)
-    except Exception:  # pragma: no cover - optional dependency
-        return None
-
-
-SqueezeExcitation = _optional("torchvision.ops.misc", "SqueezeExcitation")
-StochasticDepth = _optional("torchvision.ops.stochastic_depth", "StochasticDepth")
-ShiftedWindowAttentionV2 = _optional("torchvision.models.swin_transformer", "ShiftedWindowAttentionV2")
-ShiftedWindowAttention = _optional("torchvision.models.swin_transformer", "ShiftedWindowAttention")
-_patch_merging_pad = _optional("torchvision.models.swin_transformer", "_patch_merging_pad")
-_get_relative_position_bias = _optional("torchvision.models.swin_transformer", "_get_relative_position_bias")
-
-LEAF_TYPES = tuple(t for t in (SqueezeExcitation, StochasticDepth, ShiftedWindowAttention) if t is not None)
-
-PASS_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.Mish, nn.Tanh,
-    nn.Dropout, nn.Dropout2d, nn.Identity, nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d,
-) + tuple(t for t in (StochasticDepth,) if t is not None)
-PASS_FUNCTIONS = {
-    F.relu, F.relu6, F.silu, F.gelu, F.hardswish, F.leaky_relu, F.elu, torch.relu, torch.tanh, F.dropout,
-    F.layer_norm, torch.nn.functional.batch_norm,
-}
-PASS_METHODS = {"relu", "relu_", "contiguous", "clone", "detach", "to", "float", "double", "type_as"}
-
-ROUTE_MODULES = (nn.Flatten, nn.Unflatten, nn.ZeroPad2d, nn.ConstantPad2d, nn.MaxPool2d, nn.AdaptiveMaxPool2d)
-ROUTE_FUNCTIONS = {
-    torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.cat, torch.concat, torch.roll, F.pad,
-    operator.getitem, torch.chunk, torch.split, torch.squeeze, torch.unsqueeze, F.max_pool2d, torch.stack,
-    torch.narrow,
-} | ({_patch_merging_pad} if _patch_merging_pad is not None else set())
-ROUTE_METHODS = {
-    "view", "reshape", "flatten", "permute", "transpose", "chunk", "split", "squeeze", "unsqueeze", "roll",
-    "narrow", "unflatten", "expand_as",
-}
-META_FUNCTIONS = {getattr, len}
-META_METHODS = {"size", "dim"}
-ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
-POOL_MODULES = (nn.AvgPool2d, nn.AdaptiveAvgPool2d)
-POOL_FUNCTIONS = {F.avg_pool2d, F.adaptive_avg_pool2d, torch.mean}
+from empirical.engine.kinds import LEAF_TYPES, UnsupportedModuleError  # noqa: F401 (re-exported)
 
 
 class _Tracer(fx.Tracer):
@@ -133,7 +86,8 @@ def _fold_bn(gm: fx.GraphModule) -> None:
 
 
 def canonicalise(model: nn.Module, dtype, device) -> fx.GraphModule:
-    """Deep copy -> eval -> dtype/device -> same-padding convs made explicit -> fx trace -> BN folded.
+    """Deep copy -> eval -> dtype/device -> same-padding convs made explicit -> fx trace -> BN folded
+    -> ``contiguous()`` before every ``view``.
 
     The user's ``model`` is never modified.
     """
@@ -151,61 +105,45 @@ def canonicalise(model: nn.Module, dtype, device) -> fx.GraphModule:
         raise UnsupportedModuleError(f"the model cannot be traced by torch.fx: {exc}") from exc
     gm = fx.GraphModule(m, graph)
     _fold_bn(gm)
+    _contiguous_before_views(gm)
     gm.eval()
     return gm
 
 
-# ---------------------------------------------------------------- static sign analysis
-#: outputs >= 0 whatever the input
-NONNEG_MODULES = (nn.ReLU, nn.ReLU6)
-NONNEG_FUNCTIONS = {F.relu, F.relu6, torch.relu}
-NONNEG_METHODS = {"relu", "relu_"}
-#: outputs >= 0 when every tensor input is (data movement, max/average pooling, dropout in eval)
-SIGN_KEEPING_MODULES = (
-    nn.Dropout, nn.Dropout2d, nn.Identity, nn.Flatten, nn.Unflatten, nn.ZeroPad2d, nn.MaxPool2d,
-    nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
-) + tuple(t for t in (StochasticDepth,) if t is not None)
-SIGN_KEEPING_FUNCTIONS = {
-    F.dropout, torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.cat, torch.concat, torch.roll,
-    operator.getitem, torch.chunk, torch.split, torch.squeeze, torch.unsqueeze, F.max_pool2d, torch.stack,
-    torch.narrow, F.avg_pool2d, F.adaptive_avg_pool2d, torch.mean,
-}
-SIGN_KEEPING_METHODS = {
-    "view", "reshape", "flatten", "permute", "transpose", "chunk", "split", "squeeze", "unsqueeze", "roll",
-    "narrow", "unflatten", "contiguous", "clone", "detach", "to", "float", "double", "mean",
-}
+def _contiguous_before_views(gm: fx.GraphModule) -> None:
+    """``t.view(...)`` -> ``t.contiguous().view(...)``.
+
+    ``view`` is the one operation whose success depends on the memory layout: with
+    the canonical copy in channels-last (``Explainer(channels_last=True)``) a
+    user's ``x.view(x.size(0), -1)`` on a 4-d tensor would fail.  On a tensor that
+    is already contiguous the inserted call returns it unchanged, so the values
+    the user's code computes are never changed.
+    """
+    changed = False
+    for node in list(gm.graph.nodes):
+        if node.op == "call_method" and node.target in ("view", "view_as") and isinstance(node.args[0], fx.Node):
+            src = node.args[0]
+            if src.op == "call_method" and src.target == "contiguous":
+                continue
+            with gm.graph.inserting_before(node):
+                c = gm.graph.call_method("contiguous", (src,))
+            c.meta = dict(src.meta)
+            node.replace_input_with(src, c)
+            changed = True
+    if changed:
+        gm.graph.lint()
+        gm.recompile()
 
 
 def nonnegative_outputs(gm: fx.GraphModule) -> set:
     """Nodes whose output is >= 0 for EVERY input (a sound, conservative static analysis).
 
     A node qualifies when it is a ReLU/ReLU6, or when it only moves, pools or
-    drops values and all its tensor inputs qualify.  The LRP engine then skips
-    the run-time sign check of those tensors (one pass over the tensor and, on a
-    GPU, one host-device synchronisation per affine layer).
+    drops values and all its tensor inputs qualify (the ``sign`` entries of
+    :mod:`empirical.engine.kinds`).  The LRP engine then skips the run-time sign
+    check of those tensors.
     """
-    mods = dict(gm.named_modules())
-    out = set()
-    for node in gm.graph.nodes:
-        if node.op == "call_module":
-            mod = mods[node.target]
-            if type(mod) in NONNEG_MODULES:
-                out.add(node)
-                continue
-            keeping = isinstance(mod, SIGN_KEEPING_MODULES)
-        elif node.op == "call_function":
-            if node.target in NONNEG_FUNCTIONS:
-                out.add(node)
-                continue
-            keeping = node.target in SIGN_KEEPING_FUNCTIONS
-        elif node.op == "call_method":
-            if node.target in NONNEG_METHODS:
-                out.add(node)
-                continue
-            keeping = node.target in SIGN_KEEPING_METHODS
-        else:
-            keeping = False
-        ins = node.all_input_nodes
-        if keeping and ins and all(a in out for a in ins):
-            out.add(node)
-    return out
+    from boundcheck.rules import DEFAULT_CONVENTIONS
+    from empirical.engine.kinds import plan_graph
+
+    return plan_graph(gm, DEFAULT_CONVENTIONS).nonneg

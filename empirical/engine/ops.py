@@ -109,6 +109,26 @@ class _SignedOp:
         return out
 
 
+def conv_padding(module) -> tuple:
+    """A Conv2d's padding as two integers (``"valid"``; ``"same"`` where it is symmetric).
+
+    Raises ValueError for ``"same"`` padding that needs more zeros on one side
+    (an even effective kernel size): not expressible as ``padding=(p, q)``.
+    """
+    pad = module.padding
+    if not isinstance(pad, str):
+        return tuple(pad)
+    if pad == "valid":
+        return (0, 0)
+    out = []
+    for k, d in zip(module.kernel_size, module.dilation):
+        total = d * (k - 1)
+        if total % 2:
+            raise ValueError("padding='same' with an even effective kernel size (asymmetric zero padding)")
+        out.append(total // 2)
+    return tuple(out)
+
+
 class ConvOp(_SignedOp):
     """A 2-d convolution ``y = conv(z, W) + b`` (BatchNorm already folded)."""
 
@@ -116,9 +136,8 @@ class ConvOp(_SignedOp):
 
     def __init__(self, module: torch.nn.Conv2d):
         W = module.weight.detach()
-        if isinstance(module.padding, str):
-            raise ValueError("string padding is canonicalised before ops are built")
-        self.stride, self.padding, self.dilation, self.groups = module.stride, module.padding, module.dilation, module.groups
+        self.stride, self.dilation, self.groups = module.stride, module.dilation, module.groups
+        self.padding = conv_padding(module)
         self.bias = None if module.bias is None else module.bias.detach()
         self.cout = W.shape[0]
         fmt = _fmt_of(W)  # the canonical model's memory format (Explainer(channels_last=...))
@@ -277,6 +296,102 @@ class PoolOp(_NonNegOp):
             x = torch.zeros(shape, dtype=gp.dtype, device=gp.device, requires_grad=True)
             (out,) = torch.autograd.grad(self.fn(x), x, gp)
         return out
+
+
+class DiagOp:
+    """The elementwise affine map ``y = s * z + c`` (``s``, ``c`` broadcastable to ``z``).
+
+    Each output has the single contribution ``s_i z_i``; its sign parts are
+    ``s+ z+``, ``s+ z-``, ``s- z+``, ``s- z-`` like any layer's, so the rule's terms
+    apply unchanged (:func:`lrp_step`).  ``s``/``c`` may have one row per sample
+    (LayerNorm statistics); they are repeated for stacked rules and sign halves.
+    """
+
+    kind = "diag"
+
+    def __init__(self, scale, shift=None):
+        s = torch.as_tensor(scale)
+        self.Wp = s.clamp(min=0)
+        self.Wn = s.clamp(max=0)
+        self.nonneg = not bool((s < 0).any())
+        self.bias = None if shift is None else torch.as_tensor(shift)
+        self.bias_shape = None if shift is None else tuple(self.bias.shape)
+
+    @staticmethod
+    def _rows(t, z):
+        """``t`` repeated along the batch axis to ``z``'s rows (only when ``t`` has one)."""
+        n = z.shape[0]
+        if t.dim() < z.dim() or t.shape[0] in (1, n):
+            return t  # broadcast: no batch axis, or one row for all
+        return t.repeat(n // t.shape[0], *([1] * (t.dim() - 1)))
+
+    def parts(self, z):
+        op_ = z * self._rows(self.Wp, z)
+        if self.nonneg:
+            return op_, None, op_.clone()
+        on_ = z * self._rows(self.Wn, z)
+        return op_, on_, op_ + on_
+
+    def term_buffer(self, n, rows, tail, ref):
+        bufs = [rows_like(ref, rows) for _ in range(n)]
+        return bufs, bufs
+
+    def transpose_signs(self, buf, keys, in_shape):
+        out = []
+        for key in keys:
+            T = None
+            for t, (a, b) in enumerate(key):
+                if a == 0.0 and (b == 0.0 or self.nonneg):
+                    continue
+                w = a * self.Wp if self.nonneg else a * self.Wp + b * self.Wn
+                term = buf[t] * self._rows(w, buf[t])
+                T = term if T is None else T.add_(term)
+            out.append(T)
+        return out
+
+
+def batchnorm_diag(bn, z) -> DiagOp:
+    """An eval-mode BatchNorm as ``s*z + c`` (running statistics; channel axis 1)."""
+    s = torch.rsqrt(bn.running_var.to(z.dtype) + bn.eps)
+    if bn.weight is not None:
+        s = s * bn.weight.to(z.dtype)
+    c = -bn.running_mean.to(z.dtype) * s
+    if bn.bias is not None:
+        c = c + bn.bias.to(z.dtype)
+    shape = (1, -1) + (1,) * (z.dim() - 2)
+    return DiagOp(s.reshape(shape), c.reshape(shape))
+
+
+def layernorm_diag(z, normalized_shape, weight, bias, eps) -> DiagOp:
+    """LayerNorm with its statistics held constant: ``s = w / sigma``, ``c = b - mu s``
+    (``mu``, ``sigma`` per sample over the last ``len(normalized_shape)`` axes)."""
+    k = len(normalized_shape) if not isinstance(normalized_shape, int) else 1
+    dims = tuple(range(-k, 0))
+    mu = z.mean(dim=dims, keepdim=True)
+    var = (z - mu).square().mean(dim=dims, keepdim=True)
+    inv = torch.rsqrt(var + eps)
+    s = inv if weight is None else inv * weight
+    c = -mu * s
+    if bias is not None:
+        c = c + bias
+    return DiagOp(s, c)
+
+
+def groupnorm_diag(z, groups, weight, bias, eps) -> DiagOp:
+    """GroupNorm with its statistics held constant (per sample and group)."""
+    B, C = z.shape[:2]
+    zg = z.reshape(B, groups, -1)
+    mu = zg.mean(-1, keepdim=True)
+    inv = torch.rsqrt((zg - mu).square().mean(-1, keepdim=True) + eps)
+    shape = (B, C) + (1,) * (z.dim() - 2)
+    inv = inv.expand(B, groups, C // groups).reshape(shape)
+    mu = mu.expand(B, groups, C // groups).reshape(shape)
+    wshape = (1, C) + (1,) * (z.dim() - 2)
+    s = inv if weight is None else inv * weight.reshape(wshape)
+    c = -mu * s
+    if bias is not None:
+        c = c + bias.reshape(wshape)
+    return DiagOp(s, c)
 
 
 class MatmulConstOp(_NonNegOp):

@@ -1,0 +1,658 @@
+"""The node-kind table: how every node of the traced graph is treated, defined once.
+
+:data:`KINDS` maps a kind name to its :class:`Kind` (treatment, depth weight,
+whether the backward step reads the node's input values).  :func:`plan_graph`
+classifies every node of a canonical :class:`torch.fx.GraphModule` with the
+matchers of this module and returns a :class:`GraphPlan`: per node its kind,
+the inputs that receive relevance, the affine operator (or the builder of a
+per-call operator), its static sign, its module path and a one-line note.  The
+explainer (:mod:`empirical.engine.explainer`), the audit's network depth
+(:mod:`empirical.audit.depth`) and ``boundcheck check-model`` all read this
+plan; nothing else classifies nodes.
+
+Adding an affine layer type costs one matcher entry here and, if no existing
+operator fits, one operator class in :mod:`empirical.engine.ops`.
+
+Treatments
+----------
+``affine``
+    a rule op: the LRP rule of the call is applied ([P1] eq. (7), (9), (13));
+    counts ``depth`` levels on a relevance path (Lemma 7/8 depth, see
+    :mod:`empirical.audit.depth`).
+``pass``
+    relevance copied unchanged to the relevance input (activations, identity,
+    dropout in eval, a gate's product, and with ``normalisation="pass"`` the
+    elementwise affine maps).
+``route``
+    data movement: relevance moves with autograd's vector-Jacobian product
+    (reshapes, permutations, padding, concatenation, indexing, max pooling).
+``attention``
+    an attention module: value path affine (the rule), attention weights
+    constant.
+``none``
+    no relevance: input/output, constants, shapes, attention logits and weights.
+
+The analysis is static (no forward pass): a node is *input-dependent* when an
+input-dependent node is among its arguments; a product of two input-dependent
+tensors is a gate when one factor is a sigmoid-type output, an
+attention-weighted sum when one factor is a softmax output, attention logits
+when its value only reaches the output through a softmax, and unsupported
+otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+from boundcheck.errors import InputError
+from boundcheck.rules import Conventions
+
+
+class UnsupportedModuleError(InputError):
+    """The model contains a module or operation the engine has no backward rule for."""
+
+
+def _optional(path, name):
+    try:
+        mod = __import__(path, fromlist=[name])
+        return getattr(mod, name)
+    except Exception:  # pragma: no cover - optional dependency
+        return None
+
+
+SqueezeExcitation = _optional("torchvision.ops.misc", "SqueezeExcitation")
+StochasticDepth = _optional("torchvision.ops.stochastic_depth", "StochasticDepth")
+ShiftedWindowAttention = _optional("torchvision.models.swin_transformer", "ShiftedWindowAttention")
+_patch_merging_pad = _optional("torchvision.models.swin_transformer", "_patch_merging_pad")
+
+#: modules kept as single graph nodes by the tracer (their handler knows their inside)
+LEAF_TYPES = tuple(t for t in (SqueezeExcitation, StochasticDepth, ShiftedWindowAttention) if t is not None)
+
+
+# --------------------------------------------------------------------------- the kind table
+
+@dataclass(frozen=True)
+class Kind:
+    """How one kind of node is treated.
+
+    Attributes
+    ----------
+    name : str
+    treatment : {"affine", "pass", "route", "attention", "none"}
+    depth : int
+        Rule ops the node stands for on a relevance path (Lemma 7/8 depth).
+    keeps_inputs : bool
+        The LRP backward step reads the values of the node's inputs (liveness).
+    description : str
+    """
+
+    name: str
+    treatment: str
+    depth: int
+    keeps_inputs: bool
+    description: str
+
+
+KINDS: dict[str, Kind] = {k.name: k for k in (
+    Kind("input", "none", 0, False, "network input"),
+    Kind("output", "none", 0, False, "network output"),
+    Kind("const", "none", 0, False, "constant (parameter, buffer, or computed from them only)"),
+    Kind("meta", "none", 0, False, "shape/size arithmetic, assertions"),
+    Kind("conv", "affine", 1, False, "2-d convolution (BatchNorm folded)"),
+    Kind("linear", "affine", 1, False, "fully connected layer (BatchNorm folded)"),
+    Kind("avgpool", "affine", 1, False, "average pooling / mean over axes (weights >= 0)"),
+    Kind("add", "affine", 1, True, "sum of two input-dependent tensors (weights 1)"),
+    Kind("diag", "affine", 1, False, "elementwise affine map s*z + c (unfolded BatchNorm, LayerNorm with "
+                                      "statistics constant, layer scale, constant scaling/offset)"),
+    Kind("attnsum", "affine", 1, False, "product with attention weights held constant (weights >= 0)"),
+    Kind("attention", "attention", 3, False, "attention module: value projection, A @ V, output projection"),
+    Kind("pass", "pass", 0, False, "relevance unchanged (activation, identity, dropout)"),
+    Kind("gate", "pass", 0, False, "x * g(x): all relevance to x, none through the gate g"),
+    Kind("route", "route", 0, True, "data movement (vector-Jacobian product)"),
+    Kind("maxpool", "route", 0, True, "max pooling (winner-take-all)"),
+    Kind("weights", "none", 0, False, "attention logits/weights (constant in the backward pass)"),
+)}
+
+#: kinds whose operator goes through :func:`empirical.engine.ops.lrp_step`
+LRP_OP_KINDS = frozenset({"conv", "linear", "avgpool", "diag", "attnsum"})
+
+
+def depth_weight(kind: str) -> int:
+    """Rule ops a node of ``kind`` stands for on a relevance path."""
+    return KINDS[kind].depth
+
+
+def is_rule_kind(kind: str) -> bool:
+    return KINDS[kind].treatment in ("affine", "attention")
+
+
+# --------------------------------------------------------------------------- node plans
+
+@dataclass
+class NodePlan:
+    """The treatment of one node.
+
+    ``op``: a static operator (built once); ``build``: ``(args, kwargs) -> op`` for
+    operators that depend on the call (LayerNorm statistics, constant factors,
+    attention weights); ``operand``: position in ``node.args`` of the tensor the
+    affine operator acts on (the relevance input); ``sign``: ``"nonneg"`` when the
+    output is >= 0 for every input, ``"keeps"`` when it is >= 0 whenever its tensor
+    inputs are.
+    """
+
+    kind: str
+    rel_inputs: tuple = ()
+    op: object = None
+    build: Callable | None = None
+    operand: int = 0
+    sign: str | None = None
+    path: str = ""
+    note: str = ""
+
+
+@dataclass
+class GraphPlan:
+    """:func:`plan_graph`'s result: per node its :class:`NodePlan`, and the depths."""
+
+    nodes: list
+    plans: dict
+    depth: dict = field(default_factory=dict)
+    nonneg: set = field(default_factory=set)
+
+    def kind(self, node) -> str:
+        return self.plans[node].kind
+
+
+def module_path(node, modules=None) -> str:
+    """The module path of a node: its target for a module call, else the innermost
+    module of the user's code that issued it (``nn_module_stack``), else ``<root>``."""
+    if node.op == "call_module":
+        return str(node.target)
+    stack = node.meta.get("nn_module_stack") if hasattr(node, "meta") else None
+    if stack:
+        key = list(stack.keys())[-1]
+        val = stack[key]
+        path = val[0] if isinstance(val, tuple) else key
+        return str(path) or "<root>"
+    return "<root>"
+
+
+def _target_name(node) -> str:
+    t = node.target
+    return t if isinstance(t, str) else getattr(t, "__name__", str(t))
+
+
+def _unsupported(node, modules, why) -> UnsupportedModuleError:
+    if node.op == "call_module":
+        what = f"module '{node.target}' of type {type(modules[node.target]).__name__}"
+    else:
+        what = f"operation '{_target_name(node)}' in module '{module_path(node)}' (node {node.name})"
+    return UnsupportedModuleError(f"unsupported {what}: {why}")
+
+
+# --------------------------------------------------------------------------- target families
+
+ACTIVATION_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.Mish, nn.Tanh, nn.Softplus,
+    nn.SELU, nn.CELU, nn.PReLU, nn.Hardtanh,
+)
+IDENTITY_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity) + tuple(
+    t for t in (StochasticDepth,) if t is not None
+)
+GATE_ACTIVATION_MODULES = (nn.Sigmoid, nn.Hardsigmoid)
+ROUTE_MODULES = (nn.Flatten, nn.Unflatten, nn.ZeroPad2d, nn.ConstantPad2d)
+MAXPOOL_MODULES = (nn.MaxPool2d, nn.AdaptiveMaxPool2d, nn.MaxPool1d)
+AVGPOOL_MODULES = (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AvgPool1d, nn.AdaptiveAvgPool1d)
+NONNEG_MODULES = (nn.ReLU, nn.ReLU6)
+
+ACTIVATION_FUNCTIONS = {
+    F.relu, F.relu6, F.silu, F.gelu, F.hardswish, F.leaky_relu, F.elu, F.mish, F.softplus, F.selu, F.celu,
+    F.hardtanh, torch.relu, torch.tanh, F.tanh,
+}
+IDENTITY_FUNCTIONS = {F.dropout, F.dropout1d, F.dropout2d, F.alpha_dropout}
+GATE_ACTIVATION_FUNCTIONS = {torch.sigmoid, F.sigmoid, F.hardsigmoid}
+NONNEG_FUNCTIONS = {F.relu, F.relu6, torch.relu}
+ROUTE_FUNCTIONS = {
+    torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.swapaxes, torch.cat, torch.concat,
+    torch.roll, F.pad, operator.getitem, torch.chunk, torch.split, torch.squeeze, torch.unsqueeze, torch.stack,
+    torch.narrow, torch.movedim, torch.unbind,
+} | ({_patch_merging_pad} if _patch_merging_pad is not None else set())
+MAXPOOL_FUNCTIONS = {F.max_pool2d, F.adaptive_max_pool2d}
+AVGPOOL_FUNCTIONS = {F.avg_pool2d, F.adaptive_avg_pool2d}
+META_FUNCTIONS = {getattr, len, torch._assert}
+SOFTMAX_FUNCTIONS = {F.softmax, torch.softmax}
+MATMUL_FUNCTIONS = {operator.matmul, torch.matmul, torch.bmm, torch.einsum}
+
+ACTIVATION_METHODS = {"relu", "relu_", "tanh", "gelu"}
+IDENTITY_METHODS = {"contiguous", "clone", "detach", "to", "float", "double", "type_as"}
+GATE_ACTIVATION_METHODS = {"sigmoid", "sigmoid_"}
+NONNEG_METHODS = {"relu", "relu_"}
+ROUTE_METHODS = {
+    "view", "reshape", "flatten", "permute", "transpose", "chunk", "split", "squeeze", "unsqueeze", "roll",
+    "narrow", "unflatten", "expand", "expand_as", "swapaxes", "movedim", "view_as", "reshape_as", "unbind",
+    "__getitem__",
+}
+META_METHODS = {"size", "dim", "numel", "__len__"}
+SOFTMAX_METHODS = {"softmax"}
+MATMUL_METHODS = {"matmul", "bmm", "__matmul__"}
+
+ADD = {operator.add, operator.iadd, torch.add, "add", "add_", "__add__", "__radd__"}
+SUB = {operator.sub, operator.isub, torch.sub, "sub", "sub_", "__sub__", "__rsub__"}
+MUL = {operator.mul, operator.imul, torch.mul, "mul", "mul_", "__mul__", "__rmul__"}
+DIV = {operator.truediv, operator.itruediv, torch.div, "div", "div_", "__truediv__"}
+NEG = {operator.neg, torch.neg, "neg", "__neg__"}
+META_ARITH = {operator.floordiv, operator.mod, operator.eq, operator.ne, operator.lt, operator.le, operator.gt,
+              operator.ge, operator.pow, math.sqrt, operator.getitem}
+
+#: outputs >= 0 whenever every tensor input is (data movement, pooling, dropout in eval)
+SIGN_KEEPING_KINDS = frozenset({"route", "maxpool", "avgpool"})
+
+
+def _is(node, family) -> bool:
+    t = node.target
+    if node.op == "call_method":
+        return t in family
+    if node.op == "call_function":
+        try:
+            return t in family
+        except TypeError:  # unhashable target
+            return False
+    return False
+
+
+# --------------------------------------------------------------------------- classification
+
+class _Planner:
+    def __init__(self, gm: fx.GraphModule, conventions: Conventions):
+        self.gm = gm
+        self.conv = conventions
+        self.modules = dict(gm.named_modules())
+        self.nodes = list(gm.graph.nodes)
+        self.dep = {}       # input-dependent tensor (or tuple of tensors)
+        self.meta = set()   # python values (shapes, sizes)
+        self.softmax = set()  # attention weights (softmax outputs, moved/dropped only)
+        self.gates = set()  # sigmoid-type outputs (moved only)
+        self.plans = {}
+
+    # ------------------------------------------------------------------ helpers
+    def tensor_args(self, node):
+        return [a for a in node.all_input_nodes if a not in self.meta]
+
+    def dep_args(self, node):
+        return [a for a in node.all_input_nodes if self.dep.get(a)]
+
+    def plan(self, node, kind, rel=None, **kw) -> NodePlan:
+        if rel is None:
+            rel = self.dep_args(node)[:1]
+        return NodePlan(kind=kind, rel_inputs=tuple(rel), path=module_path(node), **kw)
+
+    def unsupported(self, node, why):
+        return _unsupported(node, self.modules, why)
+
+    # ------------------------------------------------------------------ pass 1: forward
+    def run(self) -> GraphPlan:
+        for node in self.nodes:
+            self.plans[node] = self.classify(node)
+        self.resolve_products()
+        plan = GraphPlan(nodes=self.nodes, plans=self.plans)
+        plan.depth = relevance_depths(plan)
+        plan.nonneg = self.nonneg_nodes()
+        return plan
+
+    def classify(self, node) -> NodePlan:
+        if node.op == "placeholder":
+            self.dep[node] = True
+            return NodePlan("input", path="<input>")
+        if node.op == "output":
+            out = node.args[0]
+            if not isinstance(out, fx.Node) or not self.dep.get(out):
+                raise UnsupportedModuleError("the model must return a single logits tensor")
+            return NodePlan("output", rel_inputs=(out,), path="<output>")
+        if node.op == "get_attr":
+            return NodePlan("const", path=str(node.target))
+        dep = any(self.dep.get(a) for a in node.all_input_nodes)
+        if node.op == "call_function" and node.target in META_FUNCTIONS or (
+            node.op == "call_method" and node.target in META_METHODS
+        ):
+            self.meta.add(node)
+            return self.plan(node, "meta", rel=())
+        ins = node.all_input_nodes
+        if ins and all(a in self.meta for a in ins) and node.op in ("call_function", "call_method") and not (
+            node.op == "call_function" and node.target in (torch.cat, torch.stack)
+        ) and (node.op == "call_method" or node.target in META_ARITH or node.target in ADD | SUB | MUL | DIV
+               or node.target is operator.neg):
+            self.meta.add(node)
+            return self.plan(node, "meta", rel=())
+        if not dep:
+            return self.plan(node, "const", rel=())
+        self.dep[node] = True
+        if node.op == "call_module":
+            return self.classify_module(node)
+        return self.classify_call(node)
+
+    def classify_module(self, node) -> NodePlan:
+        from empirical.engine import ops
+
+        mod = self.modules[node.target]
+        if type(mod) is nn.Conv2d:
+            if mod.padding_mode != "zeros":
+                raise self.unsupported(node, f"padding_mode={mod.padding_mode!r} (only zero padding)")
+            try:
+                op = ops.ConvOp(mod)
+            except ValueError as exc:
+                raise self.unsupported(node, str(exc)) from None
+            return self.plan(node, "conv", op=op, note="convolution, rule applied")
+        if type(mod) is nn.Linear:
+            return self.plan(node, "linear", op=ops.LinearOp(mod.weight, mod.bias), note="linear, rule applied")
+        if isinstance(mod, AVGPOOL_MODULES):
+            gm = None
+            if isinstance(mod, nn.AdaptiveAvgPool2d) and _pair(mod.output_size) == (1, 1):
+                gm = ((-2, -1), True)
+            return self.plan(node, "avgpool", op=ops.PoolOp(mod, global_mean_dims=gm), sign="keeps",
+                             note="average pooling, rule applied")
+        if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            if mod.training or mod.running_mean is None:
+                raise self.unsupported(node, "BatchNorm without running statistics")
+            return self.elementwise(node, lambda args, kw, m=mod: ops.batchnorm_diag(m, args[0]),
+                                    "BatchNorm not foldable into an adjacent layer")
+        if isinstance(mod, nn.LayerNorm):
+            return self.elementwise(node, lambda args, kw, m=mod: ops.layernorm_diag(
+                args[0], m.normalized_shape, m.weight, m.bias, m.eps), "LayerNorm, statistics constant")
+        if isinstance(mod, nn.GroupNorm):
+            return self.elementwise(node, lambda args, kw, m=mod: ops.groupnorm_diag(
+                args[0], m.num_groups, m.weight, m.bias, m.eps), "GroupNorm, statistics constant")
+        if SqueezeExcitation is not None and isinstance(mod, SqueezeExcitation):
+            return self.plan(node, "gate", note="squeeze-excitation x*s(x): relevance to x")
+        if ShiftedWindowAttention is not None and isinstance(mod, ShiftedWindowAttention):
+            from empirical.engine.swin import SwinAttentionHandler
+
+            return self.plan(node, "attention", op=SwinAttentionHandler(mod), note="window attention, value path")
+        if isinstance(mod, nn.MultiheadAttention):
+            from empirical.engine.mha import MultiheadAttentionHandler
+
+            try:
+                handler = MultiheadAttentionHandler(mod, node)
+            except ValueError as exc:
+                raise self.unsupported(node, str(exc)) from None
+            return self.plan(node, "attention", rel=(handler.value_node,), op=handler,
+                             note="multi-head attention, value path")
+        if isinstance(mod, MAXPOOL_MODULES):
+            return self.plan(node, "maxpool", sign="keeps", note="max pooling, winner-take-all")
+        if isinstance(mod, ROUTE_MODULES):
+            keeps = not isinstance(mod, nn.ConstantPad2d) or mod.value >= 0
+            return self.plan(node, "route", sign="keeps" if keeps else None, note="data movement")
+        if isinstance(mod, IDENTITY_MODULES):
+            return self.plan(node, "pass", sign="keeps", note="identity in eval mode")
+        if isinstance(mod, GATE_ACTIVATION_MODULES):
+            self.gates.add(node)
+            return self.plan(node, "pass", note="sigmoid-type activation")
+        if isinstance(mod, nn.Softmax):
+            self.softmax.add(node)
+            return self.plan(node, "weights", rel=(), note="softmax: attention weights")
+        if isinstance(mod, ACTIVATION_MODULES):
+            sign = "nonneg" if type(mod) in NONNEG_MODULES else None
+            return self.plan(node, "pass", sign=sign, note="activation, relevance unchanged")
+        raise self.unsupported(node, "no LRP treatment is defined for this module type")
+
+    def elementwise(self, node, build, note, operand=0):
+        if self.conv.normalisation == "pass":
+            dep = [node.args[operand]] if isinstance(node.args[operand], fx.Node) else self.dep_args(node)[:1]
+            return self.plan(node, "pass", rel=dep, note=note + " (normalisation='pass': relevance unchanged)")
+        return self.plan(node, "diag", rel=(node.args[operand],), build=build, operand=operand,
+                         note=note + ", elementwise affine, rule applied")
+
+    def classify_call(self, node) -> NodePlan:
+        from empirical.engine import ops
+
+        t = node.target
+        if _is(node, ADD) or _is(node, SUB):
+            return self.add_or_sub(node)
+        if _is(node, MUL) or _is(node, DIV):
+            return self.product(node)
+        if _is(node, NEG):
+            return self.elementwise(node, lambda args, kw: ops.DiagOp(args[0].new_tensor(-1.0)), "negation")
+        if _is(node, MATMUL_FUNCTIONS) or _is(node, MATMUL_METHODS):
+            return self.product(node)
+        if node.op == "call_function" and t is F.layer_norm:
+            def build(args, kw):
+                a = list(args) + [None] * 5
+                shape = a[1] if a[1] is not None else kw["normalized_shape"]
+                w = a[2] if a[2] is not None else kw.get("weight")
+                b = a[3] if a[3] is not None else kw.get("bias")
+                eps = a[4] if a[4] is not None else kw.get("eps", 1e-5)
+                return ops.layernorm_diag(args[0], shape, w, b, eps)
+            return self.elementwise(node, build, "layer_norm, statistics constant")
+        if node.op == "call_function" and t is F.group_norm:
+            def build(args, kw):
+                a = list(args) + [None] * 5
+                g = a[1] if a[1] is not None else kw["num_groups"]
+                return ops.groupnorm_diag(args[0], g, a[2] if a[2] is not None else kw.get("weight"),
+                                          a[3] if a[3] is not None else kw.get("bias"),
+                                          a[4] if a[4] is not None else kw.get("eps", 1e-5))
+            return self.elementwise(node, build, "group_norm, statistics constant")
+        if _is(node, AVGPOOL_FUNCTIONS):
+            op = ops.PoolOp(lambda z, _n=node: _n.target(z, *_n.args[1:], **_n.kwargs))
+            if t is F.adaptive_avg_pool2d and _pair(node.args[1] if len(node.args) > 1 else node.kwargs.get("output_size")) == (1, 1):
+                op = ops.PoolOp(op.fn, global_mean_dims=((-2, -1), True))
+            return self.plan(node, "avgpool", op=op, sign="keeps", note="average pooling, rule applied")
+        if (node.op == "call_function" and t is torch.mean) or (node.op == "call_method" and t == "mean"):
+            return self.mean(node)
+        if _is(node, SOFTMAX_FUNCTIONS) or _is(node, SOFTMAX_METHODS):
+            self.softmax.add(node)
+            return self.plan(node, "weights", rel=(), note="softmax: attention weights")
+        if _is(node, GATE_ACTIVATION_FUNCTIONS) or _is(node, GATE_ACTIVATION_METHODS):
+            self.gates.add(node)
+            return self.plan(node, "pass", note="sigmoid-type activation")
+        if _is(node, ACTIVATION_FUNCTIONS) or _is(node, ACTIVATION_METHODS):
+            sign = "nonneg" if _is(node, NONNEG_FUNCTIONS) or _is(node, NONNEG_METHODS) else None
+            return self.plan(node, "pass", sign=sign, note="activation, relevance unchanged")
+        if _is(node, IDENTITY_FUNCTIONS) or _is(node, IDENTITY_METHODS) or getattr(t, "__name__", "") == "stochastic_depth":
+            self.propagate(node)
+            return self.plan(node, "pass", sign="keeps", note="identity in eval mode")
+        if _is(node, MAXPOOL_FUNCTIONS):
+            return self.plan(node, "maxpool", sign="keeps", note="max pooling, winner-take-all")
+        if _is(node, ROUTE_FUNCTIONS) or _is(node, ROUTE_METHODS):
+            self.propagate(node)
+            keeps = True
+            if node.op == "call_function" and t is F.pad:
+                mode = node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
+                value = node.args[3] if len(node.args) > 3 else node.kwargs.get("value", None)
+                keeps = mode == "constant" and not isinstance(value, fx.Node) and (value or 0) >= 0
+            return self.plan(node, "route", rel=self.dep_args(node), sign="keeps" if keeps else None,
+                             note="data movement")
+        raise self.unsupported(node, "no LRP treatment is defined for this operation")
+
+    def propagate(self, node):
+        """Attention weights and gates stay what they are through data movement."""
+        ins = self.dep_args(node)
+        if ins and all(a in self.softmax for a in ins):
+            self.softmax.add(node)
+        if ins and all(a in self.gates for a in ins):
+            self.gates.add(node)
+
+    def mean(self, node) -> NodePlan:
+        from empirical.engine import ops
+
+        args = list(node.args[1:])
+        kwargs = dict(node.kwargs)
+        dims = args[0] if args else kwargs.get("dim", None)
+        keepdim = args[1] if len(args) > 1 else kwargs.get("keepdim", False)
+        if dims is None or isinstance(dims, fx.Node) or isinstance(keepdim, fx.Node):
+            raise self.unsupported(node, "mean over all axes or over axes computed at run time")
+        dims = (dims,) if isinstance(dims, int) else tuple(dims)
+        op = ops.PoolOp(lambda z, _d=dims, _k=keepdim: z.mean(dim=_d, keepdim=_k), global_mean_dims=(dims, keepdim))
+        return self.plan(node, "avgpool", op=op, sign="keeps", note="mean over axes, rule applied")
+
+    def add_or_sub(self, node) -> NodePlan:
+        from empirical.engine import ops
+
+        dep = [a for a in node.args[:2] if isinstance(a, fx.Node) and self.dep.get(a)]
+        alpha = node.kwargs.get("alpha", 1)
+        if len(node.args) > 2 or alpha != 1:
+            raise self.unsupported(node, "a sum with a scaling factor (alpha)")
+        sub = _is(node, SUB)
+        if len(dep) == 2:
+            if sub:
+                raise self.unsupported(node, "a difference of two input-dependent tensors")
+            return self.plan(node, "add", rel=tuple(dep), note="residual sum, rule applied")
+        operand = 0 if dep[0] is node.args[0] else 1
+        rsub = sub and (operand == 1 or node.target == "__rsub__")
+
+        def build(args, kw, _o=operand, _sub=sub, _rsub=rsub):
+            z, c = args[_o], args[1 - _o]
+            c = torch.as_tensor(c, dtype=z.dtype, device=z.device)
+            if _rsub:
+                return ops.DiagOp(z.new_tensor(-1.0), c)
+            return ops.DiagOp(z.new_tensor(1.0), -c if _sub else c)
+        return self.elementwise(node, build, "constant offset (a bias)", operand=operand)
+
+    def product(self, node) -> NodePlan:
+        """Products: by a constant (affine), or of two input-dependent tensors (resolved later)."""
+        from empirical.engine import ops
+
+        operands = [a for a in (list(node.args) + list(node.kwargs.values())) if isinstance(a, fx.Node)]
+        dep = [a for a in operands if self.dep.get(a)]
+        matmul = _is(node, MATMUL_FUNCTIONS) or _is(node, MATMUL_METHODS)
+        if len(dep) == 1:
+            operand = list(node.args).index(dep[0]) if dep[0] in node.args else None
+            if operand is None:
+                raise self.unsupported(node, "the input-dependent operand must be positional")
+            if matmul:
+                raise self.unsupported(node, "a matrix product with a constant matrix (write it as nn.Linear)")
+            if _is(node, DIV) and operand != 0:
+                raise self.unsupported(node, "division by an input-dependent tensor")
+            div = _is(node, DIV)
+
+            def build(args, kw, _o=operand, _div=div):
+                z, c = args[_o], args[1 - _o]
+                c = torch.as_tensor(c, dtype=z.dtype, device=z.device)
+                return ops.DiagOp(1.0 / c if _div else c)
+            return self.elementwise(node, build, "scaling by a constant", operand=operand)
+        if len(dep) != 2:
+            raise self.unsupported(node, "a product of more than two input-dependent tensors")
+        # two input-dependent factors: decided once the softmax/gate sets are known
+        return NodePlan("product?", rel_inputs=tuple(dep), path=module_path(node))
+
+    # ------------------------------------------------------------------ pass 2: products
+    def resolve_products(self):
+        from empirical.engine import ops
+
+        pending = [n for n in self.nodes if self.plans[n].kind == "product?"]
+        for node in pending:
+            a, b = self.plans[node].rel_inputs
+            matmul = _is(node, MATMUL_FUNCTIONS) or _is(node, MATMUL_METHODS)
+            held = [x for x in (a, b) if x in self.softmax]
+            gate = [x for x in (a, b) if x in self.gates]
+            if len(held) == 1:
+                other = b if held[0] is a else a
+                operand = list(node.args).index(other)
+                if matmul:
+                    def build(args, kw, _o=operand, _t=node.target, _m=node.op):
+                        rest = list(args)
+                        h = 1 - _o if _t is not torch.einsum else (2 if _o == 1 else 1)
+
+                        def fn(z):
+                            a = list(rest)
+                            a[_o] = z
+                            a[h] = _rows_like(rest[h], z)
+                            return _apply(_t, _m, a, kw)
+                        return ops.PoolOp(fn)
+                else:
+                    def build(args, kw, _o=operand):
+                        return ops.DiagOp(args[1 - _o])
+                self.plans[node] = NodePlan("attnsum", rel_inputs=(other,), build=build, operand=operand,
+                                            path=module_path(node), note="attention-weighted sum, weights constant")
+                continue
+            if len(gate) == 1 and not matmul and (_is(node, MUL)):
+                other = b if gate[0] is a else a
+                self.plans[node] = NodePlan("gate", rel_inputs=(other,), path=module_path(node),
+                                            note="gate x*g(x): relevance to x")
+                continue
+            self.plans[node] = NodePlan("weights?", rel_inputs=(), path=module_path(node))
+        # a product of two input-dependent tensors without a held factor must not carry relevance
+        relevant = self.relevant_nodes()
+        for node in pending:
+            if self.plans[node].kind == "weights?":
+                if node in relevant:
+                    raise self.unsupported(
+                        node, "a product of two input-dependent tensors that is neither a gate x*sigmoid(...) nor "
+                              "an attention-weighted sum (softmax(...) @ v)")
+                self.plans[node] = NodePlan("weights", path=module_path(node), note="attention logits")
+        for node in self.nodes:
+            if self.plans[node].kind == "weights" and node in relevant:
+                raise self.unsupported(node, "a softmax whose output is used as a value, not as attention weights")
+        for node in self.nodes:  # nodes that only feed attention logits carry no relevance either
+            if node not in relevant and self.plans[node].kind not in ("input", "output", "const", "meta", "weights"):
+                self.plans[node].note = (self.plans[node].note + "; no relevance reaches it").lstrip("; ")
+
+    def relevant_nodes(self) -> set:
+        out = set()
+        for node in reversed(self.nodes):
+            p = self.plans[node]
+            if node.op == "output" or node in out:
+                out.add(node)
+                if p.kind in ("weights?", "weights"):
+                    continue
+                out.update(p.rel_inputs)
+        return out
+
+    def nonneg_nodes(self) -> set:
+        out = set()
+        for node in self.nodes:
+            p = self.plans[node]
+            if p.sign == "nonneg":
+                out.add(node)
+            elif p.sign == "keeps" and p.kind in ("pass", *SIGN_KEEPING_KINDS):
+                ins = [a for a in node.all_input_nodes if a not in self.meta]
+                if ins and all(a in out for a in ins):
+                    out.add(node)
+        return out
+
+
+def _rows_like(held, z):
+    """A held factor with one row per sample, repeated for stacked rules/sign halves of ``z``."""
+    if held.dim() == z.dim() and held.shape[0] not in (1, z.shape[0]) and z.shape[0] % held.shape[0] == 0:
+        return held.repeat(z.shape[0] // held.shape[0], *([1] * (held.dim() - 1)))
+    return held
+
+
+def _apply(target, op, args, kwargs):
+    if op == "call_method":
+        return getattr(args[0], target)(*args[1:], **kwargs)
+    return target(*args, **kwargs)
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) or v is None else tuple(v)
+
+
+def relevance_depths(plan: GraphPlan) -> dict:
+    """``D(v)``: rule ops strictly after ``v`` on the longest relevance path to the output
+    (:mod:`empirical.audit.depth`); nodes no relevance reaches get 0."""
+    D = {}
+    for node in reversed(plan.nodes):
+        D.setdefault(node, 0)
+        p = plan.plans[node]
+        w = KINDS[p.kind].depth if p.kind in KINDS else 0
+        for a in p.rel_inputs:
+            D[a] = max(D.get(a, 0), D[node] + w)
+    return D
+
+
+def plan_graph(gm: fx.GraphModule, conventions: Conventions) -> GraphPlan:
+    """Classify every node of a canonical graph (see the module docstring).
+
+    Raises
+    ------
+    UnsupportedModuleError
+        Naming the module path and the blocker of the first node without a treatment.
+    """
+    return _Planner(gm, conventions).run()
