@@ -29,7 +29,8 @@ the paper's own wording; it undercounts.  Its counting rules:
   weights ``A``, treated as constants by LRP for transformers), the output
   projection ``proj`` and the two MLP linears: 5.  The relative-position-bias
   MLP (``cpb_mlp``) reads a constant coordinate table, not the input, and is
-  not counted; LayerNorm is not affine in its input and not counted.
+  not counted; LayerNorm is not affine in its input and not counted here (in
+  :data:`NETWORK_DEPTHS` it is: the engine holds its statistics constant).
 
 Derivations (torchvision 0.29 sources, ``efficientnet_lite_pytorch`` 0.1.0):
 
@@ -54,17 +55,24 @@ Conv2d/Linear modules on the main path to check :data:`CONV_LINEAR_DEPTHS`.
 
 from __future__ import annotations
 
-#: Rule ops (conv, linear, residual join, average pool, attention sum) on the
-#: longest relevance path: the depth for which Lemma 7/8 hold on these DAGs.
+#: Rule ops (conv, linear, residual join, average pool, attention sum, and the
+#: elementwise affine maps of unfoldable normalisations) on the longest relevance
+#: path: the depth for which Lemma 7/8 hold on these DAGs, with the engine's
+#: default ``Conventions(normalisation="affine")``.
 #: resnet50 = 49 conv + 16 joins + pool + fc; efficientnet_v2_s = 110 conv +
-#: 35 joins + pool + fc; swin_v2_t = 65 below + 24 joins + pool;
-#: efficientnet-lite0 = 49 conv + 9 joins + pool + fc.
+#: 35 joins + pool + fc; swin_v2_t = 65 below + 24 joins + pool + 29 LayerNorms
+#: (statistics constant: ``s*z + c``, the rule applied); efficientnet-lite0 =
+#: 49 conv + 9 joins + pool + fc.  (All BatchNorms of the CNNs fold.)
 NETWORK_DEPTHS: dict[str, int] = {
     "resnet50": 67,
     "efficientnet_v2_s": 147,
-    "swin_v2_t": 90,
+    "swin_v2_t": 119,
     "efficientnet-lite0": 60,
 }
+
+#: The same with ``normalisation="pass"`` (LayerNorm copies relevance through and
+#: is not a rule op): only Swin changes.
+NETWORK_DEPTHS_NORMALISATION_PASS: dict[str, int] = {**NETWORK_DEPTHS, "swin_v2_t": 90}
 
 #: Convolutions and linear layers on the main path (a chain reading; undercounts).
 CONV_LINEAR_DEPTHS: dict[str, int] = {

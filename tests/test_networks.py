@@ -85,3 +85,7 @@ def test_network_depths_equal_traced_longest_rule_path(name):
         model = _build(getattr(tvm, name), weights=None)
     depth = torch_network_depth(model)
     assert depth.n == NETWORK_DEPTHS[name]
+    from boundcheck.networks import NETWORK_DEPTHS_NORMALISATION_PASS
+    from boundcheck.rules import Conventions
+
+    assert torch_network_depth(model, Conventions(normalisation="pass")).n == NETWORK_DEPTHS_NORMALISATION_PASS[name]

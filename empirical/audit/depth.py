@@ -81,7 +81,6 @@ References
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -90,8 +89,6 @@ import numpy as np
 from boundcheck.errors import InputError
 from boundcheck.rules import DEFAULT_CONVENTIONS, Conventions, Rule, transition_matrix
 
-#: Kinds of backward operations that apply a rule (levels of the chain).
-RULE_KINDS: frozenset[str] = frozenset({"conv", "linear", "add", "avgpool", "attention", "matmul"})
 
 
 # --------------------------------------------------------------------------- generic levels
@@ -358,118 +355,43 @@ class NetworkDepth:
     conv_linear_only: int
 
 
-def _fx_kind(gm, node) -> str:
-    """Classify an fx node: a rule kind, "pass", "gate", "meta" or "input"/"output"."""
-    import torch
-    import torch.nn as nn
-    import torch.nn.functional as F
+def torch_network_depth(model, conventions=None) -> NetworkDepth:
+    """:class:`NetworkDepth` of a torch model, from the engine's node-kind table.
 
-    if node.op == "placeholder":
-        return "input"
-    if node.op == "output":
-        return "output"
-    if node.op == "get_attr":
-        return "const"
-    if node.op == "call_module":
-        m = gm.get_submodule(node.target)
-        if isinstance(m, nn.Conv2d):
-            return "conv"
-        if isinstance(m, nn.Linear):
-            return "linear"
-        if isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
-            return "avgpool"
-        if isinstance(m, (nn.Sigmoid, nn.Hardsigmoid)):
-            return "sigmoid"
-        return "pass"
-    target = node.target
-    name = getattr(target, "__name__", str(target))
-    if node.op == "call_function":
-        if target in (F.conv2d,):
-            return "conv"
-        if target in (F.linear,):
-            return "linear"
-        if target in (F.avg_pool2d, F.adaptive_avg_pool2d, torch.mean):
-            return "avgpool"
-        if target in (operator.add, operator.iadd, torch.add):
-            return "add"
-        if target in (operator.mul, torch.mul):
-            return "mul"
-        if target in (torch.sigmoid, F.sigmoid, F.hardsigmoid):
-            return "sigmoid"
-        if name in ("shifted_window_attention", "shifted_window_attention_v2"):
-            return "attention"
-        if target in (getattr, len):
-            return "meta"
-        return "pass"
-    if node.op == "call_method":
-        if target in ("size", "dim"):
-            return "meta"
-        if target == "mean":
-            return "avgpool"
-        if target in ("add", "add_"):
-            return "add"
-        if target in ("mul", "mul_"):
-            return "mul"
-        if target == "sigmoid":
-            return "sigmoid"
-        return "pass"
-    return "pass"
-
-
-#: number of rule ops a composite node stands for on its relevance path
-_COMPOSITE_LEVELS = {"attention": 3}  # qkv linear, attention-weighted sum of values, output projection
-
-
-def torch_network_depth(model) -> NetworkDepth:
-    """:class:`NetworkDepth` of a torch model, traced with ``torch.fx``.
-
-    Convolutions and linear layers (BatchNorm counted as folded into them), residual
-    joins (``+`` of two input-dependent tensors), average pools / means and the
-    attention-weighted sum count; a squeeze-excitation product
-    ``x * sigmoid(...)`` sends relevance only to ``x`` (the engine's gate); a Swin
-    ``shifted_window_attention`` call counts 3 rule ops on its value path
-    (qkv projection, attention sum, output projection) and sends relevance only to
-    its input.  The model is not modified.
+    The model is canonicalised and classified exactly as the engine does
+    (:func:`empirical.engine.kinds.plan_graph`: BatchNorm folded where possible,
+    every node's kind, depth weight and relevance inputs), so the depth is that
+    of the graph the LRP maps are computed on: convolutions, linear layers,
+    residual joins, average pools / means, elementwise affine maps (unfolded
+    normalisations, with ``normalisation="affine"``), attention-weighted sums
+    count 1, an attention module counts 3 (value projection, ``A @ V``, output
+    projection); a gate ``x * s(x)`` sends relevance only to ``x`` and attention
+    logits get none.  The model is not modified.
     """
-    import torch.fx as fx
+    import torch
 
-    try:
-        gm = fx.symbolic_trace(model)
-    except Exception as exc:  # pragma: no cover - depends on the model
-        raise InputError(f"cannot trace the model with torch.fx: {type(exc).__name__}: {exc}") from None
-    nodes = list(gm.graph.nodes)
-    kind = {n.name: _fx_kind(gm, n) for n in nodes}
-    # forward dependency on the input
-    dep: dict[str, bool] = {}
-    for n in nodes:
-        dep[n.name] = kind[n.name] == "input" or any(dep.get(a.name, False) for a in n.all_input_nodes)
-    inputs: dict[str, tuple[str, ...]] = {}
-    for n in nodes:
-        ins = [a for a in n.all_input_nodes if dep[a.name] and kind[a.name] not in ("meta", "const")]
-        k = kind[n.name]
-        if k == "mul":
-            non_gate = [a for a in ins if kind[a.name] != "sigmoid"]
-            ins = non_gate if non_gate else ins
-            if len(ins) > 1:
-                ins = ins[:1]
-        if k == "attention":
-            ins = [a for a in ins if a is n.args[0]]
-        if k == "add" and len(ins) < 2:
-            kind[n.name] = "pass"  # adding a constant (a bias) is not a join
-        inputs[n.name] = tuple(a.name for a in ins)
-    out = [n for n in nodes if n.op == "output"][0].name
-    level = {v: _COMPOSITE_LEVELS.get(kind[v], 1 if kind[v] in RULE_KINDS else 0) for v in inputs}
-    # longest path with weights: expand composite weights via repeated chain
+    from boundcheck.rules import DEFAULT_CONVENTIONS
+    from empirical.engine.graph import canonicalise
+    from empirical.engine.kinds import KINDS, plan_graph
+
+    p = next(model.parameters(), None)
+    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
+    gm = canonicalise(model, dtype, None)
+    plan = plan_graph(gm, conventions or DEFAULT_CONVENTIONS)
+    nodes = plan.nodes
+    kind = {n.name: plan.plans[n].kind for n in nodes}
+    inputs = {n.name: tuple(a.name for a in plan.plans[n].rel_inputs) for n in nodes}
+    out = nodes[-1].name
+    level = {v: KINDS[kind[v]].depth for v in inputs}
     D = _weighted_depths(inputs, level, out)
     x = [n.name for n in nodes if n.op == "placeholder"][0]
     n_depth = D[x]
-    # count kinds along one longest path, and the conv/linear-only longest path
     counts: dict[str, int] = {}
-    v = x
     consumers: dict[str, list[str]] = {u: [] for u in inputs}
     for c, ins in inputs.items():
-        for p in ins:
-            consumers[p].append(c)
+        for q in ins:
+            consumers[q].append(c)
+    v = x
     while v != out:
         cands = [c for c in consumers[v] if c in D and D[c] + level[c] == D[v]]
         if not cands:

@@ -34,17 +34,18 @@ from boundcheck.bounds import lemma7_bounds_log10, lemma8_bounds_log10
 from boundcheck.errors import InputError
 from boundcheck.rules import parse_rule
 
-#: weight of a rule op on the longest path (engine convention)
-KIND_WEIGHT: dict[str, int] = {"conv": 1, "linear": 1, "avgpool": 1, "mean": 1, "add": 1, "attention": 3, "matmul": 1}
-
-
 def is_rule_op(rec) -> bool:
-    return rec.kind in KIND_WEIGHT
+    """Whether a record's node applies a rule (the engine's node-kind table)."""
+    from empirical.engine.kinds import is_rule_kind
+
+    return is_rule_kind(rec.kind)
 
 
 def op_depth(rec) -> int:
     """``t(c)`` of a rule-op record (depth of the relevance at its input)."""
-    return int(rec.depth) + KIND_WEIGHT[rec.kind]
+    from empirical.engine.kinds import depth_weight
+
+    return int(rec.depth) + depth_weight(rec.kind)
 
 
 def _f(x, b: int) -> float:

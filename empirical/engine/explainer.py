@@ -16,7 +16,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from boundcheck.errors import InputError
-from boundcheck.rules import DEFAULT_CONVENTIONS, Conventions, Rule, parse_rule
+from boundcheck.rules import DEFAULT_CONVENTIONS, Conventions, parse_rule
 from empirical.engine.graph import canonicalise
 from empirical.engine.kinds import KINDS, LRP_OP_KINDS, UnsupportedModuleError, plan_graph
 from empirical.engine.ops import add_step, lrp_step, pos_neg_sums, sign_part_outputs, symmetric_rule

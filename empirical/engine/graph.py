@@ -6,14 +6,11 @@ See the package docstring (``empirical/engine/__init__.py``) for every choice.
 from __future__ import annotations
 
 import copy
-import operator
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
-import torch.nn.functional as F
 
-from boundcheck.errors import InputError
 
 
 from empirical.engine.kinds import LEAF_TYPES, UnsupportedModuleError  # noqa: F401 (re-exported)

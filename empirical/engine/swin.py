@@ -162,7 +162,7 @@ class SwinAttentionHandler:
 
     def backward(self, st, R, rules, conventions):
         K = len(rules)
-        geo, B = st["geo"], st["B"]
+        geo = st["geo"]
         KB = R.shape[0]
         # 6. reverse routing: relevance at the projection output (windows)
         O3, zp3, zn3, o_shape = st["proj"]
