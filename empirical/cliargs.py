@@ -217,7 +217,7 @@ def add_methods_arg(parser, default=None):
 
         default = PAPER_METHODS
     return parser.add_argument(
-        "--methods", nargs="+", action=_MethodsAction, default=tuple(default), metavar="M",
+        "--methods", nargs="+", action=_MethodsAction, default=tuple(default), metavar="A,B,C",
         help=f"attribution methods, comma-separated (default {','.join(default)})",
     )
 
@@ -272,7 +272,7 @@ def _out_type(text) -> str:
 def add_out_arg(parser, required: bool = True):
     """``--out DIR``: the output folder, checked by :func:`check_output_dir` when parsed."""
     return parser.add_argument("--out", required=required, type=_out_type, metavar="DIR",
-                               help="output folder (must be writable; created when missing)")
+                               help="output folder (checked writable before any work; created by the command when missing)")
 
 
 def add_threads_arg(parser, default: int | None = None):
