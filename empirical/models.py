@@ -383,6 +383,8 @@ def _resolve_torchvision(name, weights, random_weights, num_classes, input_size,
     import torchvision.models as tvm
 
     tw = _torchvision_weights(name)
+    pre = torchvision_preprocessing(name)
+    size, resize, mean, std = _override(pre["resize"], pre["crop"], input_size, mean, std, pre["mean"], pre["std"])
     k = len(tw.meta["categories"]) if num_classes is None else num_classes
     if not random_weights and weights is None:
         if k != len(tw.meta["categories"]):
@@ -400,8 +402,6 @@ def _resolve_torchvision(name, weights, random_weights, num_classes, input_size,
     model = tvm.get_model(name, weights=None, **_torchvision_kwargs(name, tw, k, trained=weights is not None))
     wfile = "random" if weights is None else load_state_dict_file(weights, model, what=f"{name} weights")
     _drop_aux(model)
-    pre = torchvision_preprocessing(name)
-    size, resize, mean, std = _override(pre["resize"], pre["crop"], input_size, mean, std, pre["mean"], pre["std"])
     cats = list(tw.meta["categories"]) if k == len(tw.meta["categories"]) else _categories(k)
     return _finish(model, name, cats, size, resize, pre["interpolation"], mean, std, wfile, "torchvision")
 
