@@ -18,6 +18,8 @@ import sys
 from boundcheck import bounds
 from boundcheck.hoeffding import format_log10, format_number, hoeffding_samples, l2_deviation_bound_log10
 from boundcheck.networks import INPUT_PIXELS, NETWORK_DEPTHS
+from boundcheck.rule_bounds import value_range_log10
+from boundcheck.rules import lrp_beta, lrp_gamma
 
 SETTINGS: tuple[tuple[str, float], ...] = (("lrp-beta", 0.0), ("lrp-beta", 1.0), ("lrp-gamma", 100.0), ("lrp-gamma", 1000.0))
 DEVIATIONS: tuple[float, ...] = (0.01, 0.1)
@@ -26,9 +28,7 @@ SAMPLE_SIZES: tuple[int, ...] = (25, 50, 100)
 
 
 def _range_log10(rule: str, p: float, n: int, bound: str) -> float:
-    if rule == "lrp-beta":
-        return bounds.eq31_value_range_log10(p, n, bound)
-    return bounds.eq33_value_range_log10(p, n, bound)
+    return value_range_log10(lrp_beta(p) if rule == "lrp-beta" else lrp_gamma(p), n, bound)
 
 
 def _name(rule: str, p: float) -> str:
