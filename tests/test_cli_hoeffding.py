@@ -261,3 +261,32 @@ def test_range_elides_rows_beyond_max_rows(capsys):
     with pytest.raises(SystemExit):
         main(["range", "--help"])
     assert "at most 100000" in " ".join(capsys.readouterr().out.split())
+
+
+# --------------------------------------------------------------------------- --model: the depth from the traced network
+
+
+@pytest.mark.torch
+def test_samples_model_takes_the_traced_depth(capsys):
+    pytest.importorskip("torch")
+    from boundcheck.networks import NETWORK_DEPTHS
+
+    d = _json(capsys, ["samples", "--rule", "lrp-beta", "--beta", "1", "--model", "efficientnet-lite0", "--t", "0.01", "--delta", "0.05", "--json"])
+    n = NETWORK_DEPTHS["efficientnet-lite0"]
+    assert d["layers"] == n and "torch_network_depth" in d["depth_source"] and "efficientnet-lite0" in d["depth_source"]
+    same = _json(capsys, ["samples", "--rule", "lrp-beta", "--beta", "1", "--layers", str(n), "--t", "0.01", "--delta", "0.05", "--json"])
+    assert d["m"] == same["m"] and same["depth_source"] == "--layers"
+    assert main(["range", "--rule", "lrp-gamma", "--gamma", "100", "--model", "resnet50", "--random-weights", "--max-rows", "4"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"depth n = {NETWORK_DEPTHS['resnet50']} from --model resnet50 (random weights)")
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["samples", "--rule", "lrp-beta", "--beta", "1", "--layers", "3", "--model", "resnet50", "--t", "0.1", "--delta", "0.05"], "not allowed"),
+    (["samples", "--rule", "lrp-beta", "--beta", "1", "--t", "0.1", "--delta", "0.05"], "--layers"),
+    (["samples", "--rule", "lrp-beta", "--beta", "1", "--layers", "3", "--random-weights", "--t", "0.1", "--delta", "0.05"], "--model"),
+])
+def test_model_option_errors(capsys, argv, needle):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and needle in err
