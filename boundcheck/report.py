@@ -128,6 +128,16 @@ def bounds_report_markdown() -> str:
     return "\n".join(out)
 
 
+def _expectation_line(verdicts) -> str:
+    """Which verdicts differ from those declared in :mod:`boundcheck.claims_registry`."""
+    from boundcheck.claims_registry import CLAIMS
+
+    off = [f"`{v.claim}` ({v.verdict}, declared {CLAIMS[v.claim].expected_fuzz})"
+           for v in verdicts if v.verdict != CLAIMS[v.claim].expected_fuzz]
+    return ("Verdicts differing from the declared expectation (`boundcheck prove --list`): "
+            + (", ".join(off) if off else "none") + ".")
+
+
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     """``--out FILE`` (default stdout), ``--verdicts`` (append the fuzz verdict table)."""
     parser.add_argument("--out", default=None, help="write the Markdown report to FILE (default stdout)")
@@ -143,7 +153,9 @@ def run(args) -> int:
     if args.verdicts:
         from boundcheck.fuzz.runner import run_claims, verdict_table_markdown
 
-        text += "\n\n## Fuzz verdicts (hypothesis)\n\n" + verdict_table_markdown(run_claims(seed=args.seed))
+        verdicts = run_claims(seed=args.seed)
+        text += "\n\n## Fuzz verdicts (hypothesis)\n\n" + verdict_table_markdown(verdicts)
+        text += "\n\n" + _expectation_line(verdicts)
     if args.out is None:
         sys.stdout.write(text + "\n")
     else:

@@ -147,6 +147,7 @@ def test_report_with_verdicts_appends_the_verdict_table(tmp_path, monkeypatch):
     text = out.read_text()
     assert "## Fuzz verdicts" in text
     assert "`thm3`" in text and "FAILS" in text
+    assert "Verdicts differing from the declared expectation (`boundcheck prove --list`): none." in text
 
 
 # --------------------------------------------------------------------------- numbers policy: huge but finite inputs
