@@ -24,7 +24,6 @@ parameters (LRP-beta and the gradient only: the LRP-gamma range involves
 
 from __future__ import annotations
 
-import math
 from fractions import Fraction
 from typing import Sequence, Union
 
@@ -181,13 +180,6 @@ def _small_enough(base: Fraction, power: int, factor: Fraction) -> bool:
         return f.numerator.bit_length() + f.denominator.bit_length()
 
     return power * bits(base) + bits(factor) <= EXACT_RANGE_MAX_BITS
-
-
-def fraction_log10(value: Fraction) -> float:
-    """``log10`` of a positive rational of any size (no float overflow); ``-inf`` for 0."""
-    if value == 0:
-        return -math.inf
-    return math.log10(value.numerator) - math.log10(value.denominator)
 
 
 def sum_bounds_log10(rule: Rule, t, bound: bounds.Bound = "paper") -> bounds.SumBoundsLog10:

@@ -261,6 +261,9 @@ def test_cli_list_prints_the_index_without_sympy(capsys):
     assert main(["prove", "--list"]) == 0
     text = capsys.readouterr().out
     assert all(name in text for name in claims_registry.CLAIMS)
+    md = claims_registry.index_markdown().splitlines()
+    assert len(md) == 2 + len(claims_registry.CLAIMS)
+    assert all(row.startswith(f"| `{name}` | {spec.reference} |") for row, (name, spec) in zip(md[2:], claims_registry.CLAIMS.items()))
     code = ("import sys; from boundcheck.cli import main; main(['prove', '--list']); "
             "assert 'sympy' not in sys.modules and 'hypothesis' not in sys.modules and 'torch' not in sys.modules")
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
