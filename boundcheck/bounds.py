@@ -59,6 +59,9 @@ Bound = Literal["paper", "exact"]
 
 _LOG10_2 = math.log10(2.0)
 
+#: Largest depth ``n``/``t`` accepted (``n log10(...)`` must stay an accurate float).
+MAX_DEPTH = 10**15
+
 #: Slack of the Lemma 8 witness: ``gamma^(-1/2) |N_a| = (1 - slack) P_a``.
 LEMMA8_WITNESS_SLACK = 1e-9
 
@@ -66,31 +69,39 @@ LEMMA8_WITNESS_SLACK = 1e-9
 # --------------------------------------------------------------------------- validation
 
 
-def _beta(beta) -> float:
+def require_beta(beta) -> float:
+    """``beta`` as a float ``>= 0`` (LRP-beta, [P1] eq. (7)), else :class:`InputError`."""
     beta = require_real("beta", beta)
     if beta < 0:
         raise InputError(f"beta must be >= 0 (LRP-beta, [P1] eq. (7)), got {beta}")
     return beta
 
 
-def _gamma(gamma) -> float:
+def require_gamma(gamma) -> float:
+    """``gamma`` as a float ``> 1`` (Lemma 8's assumption), else :class:`InputError`."""
     gamma = require_real("gamma", gamma)
     if not gamma > 1:
         raise InputError(f"gamma must be > 1 (Lemma 8 needs gamma > 1), got {gamma}")
     return gamma
 
 
-def _depth(name: str, value) -> int:
-    return require_int(name, value, minimum=1)
+def require_depth(name: str, value) -> int:
+    """A depth (number of layers ``n`` or depth ``t``): an int in ``[1, MAX_DEPTH]``, else :class:`InputError`."""
+    v = require_int(name, value, minimum=1)
+    if v > MAX_DEPTH:
+        raise InputError(f"{name} must be <= 10^15, got a number with {len(str(v)) if v < 10**4000 else 'over 4000'} digits")
+    return v
 
 
-def _bound(bound) -> str:
+def require_bound(bound) -> str:
+    """``"paper"`` (the paper's closed form) or ``"exact"`` (exact solution of its recursion)."""
     if bound not in ("paper", "exact"):
         raise InputError(f"bound must be 'paper' or 'exact', got {bound!r}")
     return bound
 
 
-def _positive(name: str, value) -> float:
+def require_positive(name: str, value) -> float:
+    """A finite float ``> 0`` (e.g. a Lipschitz constant), else :class:`InputError` naming ``name``."""
     v = require_real(name, value)
     if not v > 0:
         raise InputError(f"{name} must be > 0, got {v}")
@@ -101,7 +112,8 @@ def _dim(name: str, value) -> int:
     return require_int(name, value, minimum=1)
 
 
-def _norms(weight_norms) -> list[float]:
+def require_norms(weight_norms) -> list[float]:
+    """A non-empty list of finite spectral norms ``>= 0`` ([P1] eq. (19)), else :class:`InputError`."""
     if isinstance(weight_norms, (str, bytes)) or not hasattr(weight_norms, "__iter__"):
         raise InputError(f"weight_norms must be a sequence of numbers, got {weight_norms!r}")
     norms = [require_real("weight norm", w) for w in weight_norms]
@@ -128,6 +140,18 @@ def _pow(base: float, exponent: int, what: str, variant: str) -> float:
 
 def _log10(x: float) -> float:
     return math.log10(x) if x > 0 else -math.inf
+
+
+def _ln1p(x: float) -> float:
+    """``ln(1 + x)`` for ``x >= 0`` of any float size (``log1p`` of an overflowed ``2 beta`` is inf)."""
+    if math.isfinite(x) and x < 1e300:
+        return math.log1p(x)
+    return math.log(x) + math.log1p(1.0 / x)
+
+
+def _ln1p_2x(x: float) -> float:
+    """``ln(1 + 2x)`` for ``x >= 0``, finite for every finite ``x``."""
+    return math.log1p(2.0 * x) if x < 1e300 else math.log(2.0) + math.log(x) + math.log1p(0.5 / x)
 
 
 # --------------------------------------------------------------------------- Section 4
@@ -203,7 +227,7 @@ def thm4_singular_value_bound(R, beta, form: str = "exact") -> float:
     InputError
         On invalid ``R``, ``beta`` or ``form``.
     """
-    R, beta = _dim("R", R), _beta(beta)
+    R, beta = _dim("R", R), require_beta(beta)
     if form == "exact":
         return math.sqrt(R) * math.sqrt((1.0 + beta) ** 2 + beta**2)
     if form == "relaxed":
@@ -238,7 +262,7 @@ def eq19_gradient_norm_bound(weight_norms: Sequence[float], lipschitz) -> float:
         On invalid input or when the value exceeds the float range (use
         :func:`eq19_gradient_norm_bound_log10`).
     """
-    norms, L = _norms(weight_norms), _positive("lipschitz", lipschitz)
+    norms, L = require_norms(weight_norms), require_positive("lipschitz", lipschitz)
     log = eq19_gradient_norm_bound_log10(norms, L)
     if log > 308:
         raise InputError("eq. (19) bound exceeds the float range; use eq19_gradient_norm_bound_log10")
@@ -250,7 +274,7 @@ def eq19_gradient_norm_bound(weight_norms: Sequence[float], lipschitz) -> float:
 
 def eq19_gradient_norm_bound_log10(weight_norms: Sequence[float], lipschitz) -> float:
     """``log10`` of :func:`eq19_gradient_norm_bound` (``-inf`` when a norm is 0)."""
-    norms, L = _norms(weight_norms), _positive("lipschitz", lipschitz)
+    norms, L = require_norms(weight_norms), require_positive("lipschitz", lipschitz)
     return (len(norms) - 1) * math.log10(L) + sum(_log10(w) for w in norms)
 
 
@@ -272,7 +296,7 @@ def eq20_lrp_beta_product_bound(output_dims: Sequence[int], beta) -> float:
     log = eq20_lrp_beta_product_bound_log10(output_dims, beta)
     if log > 308:
         raise InputError("eq. (20) bound exceeds the float range; use eq20_lrp_beta_product_bound_log10")
-    dims, beta = [_dim("output dimension", R) for R in output_dims], _beta(beta)
+    dims, beta = [_dim("output dimension", R) for R in output_dims], require_beta(beta)
     value = (1.0 + math.sqrt(2.0) * beta) ** len(dims)
     for R in dims:
         value *= math.sqrt(R)
@@ -283,7 +307,7 @@ def eq20_lrp_beta_product_bound_log10(output_dims: Sequence[int], beta) -> float
     """``log10`` of :func:`eq20_lrp_beta_product_bound`."""
     if isinstance(output_dims, (str, bytes)) or not hasattr(output_dims, "__iter__"):
         raise InputError(f"output_dims must be a sequence of integers, got {output_dims!r}")
-    dims, beta = [_dim("output dimension", R) for R in output_dims], _beta(beta)
+    dims, beta = [_dim("output dimension", R) for R in output_dims], require_beta(beta)
     if not dims:
         raise InputError("output_dims must contain at least one layer")
     return len(dims) * math.log10(1.0 + math.sqrt(2.0) * beta) + 0.5 * sum(math.log10(R) for R in dims)
@@ -384,7 +408,7 @@ def lemma7_bounds(beta, t, bound: Bound = "paper") -> SumBounds:
     InputError
         On invalid input or float overflow (use :func:`lemma7_bounds_log10`).
     """
-    beta, t, bound = _beta(beta), _depth("t", t), _bound(bound)
+    beta, t, bound = require_beta(beta), require_depth("t", t), require_bound(bound)
     v = "lemma7_bounds_log10"
     if bound == "paper":
         if beta == 0:
@@ -404,13 +428,13 @@ def lemma7_bounds_log10(beta, t, bound: Bound = "paper") -> SumBoundsLog10:
     ``(t-1) log10 2 + log10 beta + (t-1) log10(1+beta)``; exact:
     ``log10(((1+2beta)^t +- 1)/2)``.  A zero bound is ``-inf``.
     """
-    beta, t, bound = _beta(beta), _depth("t", t), _bound(bound)
+    beta, t, bound = require_beta(beta), require_depth("t", t), require_bound(bound)
     if bound == "paper":
         if beta == 0:
             return SumBoundsLog10(0.0, -math.inf)
-        lb = math.log1p(beta) / math.log(10.0)
+        lb = _ln1p(beta) / math.log(10.0)
         return SumBoundsLog10((t - 1) * _LOG10_2 + t * lb, (t - 1) * _LOG10_2 + math.log10(beta) + (t - 1) * lb)
-    ln_g = math.log1p(2.0 * beta)
+    ln_g = _ln1p_2x(beta)
     return _exact_pair_log10(ln_g / math.log(10.0), ln_g, t)
 
 
@@ -426,7 +450,7 @@ def lemma8_coefficients(gamma) -> tuple[float, float]:
     InputError
         Unless ``gamma > 1``.
     """
-    gamma = _gamma(gamma)
+    gamma = require_gamma(gamma)
     s = math.sqrt(gamma)
     d = 1.0 + gamma - s
     return (1.0 + gamma) / d, s / d
@@ -444,7 +468,7 @@ def lemma8_b(gamma) -> float:
     InputError
         Unless ``gamma > 1``.
     """
-    gamma = _gamma(gamma)
+    gamma = require_gamma(gamma)
     c_plus, _ = lemma8_coefficients(gamma)
     return max(1.0 / (math.sqrt(gamma) - 1.0), c_plus)
 
@@ -475,7 +499,7 @@ def lemma8_bounds(gamma, t, bound: Bound = "paper") -> SumBounds:
     InputError
         On invalid input or float overflow (use :func:`lemma8_bounds_log10`).
     """
-    gamma, t, bound = _gamma(gamma), _depth("t", t), _bound(bound)
+    gamma, t, bound = require_gamma(gamma), require_depth("t", t), require_bound(bound)
     v = "lemma8_bounds_log10"
     c_plus, c_minus = lemma8_coefficients(gamma)
     if bound == "paper":
@@ -491,7 +515,7 @@ def lemma8_bounds(gamma, t, bound: Bound = "paper") -> SumBounds:
 
 def lemma8_bounds_log10(gamma, t, bound: Bound = "paper") -> SumBoundsLog10:
     """:func:`lemma8_bounds` in ``log10`` space (any depth, no overflow)."""
-    gamma, t, bound = _gamma(gamma), _depth("t", t), _bound(bound)
+    gamma, t, bound = require_gamma(gamma), require_depth("t", t), require_bound(bound)
     c_plus, c_minus = lemma8_coefficients(gamma)
     if bound == "paper":
         lb = math.log10(lemma8_b(gamma))
@@ -554,7 +578,7 @@ def condition29_pos_neg(pos, neg, gamma) -> Condition29:
     ----------
     [P1] Lemma 8, eq. (29).
     """
-    gamma = _gamma(gamma)
+    gamma = require_gamma(gamma)
     pos = np.asarray(pos, dtype=np.float64)
     neg = np.asarray(neg, dtype=np.float64)
     if pos.shape != neg.shape:
@@ -612,7 +636,7 @@ def eq31_value_range(beta, n, bound: Bound = "paper") -> float:
     InputError
         On invalid input or float overflow (use :func:`eq31_value_range_log10`).
     """
-    beta, n, bound = _beta(beta), _depth("n", n), _bound(bound)
+    beta, n, bound = require_beta(beta), require_depth("n", n), require_bound(bound)
     v = "eq31_value_range_log10"
     if bound == "exact":
         return _pow(1.0 + 2.0 * beta, n, "eq. (31) range", v)
@@ -625,13 +649,13 @@ def eq31_value_range(beta, n, bound: Bound = "paper") -> float:
 def eq31_value_range_log10(beta, n, bound: Bound = "paper") -> float:
     """``log10`` of :func:`eq31_value_range`: exact ``n log10(1+2beta)``; paper
     ``(n-1) log10 2 + log10(1+2beta) + (n-1) log10(1+beta)`` (0 for ``beta = 0``)."""
-    beta, n, bound = _beta(beta), _depth("n", n), _bound(bound)
+    beta, n, bound = require_beta(beta), require_depth("n", n), require_bound(bound)
     ln10 = math.log(10.0)
     if bound == "exact":
-        return n * math.log1p(2.0 * beta) / ln10
+        return n * _ln1p_2x(beta) / ln10
     if beta == 0:
         return 0.0
-    return (n - 1) * _LOG10_2 + math.log1p(2.0 * beta) / ln10 + (n - 1) * math.log1p(beta) / ln10
+    return (n - 1) * _LOG10_2 + _ln1p_2x(beta) / ln10 + (n - 1) * _ln1p(beta) / ln10
 
 
 def eq33_value_range(gamma, n, bound: Bound = "paper") -> float:
@@ -647,7 +671,7 @@ def eq33_value_range(gamma, n, bound: Bound = "paper") -> float:
         On invalid input (``gamma <= 1``) or float overflow (use
         :func:`eq33_value_range_log10`).
     """
-    gamma, n, bound = _gamma(gamma), _depth("n", n), _bound(bound)
+    gamma, n, bound = require_gamma(gamma), require_depth("n", n), require_bound(bound)
     v = "eq33_value_range_log10"
     c_plus, c_minus = lemma8_coefficients(gamma)
     if bound == "exact":
@@ -659,7 +683,7 @@ def eq33_value_range(gamma, n, bound: Bound = "paper") -> float:
 
 def eq33_value_range_log10(gamma, n, bound: Bound = "paper") -> float:
     """``log10`` of :func:`eq33_value_range` (any depth)."""
-    gamma, n, bound = _gamma(gamma), _depth("n", n), _bound(bound)
+    gamma, n, bound = require_gamma(gamma), require_depth("n", n), require_bound(bound)
     c_plus, c_minus = lemma8_coefficients(gamma)
     if bound == "exact":
         return n * math.log1p(2.0 * c_minus) / math.log(10.0)
@@ -703,7 +727,7 @@ def kr9_paper_expected_norm(R, sigma) -> float:
     InputError
         Unless ``R >= 1`` is an integer and ``sigma > 0``.
     """
-    R, sigma = _dim("R", R), _positive("sigma", sigma)
+    R, sigma = _dim("R", R), require_positive("sigma", sigma)
     return math.sqrt(R) * sigma
 
 
@@ -720,7 +744,7 @@ def kr9_exact_expected_norm(R, sigma) -> float:
     InputError
         Unless ``R >= 1`` is an integer and ``sigma > 0``.
     """
-    R, sigma = _dim("R", R), _positive("sigma", sigma)
+    R, sigma = _dim("R", R), require_positive("sigma", sigma)
     x = R / 2.0
     if x >= 1000.0:
         # Gamma(x+1/2)/Gamma(x) = sqrt(x) (1 - 1/(8x) + 1/(128x^2) + 5/(1024x^3) - 21/(32768x^4) + O(x^-5)):
@@ -786,7 +810,7 @@ def lemma7_witness(beta, depth):
     x : ndarray, shape (2^depth,)
     q : ndarray, shape (1,)
     """
-    _beta(beta)
+    require_beta(beta)
     return _binary_tree_network(_witness_depth(depth), 1.0)
 
 
@@ -813,7 +837,7 @@ def lemma8_witness(gamma, depth, slack: float = LEMMA8_WITNESS_SLACK):
     layers, x, q
         As :func:`lemma7_witness`.
     """
-    gamma = _gamma(gamma)
+    gamma = require_gamma(gamma)
     slack = require_real("slack", slack)
     if not 0 < slack < 1:
         raise InputError(f"slack must be in (0, 1) (condition (29) is strict), got {slack}")

@@ -25,13 +25,19 @@ from __future__ import annotations
 
 import math
 import numbers
-from decimal import ROUND_CEILING, Context, Decimal
+from decimal import MAX_EMAX, MIN_EMIN, ROUND_CEILING, Context, Decimal
+from fractions import Fraction
 
 from boundcheck.errors import InputError, require_int, require_real
 
 
 #: Sample sizes up to ``10**EXACT_DIGITS`` are exact ceilings (Decimal ln at that precision is fast).
 EXACT_DIGITS = 1000
+
+#: :func:`hoeffding_samples` returns an ``int`` only up to this many digits (above it, use
+#: :func:`hoeffding_samples_log10` or :func:`scientific_upper`: the digits would be
+#: megabytes of output).
+MAX_INT_DIGITS = 100_000
 
 
 # --------------------------------------------------------------------------- validation
@@ -62,10 +68,18 @@ def _t(t) -> float:
 
 
 def _range_log10(value_range, value_range_log10) -> float:
-    """log10 of the value range from exactly one of the two arguments."""
+    """log10 of the value range from exactly one of the two arguments.
+
+    ``value_range`` may be a float, an int or a :class:`fractions.Fraction` of any size.
+    """
     if (value_range is None) == (value_range_log10 is None):
         raise InputError("give exactly one of value_range and value_range_log10")
     if value_range is not None:
+        if isinstance(value_range, (int, Fraction)) and not isinstance(value_range, bool):
+            r = Fraction(value_range)
+            if not r > 0:
+                raise InputError(f"value_range must be > 0, got {r}")
+            return math.log10(r.numerator) - math.log10(r.denominator)
         r = require_real("value_range", value_range)
         if not r > 0:
             raise InputError(f"value_range must be > 0, got {r}")
@@ -73,15 +87,36 @@ def _range_log10(value_range, value_range_log10) -> float:
     return require_real("value_range_log10", value_range_log10)
 
 
+def _decimal(x, ctx: Context) -> Decimal:
+    """A float, int or Fraction as a Decimal: exact for floats and ints, rounded by ``ctx`` for a Fraction."""
+    if isinstance(x, Fraction):
+        return ctx.divide(Decimal(x.numerator), Decimal(x.denominator))
+    if isinstance(x, numbers.Integral):
+        return Decimal(int(x))
+    return Decimal(float(x))  # exact binary value of the float
+
+
 def _range_decimal(value_range, value_range_log10, ctx: Context) -> Decimal:
     if value_range is not None:
-        return Decimal(float(value_range))  # exact binary value of the float
+        return _decimal(value_range, ctx)
     return ctx.power(Decimal(10), Decimal(repr(float(value_range_log10))))
 
 
+def _context(prec: int, **kw) -> Context:
+    """A Decimal context of precision ``prec`` with the widest exponent range (no Overflow)."""
+    return Context(prec=prec, Emax=MAX_EMAX, Emin=MIN_EMIN, **kw)
+
+
 def _ln_term(delta: float, components: int) -> float:
-    """``ln(2 D / delta)`` (eq. (23)/(24) with the union bound)."""
-    return math.log(2.0 * components / delta)
+    """``ln(2 D / delta)`` (eq. (23)/(24) with the union bound), finite for subnormal
+    ``delta`` and ``D`` of any size."""
+    try:
+        ratio = 2.0 * components / delta
+    except OverflowError:  # D beyond the float range
+        ratio = math.inf
+    if math.isfinite(ratio):
+        return math.log(ratio)
+    return math.log(2 * int(components)) - math.log(delta)
 
 
 # --------------------------------------------------------------------------- eq. (23)
@@ -121,7 +156,7 @@ def hoeffding_deviation(delta, m, value_range=None, components=1, *, value_range
     log_t = hoeffding_deviation_log10(delta, m, value_range, components, value_range_log10=value_range_log10)
     if log_t > 308:
         raise InputError("t exceeds the float range; use hoeffding_deviation_log10")
-    if value_range is not None:
+    if value_range is not None and int(m) < 2**1000 and abs(_range_log10(value_range, None)) < 300:
         t = float(value_range) * math.sqrt(_ln_term(float(delta), int(components)) / 2.0) / math.sqrt(int(m))
         if math.isfinite(t) and t > 0:
             return t
@@ -154,9 +189,10 @@ def hoeffding_samples(t, delta, value_range=None, components=1, *, value_range_l
     ----------
     t : float > 0
     delta : float in (0, 1)
-    value_range : float > 0, optional
+    value_range : float, int or Fraction > 0, optional
         ``r``; alternatively ``value_range_log10 = log10(r)`` (keyword), for
-        ranges beyond the float range.
+        ranges beyond the float range.  A :class:`fractions.Fraction` (an exact
+        rational range) is used exactly.
     components : int >= 1
 
     Returns
@@ -168,21 +204,44 @@ def hoeffding_samples(t, delta, value_range=None, components=1, *, value_range_l
     ------
     InputError
         On invalid input (``t <= 0``, ``delta`` outside ``(0, 1)``,
-        ``value_range <= 0``, ``components < 1``, both or neither range given).
+        ``value_range <= 0``, ``components < 1``, both or neither range given),
+        or when ``m`` has more than :data:`MAX_INT_DIGITS` digits (use
+        :func:`hoeffding_samples_log10` and :func:`scientific_upper`).
     """
     log_m = hoeffding_samples_log10(t, delta, value_range, components, value_range_log10=value_range_log10)
+    if log_m >= MAX_INT_DIGITS:
+        raise InputError(
+            f"m has about {format_log10(math.log10(log_m), 3)} digits (more than {MAX_INT_DIGITS}); "
+            "use hoeffding_samples_log10"
+        )
     exact = log_m <= EXACT_DIGITS
     digits = (max(int(math.ceil(log_m)), 1) if exact else 0) + 40
-    ctx = Context(prec=digits)
+    ctx = _context(digits)
     r = _range_decimal(value_range, value_range_log10, ctx)
     ln = ctx.ln(ctx.divide(Decimal(2 * int(components)), Decimal(float(delta))))
     td = Decimal(float(t))
     value = ctx.divide(ctx.multiply(ctx.multiply(r, r), ln), ctx.multiply(Decimal(2), ctx.multiply(td, td)))
     if not exact:
         # 40 significant digits computed, rounded up at 30: an upper bound on the exact ceiling.
-        value = Context(prec=30, rounding=ROUND_CEILING).plus(value)
+        value = _context(30, rounding=ROUND_CEILING).plus(value)
     m = int(value.to_integral_value(rounding=ROUND_CEILING))
     return max(m, 1)
+
+
+def scientific_upper(log10_value: float, digits: int = 6) -> str:
+    """``10**log10_value`` in scientific notation, rounded *up* at ``digits`` significant digits.
+
+    For numbers known only through a float ``log10`` (e.g. a sample size with
+    millions of digits): a relative slack of ``16 eps |log10_value|`` covers the
+    rounding of the logarithm, so the printed value is an upper bound.
+    """
+    lv = require_real("log10_value", log10_value)
+    lv += 16 * 2.0**-52 * max(abs(lv), 1.0)
+    e = math.floor(lv)
+    mant = math.ceil(10.0 ** (lv - e + digits - 1)) / 10.0 ** (digits - 1)
+    if mant >= 10.0:
+        mant, e = mant / 10.0, e + 1
+    return f"{mant:.{digits - 1}f}e{e:+d}"
 
 
 def int_to_str(value: int) -> str:
@@ -248,7 +307,11 @@ def l2_deviation_bound(delta, m, norm_bound) -> float:
     B = require_real("norm_bound", norm_bound)
     if not B > 0:
         raise InputError(f"norm_bound must be > 0, got {B}")
-    value = 2.0 * B * (1.0 + math.sqrt(2.0 * math.log(2.0 / delta))) / math.sqrt(m)
+    if not -300 < l2_deviation_bound_log10(delta, m, math.log10(B)) < 300:
+        raise InputError("the l2 bound exceeds the float range; use l2_deviation_bound_log10")
+    if m >= 2**1000:  # beyond the float range; the bound itself is representable
+        return 10.0 ** l2_deviation_bound_log10(delta, m, math.log10(B))
+    value = 2.0 * B * (1.0 + math.sqrt(2.0 * _ln_term(delta, 1))) / math.sqrt(m)
     if not math.isfinite(value):
         raise InputError("the l2 bound exceeds the float range; use l2_deviation_bound_log10")
     return value
@@ -258,7 +321,7 @@ def l2_deviation_bound_log10(delta, m, norm_bound_log10) -> float:
     """``log10`` of :func:`l2_deviation_bound` given ``log10(B)``."""
     delta, m = _delta(delta), _m(m)
     lb = require_real("norm_bound_log10", norm_bound_log10)
-    return math.log10(2.0) + lb + math.log10(1.0 + math.sqrt(2.0 * math.log(2.0 / delta))) - 0.5 * math.log10(m)
+    return math.log10(2.0) + lb + math.log10(1.0 + math.sqrt(2.0 * _ln_term(delta, 1))) - 0.5 * math.log10(m)
 
 
 # --------------------------------------------------------------------------- formatting

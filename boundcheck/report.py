@@ -18,21 +18,20 @@ import sys
 from boundcheck import bounds
 from boundcheck.hoeffding import format_log10, format_number, hoeffding_samples, l2_deviation_bound_log10
 from boundcheck.networks import INPUT_PIXELS, NETWORK_DEPTHS
+from boundcheck.rule_bounds import value_range_log10
+from boundcheck.rules import Rule, lrp_beta, lrp_gamma
 
-SETTINGS: tuple[tuple[str, float], ...] = (("lrp-beta", 0.0), ("lrp-beta", 1.0), ("lrp-gamma", 100.0), ("lrp-gamma", 1000.0))
+#: The rules of [P1] Section 6 (:class:`boundcheck.rules.Rule`; their bounds via :mod:`boundcheck.rule_bounds`).
+SETTINGS: tuple[Rule, ...] = (lrp_beta(0.0), lrp_beta(1.0), lrp_gamma(100.0), lrp_gamma(1000.0))
 DEVIATIONS: tuple[float, ...] = (0.01, 0.1)
 DELTA: float = 0.05
 SAMPLE_SIZES: tuple[int, ...] = (25, 50, 100)
 
 
-def _range_log10(rule: str, p: float, n: int, bound: str) -> float:
-    if rule == "lrp-beta":
-        return bounds.eq31_value_range_log10(p, n, bound)
-    return bounds.eq33_value_range_log10(p, n, bound)
-
-
-def _name(rule: str, p: float) -> str:
-    return f"LRP-beta, beta = {p:g}" if rule == "lrp-beta" else f"LRP-gamma, gamma = {p:g}"
+def _name(rule: Rule) -> str:
+    if "beta" in rule.params:
+        return f"LRP-beta, beta = {rule.params['beta']:g}"
+    return f"LRP-gamma, gamma = {rule.params['gamma']:g}"
 
 
 def _m_cell(t: float, log_r: float, components: int) -> str:
@@ -69,10 +68,10 @@ def bounds_report_markdown() -> str:
     w("")
     w("| rule | network | n | range paper | range exact | looseness paper/exact |")
     w("|---|---|---:|---:|---:|---:|")
-    for rule, p in SETTINGS:
+    for rule in SETTINGS:
         for net, n in nets:
-            lp, le = _range_log10(rule, p, n, "paper"), _range_log10(rule, p, n, "exact")
-            w(f"| {_name(rule, p)} | {net} | {n} | {format_log10(lp)} | {format_log10(le)} | {format_log10(lp - le)} |")
+            lp, le = value_range_log10(rule, n, "paper"), value_range_log10(rule, n, "exact")
+            w(f"| {_name(rule)} | {net} | {n} | {format_log10(lp)} | {format_log10(le)} | {format_log10(lp - le)} |")
     w("")
     w(f"## Required samples m (eq. 24), delta = {DELTA:g}")
     w("")
@@ -86,13 +85,13 @@ def bounds_report_markdown() -> str:
                 head.append(f"t={t:g}, D={D}, {b}")
     w("| " + " | ".join(head) + " |")
     w("|" + "---|" * 3 + "---:|" * (len(head) - 3))
-    for rule, p in SETTINGS:
+    for rule in SETTINGS:
         for net, n in nets:
-            cells = [_name(rule, p), net, str(n)]
+            cells = [_name(rule), net, str(n)]
             for t in DEVIATIONS:
                 for D in (1, INPUT_PIXELS):
                     for b in ("paper", "exact"):
-                        cells.append(_m_cell(t, _range_log10(rule, p, n, b), D))
+                        cells.append(_m_cell(t, value_range_log10(rule, n, b), D))
             w("| " + " | ".join(cells) + " |")
     w("")
     w(f"## l2 bound on s1 (eq. 38), delta = {DELTA:g}")
@@ -104,12 +103,12 @@ def bounds_report_markdown() -> str:
     head = ["rule", "network", "n"] + [f"m={m}, {b}" for m in SAMPLE_SIZES for b in ("paper", "exact")]
     w("| " + " | ".join(head) + " |")
     w("|" + "---|" * 3 + "---:|" * (len(head) - 3))
-    for rule, p in SETTINGS:
+    for rule in SETTINGS:
         for net, n in nets:
-            cells = [_name(rule, p), net, str(n)]
+            cells = [_name(rule), net, str(n)]
             for m in SAMPLE_SIZES:
                 for b in ("paper", "exact"):
-                    cells.append(format_log10(l2_deviation_bound_log10(DELTA, m, _range_log10(rule, p, n, b))))
+                    cells.append(format_log10(l2_deviation_bound_log10(DELTA, m, value_range_log10(rule, n, b))))
             w("| " + " | ".join(cells) + " |")
     w("")
     w("## Notes")
@@ -128,6 +127,16 @@ def bounds_report_markdown() -> str:
     return "\n".join(out)
 
 
+def _expectation_line(verdicts) -> str:
+    """Which verdicts differ from those declared in :mod:`boundcheck.claims_registry`."""
+    from boundcheck.claims_registry import CLAIMS
+
+    off = [f"`{v.claim}` ({v.verdict}, declared {CLAIMS[v.claim].expected_fuzz})"
+           for v in verdicts if v.verdict != CLAIMS[v.claim].expected_fuzz]
+    return ("Verdicts differing from the declared expectation (`boundcheck prove --list`): "
+            + (", ".join(off) if off else "none") + ".")
+
+
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     """``--out FILE`` (default stdout), ``--verdicts`` (append the fuzz verdict table)."""
     parser.add_argument("--out", default=None, help="write the Markdown report to FILE (default stdout)")
@@ -143,7 +152,9 @@ def run(args) -> int:
     if args.verdicts:
         from boundcheck.fuzz.runner import run_claims, verdict_table_markdown
 
-        text += "\n\n## Fuzz verdicts (hypothesis)\n\n" + verdict_table_markdown(run_claims(seed=args.seed))
+        verdicts = run_claims(seed=args.seed)
+        text += "\n\n## Fuzz verdicts (hypothesis)\n\n" + verdict_table_markdown(verdicts)
+        text += "\n\n" + _expectation_line(verdicts)
     if args.out is None:
         sys.stdout.write(text + "\n")
     else:

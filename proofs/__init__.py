@@ -6,42 +6,30 @@ Averages of LRP attributions" (main paper).  [P2] its supplement on sanity check
 
 Each module restates one result and checks every algebraic step of the paper's
 proof with sympy; :data:`REGISTRY` maps the shared claim names to functions
-returning a :class:`proofs.certificate.Certificate`.  Modules are imported only
-when their certificate is requested.
+returning a :class:`proofs.certificate.Certificate`.  Which claim has which
+certificate is declared once, in :mod:`boundcheck.claims_registry`; modules are
+imported only when their certificate is requested.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from proofs.certificate import Certificate, Step  # noqa: F401  (re-export)
+from boundcheck import claims_registry
 
-#: claim name -> (module, function)
-_TARGETS: dict[str, tuple[str, str]] = {
-    "thm3": ("proofs.thm3", "certificate"),
-    "thm3_rayleigh": ("proofs.thm3", "rayleigh_certificate"),
-    "thm4": ("proofs.thm4", "certificate"),
-    "cor5": ("proofs.cor5", "certificate"),
-    "kr1": ("proofs.cor5", "certificate_kr1"),
-    "lemma7": ("proofs.lemma7", "certificate"),
-    "lemma7_exact": ("proofs.lemma7", "certificate_exact"),
-    "lemma8": ("proofs.lemma8", "certificate"),
-    "lemma8_exact": ("proofs.lemma8", "certificate_exact"),
-    "hoeffding": ("proofs.hoeffding", "certificate"),
-    "eq31": ("proofs.ranges", "certificate_eq31"),
-    "eq31_exact": ("proofs.ranges", "certificate_eq31_exact"),
-    "eq33": ("proofs.ranges", "certificate_eq33"),
-    "eq33_exact": ("proofs.ranges", "certificate_eq33_exact"),
-    "kr9": ("proofs.kr9", "certificate"),
-    "kr9_upper": ("proofs.kr9", "certificate_upper"),
-    "sanity_thm1_ssim": ("proofs.sanity_ssim", "certificate"),
-    "sanity_thm3_spearman": ("proofs.sanity_spearman", "certificate"),
-    "sanity_thm3_rank_sign": ("proofs.sanity_spearman", "certificate_rank_sign"),
-    "sanity_thm4_mse": ("proofs.sanity_mse", "certificate"),
-    "sanity_thm2_overtaking": ("proofs.overtaking", "certificate"),
-    "adaptive_beta": ("proofs.adaptive_beta", "certificate"),
-}
+if TYPE_CHECKING:  # pragma: no cover
+    from proofs.certificate import Certificate
+
+
+def __getattr__(name: str):
+    # ``proofs.Certificate`` / ``proofs.Step`` without importing sympy with the package
+    # (``boundcheck prove --list`` reads only the claim registry).
+    if name in ("Certificate", "Step"):
+        from proofs import certificate
+
+        return getattr(certificate, name)
+    raise AttributeError(f"module 'proofs' has no attribute {name!r}")
 
 
 def _loader(module: str, func: str) -> Callable[[], Certificate]:
@@ -54,7 +42,9 @@ def _loader(module: str, func: str) -> Callable[[], Certificate]:
 
 
 #: claim name -> zero-argument function returning its Certificate
-REGISTRY: dict[str, Callable[[], Certificate]] = {name: _loader(*t) for name, t in _TARGETS.items()}
+REGISTRY: dict[str, Callable[[], Certificate]] = {
+    name: _loader(*claims_registry.CLAIMS[name].certificate.split(":")) for name in claims_registry.certified()
+}
 
 
 def certify(names=None) -> list[Certificate]:

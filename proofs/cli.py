@@ -1,4 +1,8 @@
-"""``boundcheck prove [NAME ...] [--json]``: print the sympy certificates.
+"""``boundcheck prove [NAME ...] [--json] [--list]``: print the sympy certificates.
+
+``--list`` prints the claim index of :mod:`boundcheck.claims_registry` instead
+(claim -> paper result, bound function, certificate, fuzz claim, expected
+verdicts, test files; with ``--json`` as JSON) without building any certificate.
 
 The table lists claim, status, steps proved/total and source; below it, every step
 that is not proved with its note.  ``--json`` prints a JSON list of
@@ -20,7 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "prove") -> None:
     """Register the ``prove`` arguments on ``parser``."""
     parser.add_argument("names", nargs="*", metavar="NAME",
                         help="claims to certify (default: all registered claims)")
-    parser.add_argument("--json", action="store_true", help="print a JSON list of certificates")
+    parser.add_argument("--json", action="store_true", help="print a JSON list of certificates (with --list: of the index)")
+    parser.add_argument("--list", action="store_true",
+                        help="print the claim index (paper result, bound function, certificate, fuzz claim, tests) and exit")
 
 
 def format_table(certs) -> str:
@@ -50,12 +56,19 @@ def format_table(certs) -> str:
 
 def run(args) -> int:
     """Build the requested certificates and print them; returns the exit status."""
-    import proofs
+    from boundcheck import claims_registry
 
     names = list(getattr(args, "names", None) or [])
-    unknown = [n for n in names if n not in proofs.REGISTRY]
-    if unknown:
-        raise InputError(f"unknown claim {unknown[0]!r}; known: {', '.join(proofs.REGISTRY)}")
+    if getattr(args, "list", False):
+        if names:
+            raise InputError("--list takes no claim names")
+        print(claims_registry.index_json() if getattr(args, "json", False) else claims_registry.index_text())
+        return 0
+    import proofs
+
+    for n in names:
+        if claims_registry.get(n).certificate is None:  # unknown -> InputError naming the known ones
+            raise InputError(f"claim {n!r} has no sympy certificate (it is fuzzed only); certified: {', '.join(proofs.REGISTRY)}")
     certs = proofs.certify(names or None)
     if getattr(args, "json", False):
         json.dump([c.to_dict() for c in certs], sys.stdout, indent=2)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from proofs.certificate import (NEEDS, PROVED, Certificate, Step, identity_status, is_zero,
+from proofs.certificate import (NEEDS, PROVED, Certificate, Step, is_zero,
                                 sign_nonneg, status_of)
 from proofs.thm4 import bound_exact, bound_relaxed
 
@@ -79,7 +79,6 @@ def certificate_kr1() -> Certificate:
 
 def certificate() -> Certificate:
     g = sp.Symbol("gamma", positive=True)
-    beta = sp.Symbol("beta", nonnegative=True)
     R = sp.Symbol("R", positive=True, integer=True)
     steps = [_limit_step_positive_case()]
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from proofs.certificate import (DISPROVED, PROVED, Certificate, Step, is_zero, sign_pos,
-                                status_of)
+from proofs.certificate import (Certificate, Step, is_zero, status_of)
 
 SOURCE = "[P1] Known Result 9 and the sentence before it (Section 5, after eq. (32))"
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import sympy as sp
 
-from proofs.certificate import (PROVED, Certificate, Step, identity_status, is_zero,
-                                sign_nonneg, sign_pos, status_of)
+from proofs.certificate import (Certificate, Step, identity_status, is_zero,
+                                sign_nonneg, status_of)
 
 SOURCE = "[P1] Lemma 7, eq. (28), proof eq. (51)-(106) (Appendix A.2)"
 
@@ -89,7 +89,6 @@ def _step_steps(beta) -> list[Step]:
     ok_signs = (sign_nonneg(vp * (1 + beta) * p) and sign_nonneg(-(vp * (-beta) * p))
                 and sign_nonneg(-(vn * (1 + beta) * p)) and sign_nonneg(vn * (-beta) * p))
     # eq. 85-86 / 100-101: summing the normalised p over all b
-    v = [vp, vn]
     pp = [[sp.Symbol(f"pp{u}{b}", nonnegative=True) for b in range(2)] for u in range(2)]
     pm = [[sp.Symbol(f"pm{u}{b}", nonnegative=True) for b in range(2)] for u in range(2)]
     for u in range(2):
@@ -200,7 +199,6 @@ def certificate_exact() -> Certificate:
     # looseness of the positive bound
     ratio = paper_pos(t, beta) / exact_pos(t, beta)
     base = (2 + 2 * beta) / (1 + 2 * beta)
-    b1 = sp.Symbol("beta1", positive=True)
     lim_pos = sp.limit((ratio / base ** t).subs(beta, 1), t, sp.oo)
     lim_zero = sp.limit((ratio / base ** t).subs(beta, 0), t, sp.oo)
     ok = is_zero(sp.simplify(ratio / base ** t) - (1 + 2 * beta) ** t / ((1 + 2 * beta) ** t + 1)) and lim_pos == 1

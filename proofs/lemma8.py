@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from proofs.certificate import (NEEDS, PROVED, Certificate, Step, identity_status, is_zero,
+from proofs.certificate import (Certificate, Step, identity_status, is_zero,
                                 poly_sign_on_interval, sign_nonneg, sign_pos, status_of)
 
 SOURCE = "[P1] Lemma 8, eq. (29)-(30), proof eq. (107)-(224) (Appendix A.3)"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from proofs.certificate import (DISPROVED, PROVED, Certificate, Step, identity_status,
+from proofs.certificate import (Certificate, Step, identity_status,
                                 is_zero, sign_nonneg, status_of)
 
 SOURCE = "[P1] Theorem 3, eq. (16)-(17)"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from proofs.certificate import (PROVED, Certificate, Step, identity_status, is_zero,
+from proofs.certificate import (Certificate, Step, identity_status, is_zero,
                                 poly_sign_on_interval, sign_nonneg, status_of)
 
 SOURCE = "[P1] Theorem 4, proof eq. (41)-(50) (Appendix A.1)"

@@ -37,6 +37,7 @@ from boundcheck.bounds import (
     thm3_value,
     thm4_singular_value_bound,
 )
+from boundcheck import bounds
 from boundcheck.errors import InputError
 from boundcheck.rules import forward_chain, lrp_beta, lrp_gamma, transition_matrix
 from layer_strategies import network_specs
@@ -396,3 +397,62 @@ def test_kr9_closed_forms_and_huge_R():
 def test_invalid_arguments_raise_input_error(call):
     with pytest.raises(InputError):
         call()
+
+
+# --------------------------------------------------------------------------- rule -> bound (boundcheck.rule_bounds)
+
+
+def test_rule_bounds_dispatch_matches_the_lemmas():
+    from fractions import Fraction
+
+    from boundcheck import rule_bounds as rb
+    from boundcheck.rules import lrp_adaptive_beta, lrp_beta, lrp_epsilon, lrp_gamma, lrp_zero
+
+    for beta in (0.0, 0.5, 1.0):
+        r = lrp_beta(beta)
+        assert rb.rule_lemma(r) == "lemma7"
+        for bound in ("paper", "exact"):
+            assert rb.value_range_log10(r, 7, bound) == bounds.eq31_value_range_log10(beta, 7, bound)
+            assert rb.value_range(r, 7, bound) == bounds.eq31_value_range(beta, 7, bound)
+            assert rb.sum_bounds_log10(r, 4, bound) == bounds.lemma7_bounds_log10(beta, 4, bound)
+            assert rb.sum_bounds(r, 4, bound) == bounds.lemma7_bounds(beta, 4, bound)
+            exact = rb.value_range_exact(r, 7, bound)
+            assert float(exact) == pytest.approx(bounds.eq31_value_range(beta, 7, bound), rel=1e-15)
+    assert rb.value_range_exact(lrp_beta(1.0), 50, "exact") == Fraction(3**50)
+    for gamma in (1.5, 100.0):
+        r = lrp_gamma(gamma)
+        assert rb.rule_lemma(r) == "lemma8" and rb.value_range_exact(r, 3) is None
+        for bound in ("paper", "exact"):
+            assert rb.value_range_log10(r, 7, bound) == bounds.eq33_value_range_log10(gamma, 7, bound)
+            assert rb.sum_bounds_log10(r, 4, bound) == bounds.lemma8_bounds_log10(gamma, 4, bound)
+    for r in (lrp_zero(), lrp_epsilon(1e-6), lrp_adaptive_beta(), lrp_gamma(1.0), lrp_gamma(0.5)):
+        assert rb.rule_lemma(r) is None
+        with pytest.raises(InputError, match="no value bound"):
+            rb.value_range_log10(r, 3)
+        with pytest.raises(InputError, match="no value bound"):
+            rb.sum_bounds_log10(r, 3)
+    g = rb.GRADIENT
+    assert rb.value_range_log10(g, 3, weight_norms=[3, 4, 5]) == bounds.eq32_gradient_range_log10([3, 4, 5], 1.0)
+    assert rb.value_range_exact(g, 2, weight_norms=[0.5, 3], lipschitz=2) == Fraction(2 * 2 * 0.5 * 3)
+    for bad in (dict(weight_norms=None), dict(weight_norms=[1, 2])):
+        with pytest.raises(InputError):
+            rb.value_range_log10(g, 3, **bad)
+    with pytest.raises(InputError, match="exact"):
+        rb.value_range_log10(g, 1, "exact", weight_norms=[1])
+    with pytest.raises(InputError):
+        rb.sum_bounds_log10(g, 1)
+    with pytest.raises(InputError):
+        rb.rule_lemma("lrp_beta_1")
+
+
+def test_public_validators_and_huge_parameters():
+    assert bounds.require_depth("n", 10**15) == 10**15
+    with pytest.raises(InputError, match="10\\^15"):
+        bounds.require_depth("n", 10**400)
+    with pytest.raises(InputError):
+        bounds.require_bound("loose")
+    # beta = 1e308: 1 + 2 beta overflows a float, its log does not
+    assert bounds.eq31_value_range_log10(1e308, 2, "exact") == pytest.approx(2 * (308 + math.log10(2)))
+    assert math.isfinite(bounds.lemma7_bounds_log10(1e308, 3, "exact").value_range_log10)
+    with pytest.raises(InputError, match="_log10"):
+        bounds.eq31_value_range(1e308, 2, "exact")

@@ -17,6 +17,7 @@ import pytest
 
 pytest.importorskip("hypothesis")
 
+from boundcheck import claims_registry  # noqa: E402
 from boundcheck.cli import main  # noqa: E402
 from boundcheck.fuzz.claims import CLAIMS  # noqa: E402
 from boundcheck.fuzz.runner import run_claims, verdict_table_markdown, verdict_table_text  # noqa: E402
@@ -24,29 +25,8 @@ from boundcheck.fuzz.runner import run_claims, verdict_table_markdown, verdict_t
 CI_EXAMPLES = 60
 SEED = 0
 
-EXPECTED = {
-    "thm3": "FAILS",
-    "thm3_rayleigh": "HOLDS_ONLY_UNDER",
-    "thm4": "HOLDS",
-    "cor5": "HOLDS",
-    "kr1": "HOLDS_ONLY_UNDER",
-    "lemma7": "HOLDS",
-    "lemma7_exact": "HOLDS",
-    "lemma8": "HOLDS",
-    "lemma8_exact": "HOLDS",
-    "lemma8_no_condition": "FAILS",
-    "eq31": "HOLDS",
-    "eq33": "HOLDS",
-    "hoeffding": "HOLDS",
-    "kr9": "FAILS",
-    "kr9_upper": "HOLDS",
-    "sanity_thm1_ssim": "HOLDS",
-    "sanity_thm2_overtaking": "HOLDS",
-    "sanity_thm3_spearman": "HOLDS",
-    "sanity_thm3_rank_sign": "FAILS",
-    "sanity_thm4_mse": "HOLDS",
-    "adaptive_beta": "HOLDS_ONLY_UNDER",
-}
+#: claim -> expected verdict at the CI size, declared once in boundcheck.claims_registry
+EXPECTED = {name: claims_registry.CLAIMS[name].expected_fuzz for name in claims_registry.fuzzed()}
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +36,17 @@ def verdicts():
 
 def test_registry_has_every_claim_once():
     assert list(CLAIMS) == list(EXPECTED)
+    for name, c in CLAIMS.items():  # reference and statement come from the one registry
+        assert (c.source, c.statement) == (claims_registry.CLAIMS[name].reference, claims_registry.CLAIMS[name].statement)
+
+
+def test_fuzz_check_of_an_undeclared_claim_is_refused():
+    from boundcheck.fuzz.claims import Claim
+
+    with pytest.raises(ValueError, match="not declared"):
+        Claim.declared("no_such_claim", lambda: None, lambda ex: None, lambda ex: {})
+    with pytest.raises(ValueError, match="not declared"):
+        Claim.declared("eq31_exact", lambda: None, lambda ex: None, lambda ex: {})  # certified, not fuzzed
 
 
 @pytest.mark.parametrize("name", list(EXPECTED))

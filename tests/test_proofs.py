@@ -12,39 +12,20 @@ import contextlib
 import io
 import json
 import math
+import pathlib
 
 import numpy as np
 import pytest
 
 import proofs
+from boundcheck import claims_registry
 from boundcheck.cli import main
 from proofs.certificate import Certificate, Step
 
-EXPECTED = {
-    "thm3": "disproved",
-    "thm3_rayleigh": "proved",
-    "thm4": "proved",
-    "cor5": "proved",
-    "kr1": "needs-assumption",
-    "lemma7": "proved",
-    "lemma7_exact": "proved",
-    "lemma8": "proved",
-    "lemma8_exact": "proved",
-    "hoeffding": "proved",
-    "eq31": "proved",
-    "eq31_exact": "proved",
-    "eq33": "proved",
-    "eq33_exact": "proved",
-    "kr9": "disproved",
-    "kr9_upper": "proved",
-    "sanity_thm1_ssim": "proved",
-    "sanity_thm3_spearman": "proved",
-    "sanity_thm3_rank_sign": "disproved",
-    "sanity_thm4_mse": "proved",
-    # the tail bound holds as an inequality; eq. (35)-(36) "=" needs gamma1 = gamma2/K
-    "sanity_thm2_overtaking": "needs-assumption",
-    "adaptive_beta": "needs-assumption",
-}
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+#: claim -> expected certificate status, declared once in boundcheck.claims_registry
+EXPECTED = {name: claims_registry.CLAIMS[name].expected_certificate for name in claims_registry.certified()}
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +47,8 @@ def _step(cert: dict, fragment: str) -> dict:
 # --------------------------------------------------------------------------- registry / statuses
 
 def test_registry_names_match_expected():
-    assert set(proofs.REGISTRY) == set(EXPECTED)
+    assert list(proofs.REGISTRY) == list(EXPECTED)
+    assert EXPECTED and all(status in claims_registry.CERTIFICATE_STATUSES for status in EXPECTED.values())
 
 
 def test_cli_json_lists_every_claim(cli_json):
@@ -248,3 +230,58 @@ def test_deciders_are_not_constant():
     assert poly_sign_on_interval(poly, s, 2, sp.oo)[0] == 1            # gamma >= 4: holds
     sign, roots = poly_sign_on_interval(poly, s, sp.sqrt(2), sp.oo)    # gamma >= 2: a root inside
     assert sign is None and len(roots) == 1
+
+
+# --------------------------------------------------------------------------- the claim registry and its index
+
+
+def test_every_declared_certificate_and_bound_resolves():
+    import importlib
+
+    for spec in claims_registry.CLAIMS.values():
+        if spec.certificate is not None:
+            assert callable(spec.load_certificate()), spec.name
+        if spec.bound is not None:
+            module, _, func = spec.bound_function.rpartition(".")
+            assert callable(getattr(importlib.import_module(module), func)), spec.name
+        assert spec.reference.startswith(("[P1]", "[P2]")) and spec.statement, spec.name
+        assert spec.tests and all((ROOT / t).is_file() for t in spec.tests), spec.name
+
+
+def test_cli_list_prints_the_index_without_sympy(capsys):
+    import subprocess
+    import sys
+
+    assert main(["prove", "--list", "--json"]) == 0
+    index = json.loads(capsys.readouterr().out)
+    assert [d["claim"] for d in index] == list(claims_registry.CLAIMS)
+    by = {d["claim"]: d for d in index}
+    assert by["lemma8_no_condition"]["certificate"] is None and by["lemma8_no_condition"]["expected_fuzz"] == "FAILS"
+    assert by["eq31_exact"]["fuzz"] is None and by["eq31_exact"]["expected_certificate"] == "proved"
+    assert main(["prove", "--list"]) == 0
+    text = capsys.readouterr().out
+    assert all(name in text for name in claims_registry.CLAIMS)
+    md = claims_registry.index_markdown().splitlines()
+    assert len(md) == 2 + len(claims_registry.CLAIMS)
+    assert all(row.startswith(f"| `{name}` | {spec.reference} |") for row, (name, spec) in zip(md[2:], claims_registry.CLAIMS.items()))
+    code = ("import sys; from boundcheck.cli import main; main(['prove', '--list']); "
+            "assert 'sympy' not in sys.modules and 'hypothesis' not in sys.modules and 'torch' not in sys.modules")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert res.returncode == 0, res.stderr
+
+
+def test_prove_rejects_a_fuzz_only_claim(capsys):
+    assert main(["prove", "lemma8_no_condition"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "no sympy certificate" in err
+
+
+def test_registry_refuses_inconsistent_declarations():
+    with pytest.raises(ValueError, match="twice"):
+        claims_registry.declare("thm3", "[P1] x", "y")
+    with pytest.raises(ValueError, match="expected status"):
+        claims_registry.declare("new_claim_x", "[P1] x", "y", certificate="proofs.thm3:certificate")
+    with pytest.raises(ValueError, match="verdict"):
+        claims_registry.declare("new_claim_y", "[P1] x", "y", expected_fuzz="MAYBE")
+    assert "new_claim_x" not in claims_registry.CLAIMS and "new_claim_y" not in claims_registry.CLAIMS

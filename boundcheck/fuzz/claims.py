@@ -1,7 +1,9 @@
-"""The registry of fuzzed claims: one :class:`Claim` per result of [P1] and [P2].
+"""The fuzz checks: one :class:`Claim` per fuzzed result of [P1] and [P2].
 
-Each claim has the name used by the sympy certificates (``proofs/``), the CLI and
-the JSON; its source (paper and equation numbers); its statement; a hypothesis
+Each claim is declared once in :mod:`boundcheck.claims_registry` (name, paper
+reference, statement, expected verdict); :meth:`Claim.declared` binds a check to
+that declaration and refuses an undeclared name, and importing this module fails
+when a declared fuzzed claim has no check.  Each claim here adds a hypothesis
 strategy (:mod:`boundcheck.fuzz.strategies`); a checker returning a
 :class:`Check`; and optionally a :class:`Condition` under which it is expected
 to hold (the runner reports ``HOLDS_ONLY_UNDER`` when every failure violates the
@@ -35,7 +37,7 @@ from typing import Any, Callable
 import numpy as np
 from hypothesis import strategies as st
 
-from boundcheck import bounds, rules
+from boundcheck import bounds, claims_registry, rules
 from boundcheck.errors import InputError
 from boundcheck.fuzz import strategies as S
 
@@ -89,6 +91,9 @@ class Condition:
 
 @dataclass(frozen=True)
 class Claim:
+    """A fuzzed claim: its declaration (:mod:`boundcheck.claims_registry`) with the
+    hypothesis strategy, the checker and the JSON form of an example."""
+
     name: str
     source: str
     statement: str
@@ -102,6 +107,21 @@ class Claim:
     #: reported counterexample is small and exact (hypothesis does not always shrink
     #: across the branches of ``one_of``).
     small_strategy: Callable[[], st.SearchStrategy] | None = None
+
+    @classmethod
+    def declared(cls, name: str, strategy, check, to_json, **kw) -> "Claim":
+        """The fuzz check of the claim ``name`` declared in :mod:`boundcheck.claims_registry`
+        (reference and statement from there).
+
+        Raises
+        ------
+        ValueError
+            When ``name`` is not declared there with an expected fuzz verdict.
+        """
+        spec = claims_registry.CLAIMS.get(name)
+        if spec is None or not spec.fuzzed:
+            raise ValueError(f"fuzz claim {name!r} is not declared as fuzzed in boundcheck.claims_registry")
+        return cls(name, spec.reference, spec.statement, strategy, check, to_json, **kw)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -741,101 +761,86 @@ def _register(c: Claim) -> None:
     CLAIMS[c.name] = c
 
 
-_register(Claim(
-    "thm3", "[P1] Theorem 3, eq. (16)-(17)",
-    "For every relevance-conserving S x R matrix M, sqrt(R/S) is a singular value of M attained for the singular vector 1_S/sqrt(S).",
+_register(Claim.declared(
+    "thm3",
     S.conserving_matrices, _check_thm3, _matrix_json, default_examples=150))
-_register(Claim(
-    "thm3_rayleigh", "[P1] Theorem 3 proof, eq. (17)",
-    "1_S^T M M^T 1_S / S = R/S, hence sigma_max(M) >= sqrt(R/S) (conserving matrices and LRP matrices).",
+_register(Claim.declared(
+    "thm3_rayleigh",
     _thm3_rayleigh_examples, _check_thm3_rayleigh, _matrix_json,
     condition=Condition("M conserves relevance: every column sums to 1 (eq. 16)", conserves), default_examples=250))
-_register(Claim(
-    "thm4", "[P1] Theorem 4, eq. (49)-(50)",
-    "sigma_max(M_beta) <= sqrt(R) sqrt((1+beta)^2+beta^2) <= sqrt(R)(1+sqrt(2) beta) for LRP-beta at any layer.",
+_register(Claim.declared(
+    "thm4",
     _layer_beta, _check_thm4, _layer_rule_json, default_examples=250))
-_register(Claim(
-    "cor5", "[P1] Corollary 5 (with Known Result 1, eq. (18))",
-    "The singular values of lim_{gamma->oo} M_gamma are <= sqrt(R).",
+_register(Claim.declared(
+    "cor5",
     S.layers, _check_cor5, _plain_json, default_examples=200))
-_register(Claim(
-    "kr1", "[P1] Known Result 1, eq. (10)",
-    "lim_{gamma->oo} Att_gamma(g_a, z_b) = (w_ab z_b)_+ / sum_b' (w_ab' z_b')_+ (the LRP-beta(0) entry, 0/0 := 0).",
+_register(Claim.declared(
+    "kr1",
     S.layers, _check_kr1, _plain_json, small_strategy=S.explicit_layer,
     condition=Condition("sum_b (w_ab z_b)_+ > 0 for every output a", _every_output_has_positive_part), default_examples=200))
-_register(Claim(
-    "lemma7", "[P1] Lemma 7, eq. (28)",
-    "LRP-beta: P_t <= 2^(t-1)(1+beta)^t and -N_t >= -2^(t-1) beta (1+beta)^(t-1) at every depth t (beta=0: [0,1]).",
+_register(Claim.declared(
+    "lemma7",
     _lemma7_examples, _lemma7_checker("paper"), _net_json, default_examples=200,
     adversarial=_adversarial("beta", 1.0)))
-_register(Claim(
-    "lemma7_exact", "[P1] Lemma 7 proof, recursion eq. (86), (101) solved exactly",
-    "LRP-beta: P_t <= ((1+2beta)^t+1)/2 and N_t <= ((1+2beta)^t-1)/2 at every depth t.",
+_register(Claim.declared(
+    "lemma7_exact",
     _lemma7_examples, _lemma7_checker("exact"), _net_json, default_examples=200,
     adversarial=_adversarial("beta", 1.0)))
-_register(Claim(
-    "lemma8", "[P1] Lemma 8, eq. (29)-(30)",
-    "LRP-gamma, gamma > 1, networks satisfying condition (29) in every layer: P_t <= 2^(t-1) c+ b^(t-1), -N_t >= -2^(t-1) b^(t-1)/(sqrt(gamma)-1).",
+_register(Claim.declared(
+    "lemma8",
     lambda: _lemma8_examples(True), _lemma8_checker("paper"), _net_json, default_examples=200,
     adversarial=_adversarial("gamma", 4.0)))
-_register(Claim(
-    "lemma8_exact", "[P1] Lemma 8 proof, recursion eq. (181)-(182), (219) solved exactly",
-    "LRP-gamma under (29): P_t <= ((1+2c-)^t+1)/2 and N_t <= ((1+2c-)^t-1)/2, c- = sqrt(gamma)/(1+gamma-sqrt(gamma)).",
+_register(Claim.declared(
+    "lemma8_exact",
     lambda: _lemma8_examples(True), _lemma8_checker("exact"), _net_json, default_examples=200,
     adversarial=_adversarial("gamma", 4.0)))
-_register(Claim(
-    "lemma8_no_condition", "[P1] Lemma 8, eq. (30) without condition (29)",
-    "The Lemma 8 bounds hold for LRP-gamma on any ReLU network (condition (29) dropped).",
+_register(Claim.declared(
+    "lemma8_no_condition",
     lambda: _lemma8_examples(False), _lemma8_checker("paper"), _net_json, default_examples=150,
     small_strategy=lambda: st.tuples(S.explicit_network(), S.GAMMAS.map(lambda g: {"gamma": g}))))
-_register(Claim(
-    "eq31", "[P1] eq. (31) (from Lemma 7)",
-    "LRP-beta: for inputs x^(i) of one network, every attribution component varies within z_u - z_l = 2^(n-1)(1+2beta)(1+beta)^(n-1) (1 for beta=0).",
+_register(Claim.declared(
+    "eq31",
     lambda: st.tuples(S.networks(n_inputs=4), S.BETAS.map(lambda b: {"beta": b})), _check_eq31, _net_json,
     default_examples=150))
-_register(Claim(
-    "eq33", "[P1] eq. (33) (from Lemma 8)",
-    "LRP-gamma under (29): every attribution component varies within 2^(n-1) b^(n-1) (c+ + 1/(sqrt(gamma)-1)).",
+_register(Claim.declared(
+    "eq33",
     lambda: S.condition29_networks(n_inputs=4).map(lambda ng: (ng[0], {"gamma": ng[1]})), _check_eq33, _net_json,
     default_examples=150))
-_register(Claim(
-    "hoeffding", "[P1] Known Result 6, eq. (22)-(24)",
-    "eq. (23) and (24) are inverses, and P(|mean - E| >= t(delta)) <= delta for the exact binomial tail (d independent components, union bound).",
+_register(Claim.declared(
+    "hoeffding",
     S.hoeffding_setups, _check_hoeffding, _plain_json, default_examples=250))
-_register(Claim(
-    "kr9", "[P1] Known Result 9",
-    "E||W||_2 = sqrt(R) sigma for R iid N(0, sigma^2) entries.",
+_register(Claim.declared(
+    "kr9",
     S.norm_setups, _check_kr9, _plain_json, default_examples=100))
-_register(Claim(
-    "kr9_upper", "[P1] Known Result 9 (corrected to an inequality; Jensen)",
-    "E||W||_2 = sigma sqrt(2) Gamma((R+1)/2)/Gamma(R/2) <= sqrt(R) sigma.",
+_register(Claim.declared(
+    "kr9_upper",
     S.norm_setups, _check_kr9_upper, _plain_json, default_examples=150))
-_register(Claim(
-    "sanity_thm1_ssim", "[P2] Theorem 1, proof B eq. (3)-(7)",
-    "Over 0 <= sigma_AB <= sigma_A sigma_B, |SSIM| is minimal at sigma_AB = 0 and that minimum is <= C2/(sigma_A^2+sigma_B^2+C2).",
+_register(Claim.declared(
+    "sanity_thm1_ssim",
     S.moments, _check_ssim, _plain_json, default_examples=300))
-_register(Claim(
-    "sanity_thm2_overtaking", "[P2] Theorem 2, proof E eq. (21)-(36)",
-    "With min XL >= K max XS: P(sum w_s x_s / sum w_l x_l >= 1) = 1 - CDF_gamma1(1) <= 1 - CDF_gamma2(K), gamma2 = sqrt(|XS|/|XL|).",
+_register(Claim.declared(
+    "sanity_thm2_overtaking",
     S.cauchy_setups, _check_overtaking, _plain_json, default_examples=150))
-_register(Claim(
-    "sanity_thm3_spearman", "[P2] Theorem 3, proof C eq. (8)-(10)",
-    "Among samples with rank covariance >= 0 the Spearman correlation is >= 0, with minimum 0 exactly at zero rank covariance.",
+_register(Claim.declared(
+    "sanity_thm3_spearman",
     S.paired_samples, _check_spearman, _plain_json, default_examples=300))
-_register(Claim(
-    "sanity_thm3_rank_sign", "[P2] Section C, last paragraph",
-    "sigma_R(A)R(B) >= 0 iff sigma_AB >= 0 (rank covariance and Pearson covariance have the same sign).",
+_register(Claim.declared(
+    "sanity_thm3_rank_sign",
     S.paired_samples, _check_rank_sign, _plain_json, default_examples=300))
-_register(Claim(
-    "sanity_thm4_mse", "[P2] Theorem 4, proof D eq. (12)-(15)",
-    "E[(A/E[A^2]^.5 - B/E[B^2]^.5)^2] = 2 - 2(sigma_AB + mu_A mu_B)/(E[A^2]E[B^2])^.5 <= 2 - 2 mu_A mu_B/(..) for sigma_AB >= 0, maximal at sigma_AB = 0.",
+_register(Claim.declared(
+    "sanity_thm4_mse",
     _mse_examples, _check_mse, lambda ex: {"sample": ex[0].to_json(), "moments": ex[1].to_json()}, default_examples=250))
-_register(Claim(
-    "adaptive_beta", "[P2] A.2, eq. (1)-(2)",
-    "beta = -N/(P+N) solves beta/(1+beta) = -N/P, with P = sum (w x)_+, N = sum (w x)_-.",
+_register(Claim.declared(
+    "adaptive_beta",
     S.layers, _check_adaptive_beta, _plain_json, small_strategy=S.explicit_layer,
     condition=Condition("P + N > 0 for every output (P = sum_b (w_ab z_b)_+, N = sum_b (w_ab z_b)_-)", _p_plus_n_positive),
     default_examples=200))
+
+
+_undeclared = set(claims_registry.fuzzed()) ^ set(CLAIMS)
+if _undeclared:
+    raise ValueError(f"fuzz checks and boundcheck.claims_registry disagree on {sorted(_undeclared)}")
+CLAIMS = {name: CLAIMS[name] for name in claims_registry.fuzzed()}  # the registry's order
 
 
 def get_claim(name: str) -> Claim:

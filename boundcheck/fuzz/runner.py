@@ -34,9 +34,6 @@ from hypothesis import seed as hseed
 from boundcheck.errors import InputError, require_int
 from boundcheck.fuzz.claims import CLAIMS, Check, Claim, get_claim
 
-VERDICTS = ("HOLDS", "FAILS", "HOLDS_ONLY_UNDER")
-
-
 @dataclass
 class Verdict:
     """The outcome of fuzzing one claim (:meth:`to_dict` is JSON-ready).

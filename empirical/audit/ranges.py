@@ -23,8 +23,8 @@ import math
 
 import numpy as np
 
-from boundcheck.bounds import eq31_value_range_log10, eq33_value_range_log10
 from boundcheck.hoeffding import hoeffding_samples_log10
+from boundcheck.rule_bounds import rule_lemma, value_range_log10
 from boundcheck.rules import parse_rule
 
 DELTA = 0.05
@@ -35,11 +35,9 @@ T_RELATIVE = 0.01
 def theory_range_log10(rule_name: str, n: int, bound: str) -> float | None:
     """``log10(z_u - z_l)`` by eq. (31)/(33) for ``n`` rule ops, or None (no bound for the rule)."""
     rule = parse_rule(rule_name)
-    if "beta" in rule.params and rule.adaptive_beta_max is None:
-        return eq31_value_range_log10(rule.params["beta"], n, bound)
-    if "gamma" in rule.params and rule.params["gamma"] > 1:
-        return eq33_value_range_log10(rule.params["gamma"], n, bound)
-    return None
+    if rule_lemma(rule) is None:
+        return None
+    return value_range_log10(rule, n, bound)
 
 
 def required_m_log10(range_log10: float | None, t: float, delta: float = DELTA) -> float | None:

@@ -30,8 +30,8 @@ from typing import Sequence
 
 import numpy as np
 
-from boundcheck.bounds import lemma7_bounds_log10, lemma8_bounds_log10
 from boundcheck.errors import InputError
+from boundcheck.rule_bounds import rule_lemma, sum_bounds_log10
 from boundcheck.rules import parse_rule
 
 def is_rule_op(rec) -> bool:
@@ -63,14 +63,11 @@ def rule_bounds_log10(rule_name: str, t: int):
     condition (29) holds, see :mod:`empirical.audit.condition29`); other rules: None.
     """
     rule = parse_rule(rule_name)
+    if rule_lemma(rule) is None:
+        return None
     out = {}
     for bound in ("paper", "exact"):
-        if "beta" in rule.params and rule.adaptive_beta_max is None:
-            b = lemma7_bounds_log10(rule.params["beta"], t, bound)
-        elif "gamma" in rule.params and rule.params["gamma"] > 1:
-            b = lemma8_bounds_log10(rule.params["gamma"], t, bound)
-        else:
-            return None
+        b = sum_bounds_log10(rule, t, bound)
         out[bound] = (b.positive_upper_log10, b.negative_magnitude_log10)
     return out
 

@@ -41,9 +41,11 @@ def _plt():
 def bound_curves_log10(model: str, methods, m_grid) -> dict:
     """{(method, form): [log10 bound at each m]} for the LRP methods, or {} when unavailable."""
     try:
-        from boundcheck.bounds import eq31_value_range_log10, eq33_value_range_log10
+        from boundcheck.errors import InputError
         from boundcheck.hoeffding import l2_deviation_bound_log10
         from boundcheck.networks import NETWORK_DEPTHS
+        from boundcheck.rule_bounds import rule_lemma, value_range_log10
+        from boundcheck.rules import parse_rule
     except ImportError:
         return {}
     n = NETWORK_DEPTHS.get(model)
@@ -51,14 +53,14 @@ def bound_curves_log10(model: str, methods, m_grid) -> dict:
         return {}
     out = {}
     for meth in methods:
-        if meth.startswith("lrp_beta_"):
-            par, fn = float(meth.rsplit("_", 1)[1]), eq31_value_range_log10
-        elif meth.startswith("lrp_gamma_"):
-            par, fn = float(meth.rsplit("_", 1)[1]), eq33_value_range_log10
-        else:
+        try:
+            rule = parse_rule(meth)
+        except InputError:  # a gradient method: its bound (eq. 32) needs the weight norms
+            continue
+        if rule_lemma(rule) is None:
             continue
         for form in ("paper", "exact"):
-            lb = fn(par, n, form)
+            lb = value_range_log10(rule, n, form)
             out[(meth, form)] = [l2_deviation_bound_log10(DELTA, int(m), lb) for m in m_grid]
     return out
 
