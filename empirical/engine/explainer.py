@@ -19,11 +19,14 @@ from boundcheck.errors import InputError
 from boundcheck.rules import DEFAULT_CONVENTIONS, Conventions, parse_rule
 from empirical.engine.graph import canonicalise
 from empirical.engine.kinds import KINDS, LRP_OP_KINDS, UnsupportedModuleError, plan_graph
-from empirical.engine.ops import add_step, lrp_step, pos_neg_sums, sign_part_outputs, symmetric_rule
+from empirical.engine.ops import WeightCache, add_step, lrp_step, pos_neg_sums, sign_part_outputs, symmetric_rule
 
 __all__ = ["Explainer", "Attribution", "LayerRecord", "PAPER_METHODS", "parse_method", "UnsupportedModuleError"]
 
 PAPER_METHODS = ("squared_gradient", "gradient_x_input", "lrp_beta_0", "lrp_beta_1", "lrp_gamma_100", "lrp_gamma_1000")
+
+#: the smallest "auto" combined-weight budget (bytes)
+AUTO_CACHE_FLOOR = 1 << 30
 
 _GRADIENT_METHODS = ("gradient", "squared_gradient", "gradient_x_input")
 _IG_RE = re.compile(r"^integrated_gradients(?:_(\d+))?$")
@@ -111,7 +114,7 @@ class Explainer:
     """
 
     def __init__(self, model, conventions: Conventions = DEFAULT_CONVENTIONS, dtype=torch.float32, device=None,
-                 allow_tf32: bool = False, channels_last: bool | None = None):
+                 allow_tf32: bool = False, channels_last: bool | None = None, weight_cache_bytes="auto"):
         """``allow_tf32``: let CUDA convolutions/matmuls use TF32 (10-bit mantissa).
         Off by default: with TF32 the float32 maps on an H100 differed from float64
         by up to 10% (gradients) and more (LRP-gamma near condition-(29) violations)
@@ -121,7 +124,17 @@ class Explainer:
         4-d activation and relevance tensor channels-last (NHWC).  ``None`` (default):
         on the CPU only, where oneDNN's convolutions run natively in NHWC and were
         about 10% faster on ResNet-50's layers (``BENCHMARKS.md``); a layout choice,
-        the values are the same up to summation order."""
+        the values are the same up to summation order.
+
+        ``weight_cache_bytes``: budget for the combined LRP weights kept between
+        calls (:class:`empirical.engine.ops.WeightCache`); beyond it an operator
+        transposes with its stored ``[W+; W-]`` instead (same maps, no further
+        weight copy).  ``"auto"`` (default): the byte size of the model's
+        parameters in ``dtype`` but at least 1 GiB, so the engine keeps at most
+        three weight-sized copies besides its canonical model (``W+``, ``W-``,
+        and at most one copy's worth of combined weights) on large networks,
+        while the paper networks keep all their combined weights (ResNet-50's
+        six methods: 0.5 GiB in float32); ``None``: no limit; an int: bytes."""
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(conventions, Conventions):
@@ -146,6 +159,14 @@ class Explainer:
             if hasattr(mod, "inplace"):
                 mod.inplace = False
         self.plan = plan_graph(self.gm, conventions)
+        if weight_cache_bytes == "auto":
+            weight_cache_bytes = max(AUTO_CACHE_FLOOR, sum(p.numel() * p.element_size() for p in self.gm.parameters()))
+        elif weight_cache_bytes is not None and (not isinstance(weight_cache_bytes, int) or weight_cache_bytes < 0):
+            raise InputError(f"weight_cache_bytes must be 'auto', None or an int >= 0, got {weight_cache_bytes!r}")
+        self.weight_cache = WeightCache(weight_cache_bytes)
+        for p in self.plan.plans.values():
+            if p.op is not None and hasattr(p.op, "_cache"):
+                p.op.budget = self.weight_cache
         self._nodes = self.plan.nodes
         self._plans = self.plan.plans
         self._kinds = {n: p.kind for n, p in self._plans.items()}

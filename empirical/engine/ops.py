@@ -55,6 +55,36 @@ def _combine(alpha, beta, Wp, Wn):
     return W
 
 
+class WeightCache:
+    """A byte budget for the combined weights ``sum_t c_t (a W+ + b W-)`` of all
+    operators of one explainer.
+
+    Within the budget a combined weight is built once and kept (one transposed
+    call per rule and input sign); beyond it the operator folds the terms into the
+    ratios instead and transposes with the stored ``[W+; W-]`` (same values, no
+    new weight copy, up to twice the work for rules with one term per sign).
+    ``limit_bytes=None``: no limit.
+    """
+
+    def __init__(self, limit_bytes: int | None = None):
+        self.limit = limit_bytes
+        self.used = 0
+
+    def admit(self, nbytes: int, force: bool = False) -> bool:
+        """Count ``nbytes`` against the budget if they fit (always with ``force``)."""
+        if not force and self.limit is not None and self.used + nbytes > self.limit:
+            return False
+        self.used += nbytes
+        return True
+
+
+_NO_LIMIT = WeightCache(None)
+
+
+def _nbytes(t) -> int:
+    return t.numel() * t.element_size()
+
+
 class _SignedOp:
     """Backward-pass machinery shared by operators with weights of both signs.
 
@@ -67,6 +97,11 @@ class _SignedOp:
     """
 
     nonneg = False
+    budget = _NO_LIMIT  # set by the explainer (one WeightCache for all its operators)
+
+    def _split_w2(self):
+        """``W+``/``W-`` as views of the one stored ``[W+; W-]`` (no extra copy)."""
+        self.Wp, self.Wn = self.W2[: self.cout], self.W2[self.cout :]
 
     def _build(self, key):
         parts = [_combine(a, b, self.Wp, self.Wn) for a, b in key]
@@ -74,36 +109,68 @@ class _SignedOp:
         return W.contiguous(memory_format=_fmt_of(self.Wp))
 
     def _weights(self, key):
+        """Combined weights of ``key``, cached within the budget; None beyond it
+        (the caller then folds the terms, :meth:`_folded_transpose`)."""
         W = self._cache.get(key)
         if W is None:
-            W = self._cache[key] = self._build(key)
+            n = len(key) * _nbytes(self.Wp)
+            if self.W2 is not None and not self.budget.admit(n):
+                return None
+            W = self._build(key)
+            if self.W2 is None:  # grouped convolution: small weights, always kept (and counted)
+                self.budget.admit(n, force=True)
+            self._cache[key] = W
         return W
 
     def _weights_multi(self, keys, dim):
         """The weights of several keys side by side along ``dim`` (their outputs); the
-        single keys' weights are not cached on the way (one copy per use)."""
+        single keys' weights are not cached on the way (one copy per use).  None
+        beyond the budget."""
         W = self._cache.get((dim,) + keys)
         if W is None:
+            if not self.budget.admit(sum(len(k) for k in keys) * _nbytes(self.Wp)):
+                return None
             parts = [self._cache[k] if k in self._cache else self._build(k) for k in keys]
             W = torch.cat(parts, dim).contiguous(memory_format=_fmt_of(self.Wp))
             self._cache[(dim,) + keys] = W
         return W
 
+    def _folded_transpose(self, buf, key, in_shape):
+        """``sum_t L^T_{a_t W+ + b_t W-} g_t = L^T_{[W+; W-]} [sum_t a_t g_t; sum_t b_t g_t]``:
+        the terms folded into the ratios, transposed with the stored ``W2``."""
+        c = self.cout
+        d = self._multi_out_dim if isinstance(self, LinearOp) else 1
+        gp = gn = None
+        for t, (a, b) in enumerate(key):
+            g = buf.narrow(d, t * c, c)
+            if a != 0.0:
+                gp = a * g if gp is None else gp.add_(g, alpha=a)
+            if b != 0.0:
+                gn = b * g if gn is None else gn.add_(g, alpha=b)
+        if gn is None:
+            return self._transpose_raw(gp, self.Wp, in_shape)
+        if gp is None:
+            return self._transpose_raw(gn, self.Wn, in_shape)
+        return self._transpose_raw(torch.cat([gp, gn], d), self.W2, in_shape)
+
     def transpose_signs(self, buf, keys, in_shape):
         """:meth:`transpose_terms` for several keys (one per input sign) of the same buffer.
 
-        Where the operator allows it (ungrouped convolution, linear layer) the keys'
-        weights are placed side by side so that ONE call returns all of them.
-        Returns one tensor per key (None for a key without a non-zero weight).
+        Where the operator allows it (ungrouped convolution, linear layer) and the
+        budget holds the weights, the keys' weights are placed side by side so that
+        ONE call returns all of them.  Returns one tensor per key (None for a key
+        without a non-zero weight).
         """
         live = [i for i, key in enumerate(keys) if any(ab != (0.0, 0.0) for ab in key)]
         out = [None] * len(keys)
         if len(live) > 1 and self._multi_dim is not None:
             sub = tuple(keys[i] for i in live)
-            T = self._transpose_raw(buf, self._weights_multi(sub, self._multi_dim), in_shape)
-            for j, T_j in enumerate(T.chunk(len(live), dim=self._multi_out_dim)):
-                out[live[j]] = T_j
-            return out
+            W = self._weights_multi(sub, self._multi_dim)
+            if W is not None:
+                T = self._transpose_raw(buf, W, in_shape)
+                for j, T_j in enumerate(T.chunk(len(live), dim=self._multi_out_dim)):
+                    out[live[j]] = T_j
+                return out
         for i in live:
             out[i] = self.transpose_terms(buf, keys[i], in_shape)
         return out
@@ -141,11 +208,14 @@ class ConvOp(_SignedOp):
         self.bias = None if module.bias is None else module.bias.detach()
         self.cout = W.shape[0]
         fmt = _fmt_of(W)  # the canonical model's memory format (Explainer(channels_last=...))
-        self.Wp = W.clamp(min=0).contiguous(memory_format=fmt)
-        self.Wn = W.clamp(max=0).contiguous(memory_format=fmt)
-        # groups == 1: both weight parts in ONE call ([W+; W-] along the output channels)
-        self.W2 = torch.cat([self.Wp, self.Wn]).contiguous(memory_format=fmt) if self.groups == 1 else None
         self.bias_shape = (self.cout, 1, 1)
+        if self.groups == 1:  # both weight parts in ONE call ([W+; W-] along the output channels)
+            self.W2 = torch.cat([W.clamp(min=0), W.clamp(max=0)]).contiguous(memory_format=fmt)
+            self._split_w2()
+        else:
+            self.W2 = None
+            self.Wp = W.clamp(min=0).contiguous(memory_format=fmt)
+            self.Wn = W.clamp(max=0).contiguous(memory_format=fmt)
         self._cache = {}
 
     def _conv(self, z, W):
@@ -191,7 +261,10 @@ class ConvOp(_SignedOp):
 
     def transpose_terms(self, buf, key, in_shape):
         if self.groups == 1:
-            return self._transpose_raw(buf, self._weights(key), in_shape)
+            W = self._weights(key)
+            if W is None:
+                return self._folded_transpose(buf, key, in_shape)
+            return self._transpose_raw(buf, W, in_shape)
         out = None
         for t, ab in enumerate(key):
             if ab == (0.0, 0.0):
@@ -208,10 +281,9 @@ class LinearOp(_SignedOp):
 
     def __init__(self, weight, bias=None):
         W = weight.detach()
-        self.Wp = W.clamp(min=0).contiguous()
-        self.Wn = W.clamp(max=0).contiguous()
-        self.W2 = torch.cat([self.Wp, self.Wn], 0).contiguous()
         self.cout = W.shape[0]
+        self.W2 = torch.cat([W.clamp(min=0), W.clamp(max=0)], 0).contiguous()
+        self._split_w2()
         self.bias = None if bias is None else bias.detach()
         self.bias_shape = (self.cout,)
         self._cache = {}
@@ -233,7 +305,10 @@ class LinearOp(_SignedOp):
         return buf @ W
 
     def transpose_terms(self, buf, key, in_shape):
-        return buf @ self._weights(key)
+        W = self._weights(key)
+        if W is None:
+            return self._folded_transpose(buf, key, in_shape)
+        return buf @ W
 
 
 class _NonNegOp:
