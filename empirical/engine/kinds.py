@@ -21,14 +21,18 @@ Treatments
     :mod:`empirical.audit.depth`).
 ``pass``
     relevance copied unchanged to the relevance input (activations, identity,
-    dropout in eval, a gate's product, and with ``normalisation="pass"`` the
-    elementwise affine maps).
+    dropout in eval, and with ``normalisation="pass"`` the elementwise affine
+    maps).
+``gate``
+    ``x * g(x)`` with a sigmoid-type gate ``g`` (squeeze-excitation): all
+    relevance to ``x``, none through ``g``.
 ``route``
     data movement: relevance moves with autograd's vector-Jacobian product
     (reshapes, permutations, padding, concatenation, indexing, max pooling).
 ``attention``
-    an attention module: value path affine (the rule), attention weights
-    constant.
+    an attention module (value path affine, the rule; attention weights
+    constant), or a product with softmax attention weights held constant
+    (affine in the values, weights >= 0).
 ``none``
     no relevance: input/output, constants, shapes, attention logits and weights.
 
@@ -86,7 +90,7 @@ class Kind:
     Attributes
     ----------
     name : str
-    treatment : {"affine", "pass", "route", "attention", "none"}
+    treatment : {"affine", "pass", "gate", "route", "attention", "none", "unsupported"}
     depth : int
         Rule ops the node stands for on a relevance path (Lemma 7/8 depth).
     keeps_inputs : bool
@@ -112,13 +116,14 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("add", "affine", 1, True, "sum of two input-dependent tensors (weights 1)"),
     Kind("diag", "affine", 1, False, "elementwise affine map s*z + c (unfolded BatchNorm, LayerNorm with "
                                       "statistics constant, layer scale, constant scaling/offset)"),
-    Kind("attnsum", "affine", 1, False, "product with attention weights held constant (weights >= 0)"),
+    Kind("attnsum", "attention", 1, False, "product with attention weights held constant (weights >= 0)"),
     Kind("attention", "attention", 3, False, "attention module: value projection, A @ V, output projection"),
     Kind("pass", "pass", 0, False, "relevance unchanged (activation, identity, dropout)"),
-    Kind("gate", "pass", 0, False, "x * g(x): all relevance to x, none through the gate g"),
+    Kind("gate", "gate", 0, False, "x * g(x): all relevance to x, none through the gate g"),
     Kind("route", "route", 0, True, "data movement (vector-Jacobian product)"),
     Kind("maxpool", "route", 0, True, "max pooling (winner-take-all)"),
     Kind("weights", "none", 0, False, "attention logits/weights (constant in the backward pass)"),
+    Kind("unsupported", "unsupported", 0, False, "no treatment defined (only in plan_graph(collect=True))"),
 )}
 
 #: kinds whose operator goes through :func:`empirical.engine.ops.lrp_step`
@@ -131,7 +136,7 @@ def depth_weight(kind: str) -> int:
 
 
 def is_rule_kind(kind: str) -> bool:
-    return KINDS[kind].treatment in ("affine", "attention")
+    return KINDS[kind].depth > 0
 
 
 # --------------------------------------------------------------------------- node plans
@@ -166,6 +171,7 @@ class GraphPlan:
     plans: dict
     depth: dict = field(default_factory=dict)
     nonneg: set = field(default_factory=set)
+    unsupported: list = field(default_factory=list)
 
     def kind(self, node) -> str:
         return self.plans[node].kind
@@ -271,7 +277,9 @@ def _is(node, family) -> bool:
 # --------------------------------------------------------------------------- classification
 
 class _Planner:
-    def __init__(self, gm: fx.GraphModule, conventions: Conventions):
+    def __init__(self, gm: fx.GraphModule, conventions: Conventions, collect: bool = False):
+        self.collect = collect
+        self.errors = []
         self.gm = gm
         self.conv = conventions
         self.modules = dict(gm.named_modules())
@@ -297,12 +305,23 @@ class _Planner:
     def unsupported(self, node, why):
         return _unsupported(node, self.modules, why)
 
+    def failed(self, node, exc):
+        """``collect=True``: record the error, keep the node in the graph (relevance stops)."""
+        self.dep[node] = True
+        self.errors.append(str(exc))
+        self.plans[node] = NodePlan("unsupported", path=module_path(node), note=str(exc))
+
     # ------------------------------------------------------------------ pass 1: forward
     def run(self) -> GraphPlan:
         for node in self.nodes:
-            self.plans[node] = self.classify(node)
+            try:
+                self.plans[node] = self.classify(node)
+            except UnsupportedModuleError as exc:
+                if not self.collect or node.op in ("placeholder", "output"):
+                    raise
+                self.failed(node, exc)
         self.resolve_products()
-        plan = GraphPlan(nodes=self.nodes, plans=self.plans)
+        plan = GraphPlan(nodes=self.nodes, plans=self.plans, unsupported=self.errors)
         plan.depth = relevance_depths(plan)
         plan.nonneg = self.nonneg_nodes()
         return plan
@@ -582,13 +601,20 @@ class _Planner:
         for node in pending:
             if self.plans[node].kind == "weights?":
                 if node in relevant:
-                    raise self.unsupported(
+                    exc = self.unsupported(
                         node, "a product of two input-dependent tensors that is neither a gate x*sigmoid(...) nor "
                               "an attention-weighted sum (softmax(...) @ v)")
+                    if not self.collect:
+                        raise exc
+                    self.failed(node, exc)
+                    continue
                 self.plans[node] = NodePlan("weights", path=module_path(node), note="attention logits")
         for node in self.nodes:
             if self.plans[node].kind == "weights" and node in relevant:
-                raise self.unsupported(node, "a softmax whose output is used as a value, not as attention weights")
+                exc = self.unsupported(node, "a softmax whose output is used as a value, not as attention weights")
+                if not self.collect:
+                    raise exc
+                self.failed(node, exc)
         for node in self.nodes:  # nodes that only feed attention logits carry no relevance either
             if node not in relevant and self.plans[node].kind not in ("input", "output", "const", "meta", "weights"):
                 self.plans[node].note = (self.plans[node].note + "; no relevance reaches it").lstrip("; ")
@@ -647,12 +673,16 @@ def relevance_depths(plan: GraphPlan) -> dict:
     return D
 
 
-def plan_graph(gm: fx.GraphModule, conventions: Conventions) -> GraphPlan:
+def plan_graph(gm: fx.GraphModule, conventions: Conventions, collect: bool = False) -> GraphPlan:
     """Classify every node of a canonical graph (see the module docstring).
+
+    ``collect=True`` (``boundcheck check-model``): nodes without a treatment get
+    the kind ``"unsupported"`` and their one-line errors are listed in
+    ``GraphPlan.unsupported`` instead of raising.
 
     Raises
     ------
     UnsupportedModuleError
         Naming the module path and the blocker of the first node without a treatment.
     """
-    return _Planner(gm, conventions).run()
+    return _Planner(gm, conventions, collect).run()
