@@ -550,3 +550,37 @@ def randomise_batchnorm_stats(model, generator=None):
             if getattr(mod, "bias", None) is not None:
                 mod.bias.copy_(draw(mod.bias, "bias"))
     return m
+
+
+# ---------------------------------------------------------------------------- torchvision coverage helpers
+_SMALLEST_SIDE = {"alexnet": 63, "inception_v3": 75, "maxvit_t": 224}
+
+
+def torchvision_classifier(name, num_classes=1000, seed=0):
+    """Random-weight torchvision classifier ``name`` and the side of its smallest square input.
+
+    The side is 32 except: ``alexnet`` 63 (three stride-2 max-poolings after a
+    stride-4 convolution), ``inception_v3`` 75 (its documented minimum),
+    ``maxvit_t`` 224 (every stage's grid must be divisible by the partition size 7),
+    and ViTs ``2 * patch_size`` (built with ``image_size`` set so, a 2x2 patch grid).
+    ``googlenet``/``inception_v3`` are built without auxiliary heads and with
+    their weight initialisation.
+
+    Returns
+    -------
+    (torch.nn.Module, int)
+    """
+    import torchvision
+
+    names = torchvision.models.list_models(module=torchvision.models)
+    if name not in names:
+        raise InputError(f"unknown torchvision classifier {name!r}")
+    kwargs = {"weights": None, "num_classes": num_classes}
+    side = _SMALLEST_SIDE.get(name, 32)
+    if name in ("googlenet", "inception_v3"):
+        kwargs.update(aux_logits=False, init_weights=True)
+    if name.startswith("vit_"):
+        side = 2 * int(name.rsplit("_", 1)[1])
+        kwargs["image_size"] = side
+    torch.manual_seed(seed)
+    return torchvision.models.get_model(name, **kwargs), side
