@@ -582,5 +582,7 @@ def torchvision_classifier(name, num_classes=1000, seed=0):
     if name.startswith("vit_"):
         side = 2 * int(name.rsplit("_", 1)[1])
         kwargs["image_size"] = side
-    torch.manual_seed(seed)
-    return torchvision.models.get_model(name, **kwargs), side
+    with torch.random.fork_rng():  # the caller's RNG state is left as it was
+        torch.manual_seed(seed)
+        model = torchvision.models.get_model(name, **kwargs)
+    return model, side
