@@ -86,7 +86,7 @@ from boundcheck.errors import InputError
 
 __all__ = [
     "modified_gradient", "lrp0_reference", "gradient_reference", "compare_with_engine",
-    "randomise_batchnorm_stats", "relative_error", "OracleMode",
+    "randomise_batchnorm_stats", "relative_error", "OracleMode", "torchvision_classifier",
 ]
 
 

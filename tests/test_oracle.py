@@ -391,3 +391,156 @@ def test_relative_error_is_finite():
     assert relative_error(torch.ones(3), z) == pytest.approx(3 ** 0.5)
     assert relative_error(torch.tensor([1.0, float("nan")]), torch.ones(2)) == float("inf")
     assert relative_error(torch.tensor([2.0, 0.0]), torch.tensor([1.0, 0.0])) == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------------------- part 2: the engine against the oracle
+def _vgg():
+    from torchvision.models.vgg import VGG, make_layers
+
+    m = VGG(make_layers([8, "M", 16, "M"], batch_norm=True), num_classes=10)
+    m.classifier = nn.Sequential(nn.Linear(16 * 49, 32), nn.ReLU(True), nn.Dropout(), nn.Linear(32, 10))
+    return m
+
+
+def _alexnet():
+    m = torchvision.models.AlexNet(num_classes=10)
+    m.classifier = nn.Sequential(nn.Dropout(), nn.Linear(256 * 36, 32), nn.ReLU(True), nn.Linear(32, 10))
+    return m
+
+
+def _efficientnet():
+    from torchvision.models.efficientnet import EfficientNet, _efficientnet_conf
+
+    setting, last = _efficientnet_conf("efficientnet_b0", width_mult=0.25, depth_mult=0.25)
+    return EfficientNet(setting, 0.2, last_channel=last, num_classes=10)
+
+
+def _efficientnet_v2():
+    from torchvision.models.efficientnet import EfficientNet, FusedMBConvConfig, MBConvConfig
+
+    setting = [FusedMBConvConfig(1, 3, 1, 8, 8, 1), FusedMBConvConfig(4, 3, 2, 8, 16, 1),
+               MBConvConfig(4, 3, 2, 16, 24, 1, width_mult=1.0, depth_mult=1.0)]
+    return EfficientNet(setting, 0.2, last_channel=64, num_classes=10)
+
+
+def _regnet():
+    from torchvision.models.regnet import BlockParams, RegNet
+
+    return RegNet(BlockParams.from_init_params(depth=3, w_0=8, w_a=8.0, w_m=2.0, group_width=8, se_ratio=0.25),
+                  num_classes=10, stem_width=8)
+
+
+def _convnext():
+    from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+
+    return ConvNeXt([CNBlockConfig(16, 32, 1), CNBlockConfig(32, None, 1)], num_classes=10)
+
+
+def _vit():
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    return VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64,
+                             num_classes=10)
+
+
+def _swin(v2):
+    from torchvision.models.swin_transformer import (
+        PatchMerging, PatchMergingV2, SwinTransformer, SwinTransformerBlock, SwinTransformerBlockV2,
+    )
+
+    return SwinTransformer([4, 4], 16, [2, 2], [2, 2], [2, 2], num_classes=10,
+                           block=SwinTransformerBlockV2 if v2 else SwinTransformerBlock,
+                           downsample_layer=PatchMergingV2 if v2 else PatchMerging)
+
+
+def _maxvit():
+    from torchvision.models.maxvit import MaxVit
+
+    return MaxVit(input_size=(32, 32), stem_channels=8, partition_size=2, block_channels=[8, 16],
+                  block_layers=[1, 1], head_dim=4, stochastic_depth_prob=0.0, num_classes=10)
+
+
+def _tv(fn, **kw):
+    return lambda: getattr(torchvision.models, fn)(num_classes=10, **kw)
+
+
+def _pending(reason):
+    return pytest.mark.xfail(strict=False, reason=reason)
+
+
+_BN_PASS = "engine passes relevance through an unfolded BatchNorm unchanged; LRP-0 of the affine map scales it"
+_LN_PASS = "engine passes relevance through LayerNorm unchanged; LRP-0 of the affine map (statistics constant) scales it"
+
+# family -> (builder, input side, marks)
+FAMILIES = {
+    "resnet": (lambda: torchvision.models.resnet.ResNet(torchvision.models.resnet.BasicBlock, [1, 1, 1, 1],
+                                                        num_classes=10), 32, ()),
+    "resnext_bottleneck": (lambda: torchvision.models.resnet.ResNet(torchvision.models.resnet.Bottleneck,
+                                                                    [1, 1, 1, 1], groups=2, width_per_group=16,
+                                                                    num_classes=10), 32, ()),
+    "vgg_bn": (_vgg, 32, ()),
+    "alexnet": (_alexnet, 63, ()),
+    "densenet": (lambda: torchvision.models.densenet.DenseNet(8, (2, 2), 16, bn_size=2, num_classes=10), 32,
+                 (_pending(_BN_PASS),)),
+    "mobilenet_v2": (_tv("mobilenet_v2", width_mult=0.25), 32, ()),
+    "mobilenet_v3_small": (_tv("mobilenet_v3_small", width_mult=0.5), 32, ()),
+    "efficientnet": (_efficientnet, 32, ()),
+    "efficientnet_v2": (_efficientnet_v2, 32, ()),
+    "googlenet": (_tv("googlenet", aux_logits=False, init_weights=True), 32, ()),
+    "shufflenet_v2": (_tv("shufflenet_v2_x0_5"), 32, ()),
+    "squeezenet": (_tv("squeezenet1_1"), 32, ()),
+    "regnet_y": (_regnet, 32, ()),
+    "mnasnet": (_tv("mnasnet0_5"), 32, ()),
+    "convnext": (_convnext, 32, (_pending("engine: layer-scale product and LayerNorm2d not supported yet"),)),
+    "vit": (_vit, 32, (_pending("engine: nn.MultiheadAttention / class token not supported yet"),)),
+    "swin": (lambda: _swin(False), 32, (_pending("engine: Swin V1 ShiftedWindowAttention not supported yet"),)),
+    "swin_v2": (lambda: _swin(True), 32, (_pending(_LN_PASS),)),
+    "maxvit": (_maxvit, 32, (_pending("engine: MaxViT attention (einsum) not supported yet"),)),
+}
+
+
+@pytest.mark.parametrize("family", [pytest.param(k, marks=v[2]) for k, v in FAMILIES.items()])
+def test_engine_matches_oracle(family):
+    make, side, _ = FAMILIES[family]
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = make()
+    model = randomise_batchnorm_stats(model, _seeded(1))
+    x = torch.randn(1, 3, side, side, dtype=D64, generator=_seeded(2))
+    r = compare_with_engine(model, x)
+    assert r["gradient_rel_error"] <= 1e-10, r
+    assert r["lrp0_oracle_rel_error"] <= 1e-8, r
+
+
+class _ToLast(nn.Module):
+    def forward(self, x):
+        return x.permute(0, 2, 3, 1)
+
+
+class _ToFirst(nn.Module):
+    def forward(self, x):
+        return x.permute(0, 3, 1, 2)
+
+
+def _tail():
+    return [nn.Conv2d(4, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5)]
+
+
+NORM_CASES = {
+    "batch_norm_folded": (lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), *_tail()), ()),
+    "batch_norm_unfolded": (lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.BatchNorm2d(4), *_tail()),
+                            (_pending(_BN_PASS),)),
+    "layer_norm": (lambda: nn.Sequential(nn.Conv2d(3, 4, 3), _ToLast(), nn.LayerNorm(4), _ToFirst(), *_tail()),
+                   (_pending(_LN_PASS),)),
+}
+
+
+@pytest.mark.parametrize("case", [pytest.param(k, marks=v[1]) for k, v in NORM_CASES.items()])
+def test_engine_normalisation_steps(case):
+    """The smallest models that isolate the engine's step at a normalisation layer."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = randomise_batchnorm_stats(NORM_CASES[case][0](), _seeded(1))
+    r = compare_with_engine(model, torch.randn(2, 3, 8, 8, dtype=D64, generator=_seeded(2)))
+    assert r["gradient_rel_error"] <= 1e-10, r
+    assert r["lrp0_oracle_rel_error"] <= 1e-8, r
