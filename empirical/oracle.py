@@ -559,10 +559,13 @@ _SMALLEST_SIDE = {"alexnet": 63, "inception_v3": 75, "maxvit_t": 224}
 def torchvision_classifier(name, num_classes=1000, seed=0):
     """Random-weight torchvision classifier ``name`` and the side of its smallest square input.
 
-    The side is 32 except: ``alexnet`` 63 (three stride-2 max-poolings after a
-    stride-4 convolution), ``inception_v3`` 75 (its documented minimum),
+    The side is 32, the smallest power of two every convolutional family takes
+    (VGG's five 2x2 max-poolings need 32; several families would also run at 16),
+    except: ``alexnet`` 63 (three stride-2 max-poolings after a stride-4
+    convolution; 62 fails), ``inception_v3`` 75 (its documented minimum),
     ``maxvit_t`` 224 (every stage's grid must be divisible by the partition size 7),
-    and ViTs ``2 * patch_size`` (built with ``image_size`` set so, a 2x2 patch grid).
+    and ViTs ``2 * patch_size`` (built with ``image_size`` set so: a 2x2 patch grid,
+    so that attention mixes more than the class token and one patch).
     ``googlenet``/``inception_v3`` are built without auxiliary heads and with
     their weight initialisation.
 
