@@ -321,6 +321,28 @@ def test_multihead_forward_reproduced(case):
         got, got_w = mha(q, k, v, **args)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(got_w, want_w, rtol=1e-12, atol=1e-12)
+    assert want_w.requires_grad and not got_w.requires_grad  # the weights are constants of the backward pass
+    assert got.requires_grad  # the value path carries gradient
+
+
+def test_multihead_fast_path_not_taken():
+    """Frozen, eval, no grad: torch would take its fused fast path; the oracle re-implements it."""
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(8, 2, batch_first=True).to(D64).eval().requires_grad_(False)
+    x = torch.randn(2, 4, 8, dtype=D64)
+    seen = []
+
+    class Spy(OracleMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            seen.append(func)
+            return super().__torch_function__(func, types, args, kwargs)
+
+    with torch.no_grad():
+        want = mha(x, x, x, need_weights=False)[0]
+        with Spy():
+            got = mha(x, x, x, need_weights=False)[0]
+    assert F.multi_head_attention_forward in seen
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("case", ["plain", "causal", "bool", "float", "scale"])
