@@ -255,6 +255,37 @@ def test_secant_slope(act, values, zero):
     torch.testing.assert_close(grad, want, rtol=1e-12, atol=1e-15)
 
 
+@settings(max_examples=10, deadline=None)
+@given(acts=st.lists(st.sampled_from(ACTIVATIONS), min_size=1, max_size=3), seed=st.integers(0, 2**16),
+       attention=st.booleans())
+def test_conservation_without_biases(acts, seed, attention):
+    """Without biases every LRP-0 step conserves relevance, so the map sums to the target logit
+    ([P1] eq. (13) with zero bias terms); with the secant slopes this holds for any activation."""
+    g = _seeded(seed)
+    layers = []
+    for act in acts:
+        layers += [nn.Linear(6, 6, bias=False), act()]
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        body = nn.Sequential(*layers, nn.Linear(6, 3, bias=False)).to(D64)
+        mha = nn.MultiheadAttention(6, 2, bias=False, batch_first=True).to(D64)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.mha = body, mha
+
+        def forward(self, x):
+            if attention:
+                x = self.mha(x, x, x, need_weights=False)[0]
+            return self.body(x.mean(1))
+
+    x = torch.randn(2, 4, 6, dtype=D64, generator=g)
+    grad, logits = modified_gradient(Net(), x)
+    total = (x * grad).sum((1, 2))
+    torch.testing.assert_close(total, logits.max(1).values, rtol=1e-10, atol=1e-12)
+
+
 def _relu_cnn():
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(inplace=True), nn.MaxPool2d(2),
