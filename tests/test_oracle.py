@@ -539,7 +539,7 @@ FAMILIES = {
     "mobilenet_v3_small": (_tv("mobilenet_v3_small", width_mult=0.5), 32, ()),
     "efficientnet": (_efficientnet, 32, ()),
     "efficientnet_v2": (_efficientnet_v2, 32, ()),
-    "googlenet": (_tv("googlenet", aux_logits=False, init_weights=True), 32, ()),
+    "googlenet": (_tv("googlenet", aux_logits=False, init_weights=False), 32, ()),
     "shufflenet_v2": (_tv("shufflenet_v2_x0_5"), 32, ()),
     "squeezenet": (_tv("squeezenet1_1"), 32, ()),
     "regnet_y": (_regnet, 32, ()),
