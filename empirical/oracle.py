@@ -1,0 +1,591 @@
+"""Architecture-independent exactness oracle for LRP-0: ``R = x * (modified gradient)``.
+
+The identity
+============
+LRP-0 with the bias in the backward denominators
+(``boundcheck.rules.Conventions(bias="backward")``, rule ``"lrp_zero"``) and a
+logit start (output relevance ``q * logits``, ``q`` one-hot at the target) equals
+``x * g`` where ``g`` is the gradient of the target logit computed with a few
+local derivatives replaced.  At an affine map ``z_j = sum_i w_ij a_i + b_j`` the
+LRP-0 step ([P1] eq. (7) with beta = 0, bias as an input of value 1) is
+``R_i = a_i sum_j w_ij R_j / z_j``; if ``R_j = z_j g_j`` then ``R_i = a_i g_i``
+with ``g_i = sum_j w_ij g_j``, the chain rule.  An activation through which the
+relevance passes unchanged ([P1] "identity mapping for activation functions")
+keeps the identity exactly when its derivative is replaced by the secant slope
+``sigma(z) / z``.  The oracle computes ``g`` with plain autograd and these
+replacements, and nothing of :mod:`empirical.engine` (it is the reference the
+engine is tested against).
+
+Every modelling choice, in one place
+====================================
+The model
+    Deep-copied, ``eval()``, cast to ``dtype`` (default float64), parameters
+    frozen, ``inplace`` flags switched off; the caller's model is never modified.
+    The forward pass is the copy's own ``forward`` (no tracing), so any model
+    that runs runs here; the replacements act through a
+    :class:`torch.overrides.TorchFunctionMode` active during that forward pass.
+Activations (derivative -> secant ``sigma(z)/z``, ``:= 0`` at ``z = 0``)
+    ``relu``, ``relu6``/``hardtanh``, ``gelu``, ``silu``, ``hardswish``, ``mish``,
+    ``elu``, ``selu``, ``celu``, ``leaky_relu``, ``softplus``, ``tanh``, whether
+    called as modules (``nn.ReLU`` ... call these functions), from
+    ``torch.nn.functional``, ``torch`` or as ``Tensor`` methods, including the
+    in-place variants (evaluated out of place and copied into their input).  The
+    value ``0`` at ``z = 0`` matches the zero-denominator convention ``0/0 := 0``:
+    the relevance there is ``sigma(0) = 0`` for every listed activation.  For
+    ReLU networks the secant slope is the plain derivative (``relu'(0) = 0`` in
+    torch), so the oracle is the plain gradient there.
+Gates and attention weights (output detached: a constant of the backward pass)
+    ``sigmoid``/``hardsigmoid`` (torch, functional, ``Tensor``, ``torch.special.expit``)
+    and ``softmax`` (functional, torch, ``Tensor``, ``torch.special``).  A sigmoid in
+    a classifier is a multiplicative gate (squeeze-excitation ``x * s(x)``,
+    ``x * torch.sigmoid(conv(x))``), so holding the gate constant sends all of the
+    product's gradient through ``x``; a sigmoid used as a hidden activation
+    would also be held constant (it is not one of the pass-through activations;
+    none of torchvision's classifiers has one).  Note ``x * sigmoid(x)`` written
+    out by hand then gets the derivative ``sigmoid(x) = silu(x)/x``, the SiLU
+    secant, so both spellings agree.  A softmax in a classifier computes attention
+    weights; a model returning probabilities would be out of scope (the oracle
+    explains logits).
+Attention (only the value path carries gradient)
+    ``F.multi_head_attention_forward`` (called by ``nn.MultiheadAttention``; its
+    fast path is never taken while a torch-function mode is active) and
+    ``F.scaled_dot_product_attention`` are re-implemented as
+    ``softmax(q k^T / sqrt(d) + mask).detach() @ v`` with the same projections;
+    dropout is ignored (eval mode), ``bias_k``/``bias_v``/``add_zero_attn``/
+    ``static_k``/``static_v`` raise :class:`~boundcheck.errors.InputError`.
+    torchvision's Swin V1/V2 window attention and MaxViT's attention call
+    ``softmax`` directly and are covered by the softmax rule (the attention
+    logits, relative position bias and cosine attention then get no gradient).
+Normalisation (statistics held constant, the elementwise affine part kept)
+    ``layer_norm``: ``(x - mean.detach()) / sqrt(var.detach() + eps) * w + b``
+    (``LayerNorm`` and torchvision's ``LayerNorm2d`` call it); ``group_norm``,
+    ``instance_norm`` (input statistics), ``rms_norm`` likewise; ``batch_norm``
+    with running statistics is already affine (eval mode), with batch statistics
+    (no running buffers) those are detached.
+Max pooling, everything else
+    Plain autograd (max pooling: winner-take-all).  Products of two tensors that
+    are not gates or attention weights get the product rule.
+
+References
+----------
+[P1] Binder et al. (2025), eq. (7), (13), (14), Sec. 3.1.2 and 6.1.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+from boundcheck.errors import InputError
+
+__all__ = [
+    "modified_gradient", "lrp0_reference", "gradient_reference", "compare_with_engine",
+    "randomise_batchnorm_stats", "relative_error", "OracleMode", "torchvision_classifier",
+]
+
+
+# ---------------------------------------------------------------------------- registry
+def _candidates(name):
+    """Every callable spelled ``name`` that a torch-function mode may receive."""
+    out = []
+    for ns in (F, torch, torch.Tensor, torch._C._nn, torch.special):
+        f = getattr(ns, name, None)
+        if f is not None and f not in out:
+            out.append(f)
+    return out
+
+
+def _registry(names):
+    """``{callable: out-of-place callable}`` for ``names`` and their in-place ``name_`` forms."""
+    table = {}
+    for name in names:
+        plain = _candidates(name)
+        for f in plain:
+            table[f] = f
+        for f in _candidates(name + "_"):
+            table.setdefault(f, plain[0] if plain else f)
+    return table
+
+
+_ACTIVATIONS = _registry([
+    "relu", "relu6", "hardtanh", "gelu", "silu", "hardswish", "mish", "elu", "selu", "celu",
+    "leaky_relu", "softplus", "tanh",
+])
+_GATES = _registry(["sigmoid", "hardsigmoid", "expit", "softmax"])
+_LAYER_NORM = set(_candidates("layer_norm"))
+_GROUP_NORM = set(_candidates("group_norm"))
+_INSTANCE_NORM = set(_candidates("instance_norm"))
+_RMS_NORM = set(_candidates("rms_norm"))
+_BATCH_NORM = set(_candidates("batch_norm"))
+_MHA = {F.multi_head_attention_forward}
+_SDPA = set(_candidates("scaled_dot_product_attention"))
+_SIGNATURES: dict = {}
+
+
+def _bind(func, args, kwargs):
+    """``inspect.BoundArguments`` of a Python-level function, or ``None`` for builtins."""
+    if func not in _SIGNATURES:
+        try:
+            _SIGNATURES[func] = inspect.signature(func)
+        except (TypeError, ValueError):
+            _SIGNATURES[func] = None
+    sig = _SIGNATURES[func]
+    if sig is None:
+        return None
+    try:
+        ba = sig.bind(*args, **kwargs)
+    except TypeError:
+        return None
+    ba.apply_defaults()
+    return ba
+
+
+def _out_of_place(func, plain, args, kwargs):
+    """Evaluate ``func`` out of place; returns ``(value, input_to_overwrite_or_None)``."""
+    inplace = func is not plain
+    ba = _bind(plain, args, kwargs)
+    if ba is not None and "inplace" in ba.arguments:
+        inplace = inplace or bool(ba.arguments["inplace"])
+        ba.arguments["inplace"] = False
+        value = plain(*ba.args, **ba.kwargs)
+    else:
+        value = plain(*args, **kwargs)
+    return value, (args[0] if inplace else None)
+
+
+class _Secant(torch.autograd.Function):
+    """Forward ``sigma(z)`` (precomputed), backward ``g * sigma(z) / z`` (0 at ``z = 0``)."""
+
+    @staticmethod
+    def forward(ctx, z, out):
+        nz = z != 0
+        slope = torch.where(nz, out / torch.where(nz, z, torch.ones_like(z)), torch.zeros_like(z))
+        ctx.save_for_backward(slope)  # a fresh tensor: in-place writes to ``z`` cannot affect it
+        return out.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        (slope,) = ctx.saved_tensors
+        return g * slope, None
+
+
+def _stats_norm(x, dims, weight, bias, eps, centre=True):
+    """``(x - mean) / sqrt(var + eps)`` over ``dims`` with the statistics detached."""
+    if centre:
+        mean = x.mean(dims, keepdim=True).detach()
+        var = x.var(dims, unbiased=False, keepdim=True).detach()
+        y = (x - mean) / torch.sqrt(var + eps)
+    else:
+        y = x / torch.sqrt((x * x).mean(dims, keepdim=True).detach() + eps)
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+def _layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    dims = tuple(range(input.dim() - len(tuple(normalized_shape)), input.dim()))
+    return _stats_norm(input, dims, weight, bias, eps)
+
+
+def _rms_norm(input, normalized_shape, weight=None, eps=None):
+    dims = tuple(range(input.dim() - len(tuple(normalized_shape)), input.dim()))
+    eps = torch.finfo(input.dtype).eps if eps is None else eps
+    return _stats_norm(input, dims, weight, None, eps, centre=False)
+
+
+def _channel_affine(y, weight, bias):
+    shape = (1, -1) + (1,) * (y.dim() - 2)
+    if weight is not None:
+        y = y * weight.reshape(shape)
+    if bias is not None:
+        y = y + bias.reshape(shape)
+    return y
+
+
+def _group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    n = input.shape[0]
+    g = input.reshape(n, num_groups, -1)
+    y = _stats_norm(g, (2,), None, None, eps).reshape(input.shape)
+    return _channel_affine(y, weight, bias)
+
+
+def _instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None,
+                   use_input_stats=True, momentum=0.1, eps=1e-5):
+    if not use_input_stats:
+        return F.batch_norm(input, running_mean, running_var, weight, bias, False, momentum, eps)
+    y = _stats_norm(input, tuple(range(2, input.dim())), None, None, eps)
+    return _channel_affine(y, weight, bias)
+
+
+def _batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+                eps=1e-5):
+    if not training and running_mean is not None and running_var is not None:
+        return F.batch_norm(input, running_mean, running_var, weight, bias, False, momentum, eps)
+    dims = (0,) + tuple(range(2, input.dim()))
+    return _channel_affine(_stats_norm(input, dims, None, None, eps), weight, bias)
+
+
+def _attend(q, k, v, mask=None):
+    """``softmax(q k^T / sqrt(d) + mask).detach() @ v`` over the last two axes."""
+    logits = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        logits = logits + mask
+    a = torch.softmax(logits, dim=-1).detach()
+    return a @ v, a
+
+
+def _additive(mask, dtype):
+    """A boolean mask (True = masked) as ``-inf`` entries; a float mask unchanged."""
+    if mask is None:
+        return None
+    if mask.dtype == torch.bool:
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(mask, float("-inf"))
+    return mask.to(dtype)
+
+
+def _sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    if enable_gqa and key.shape[-3] != query.shape[-3]:
+        rep = query.shape[-3] // key.shape[-3]
+        key, value = key.repeat_interleave(rep, -3), value.repeat_interleave(rep, -3)
+    if scale is not None:
+        query = query * (scale * math.sqrt(query.shape[-1]))
+    L, S = query.shape[-2], key.shape[-2]
+    mask = None
+    if is_causal:
+        mask = _additive(~torch.ones(L, S, dtype=torch.bool, device=query.device).tril(), query.dtype)
+    if attn_mask is not None:
+        # sdpa's boolean masks mean True = take part (the opposite of MHA's).
+        m = _additive(~attn_mask if attn_mask.dtype == torch.bool else attn_mask, query.dtype)
+        mask = m if mask is None else mask + m
+    return _attend(query, key, value, mask)[0]
+
+
+def _mha(query, key, value, embed_dim_to_check, num_heads, in_proj_weight, in_proj_bias, bias_k, bias_v,
+         add_zero_attn, dropout_p, out_proj_weight, out_proj_bias, training=True, key_padding_mask=None,
+         need_weights=True, attn_mask=None, use_separate_proj_weight=False, q_proj_weight=None,
+         k_proj_weight=None, v_proj_weight=None, static_k=None, static_v=None, average_attn_weights=True,
+         is_causal=False):
+    """``F.multi_head_attention_forward`` with the attention weights detached (sequence-first layout)."""
+    if bias_k is not None or bias_v is not None or add_zero_attn or static_k is not None or static_v is not None:
+        raise InputError("multi-head attention with bias_k/bias_v/add_zero_attn/static_k/static_v is not supported")
+    unbatched = query.dim() == 2
+    if unbatched:
+        query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)
+        if key_padding_mask is not None:
+            key_padding_mask = key_padding_mask.unsqueeze(0)
+    L, N, E = query.shape
+    S = key.shape[0]
+    h = num_heads
+    d = E // h
+    if use_separate_proj_weight:
+        wq, wk, wv = q_proj_weight, k_proj_weight, v_proj_weight
+    else:
+        wq, wk, wv = in_proj_weight.chunk(3)
+    bq = bk = bv = None
+    if in_proj_bias is not None:
+        bq, bk, bv = in_proj_bias.chunk(3)
+
+    def heads(t, n):
+        return t.reshape(n, N, h, d).permute(1, 2, 0, 3)  # (N, h, n, d)
+
+    q, k, v = heads(F.linear(query, wq, bq), L), heads(F.linear(key, wk, bk), S), heads(F.linear(value, wv, bv), S)
+    mask = None
+    if attn_mask is not None:
+        m = _additive(attn_mask, q.dtype)
+        mask = m.reshape(N, h, L, S) if m.dim() == 3 else m
+    elif is_causal:
+        mask = _additive(~torch.ones(L, S, dtype=torch.bool, device=q.device).tril(), q.dtype)
+    if key_padding_mask is not None:
+        m = _additive(key_padding_mask, q.dtype).reshape(N, 1, 1, S)
+        mask = m if mask is None else mask + m
+    out, a = _attend(q, k, v, mask)
+    out = F.linear(out.permute(2, 0, 1, 3).reshape(L, N, E), out_proj_weight, out_proj_bias)
+    weights = None
+    if need_weights:
+        weights = a.mean(1) if average_attn_weights else a
+        if unbatched:
+            weights = weights.squeeze(0)
+    if unbatched:
+        out = out.squeeze(1)
+    return out, weights
+
+
+class OracleMode(TorchFunctionMode):
+    """The replacements of the module docstring, active for every torch call in its context."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _ACTIVATIONS and args and torch.is_tensor(args[0]) and args[0].is_floating_point():
+            z = args[0]
+            value, target = _out_of_place(func, _ACTIVATIONS[func], args, kwargs)
+            if z.requires_grad:
+                value = _Secant.apply(z, value.detach())
+            return _write_back(target, value)
+        if func in _GATES:
+            value, target = _out_of_place(func, _GATES[func], args, kwargs)
+            return _write_back(target, value.detach())
+        for funcs, impl in ((_LAYER_NORM, _layer_norm), (_GROUP_NORM, _group_norm), (_RMS_NORM, _rms_norm),
+                            (_INSTANCE_NORM, _instance_norm), (_BATCH_NORM, _batch_norm), (_MHA, _mha),
+                            (_SDPA, _sdpa)):
+            if func in funcs:
+                return impl(*args, **kwargs)
+        return func(*args, **kwargs)
+
+
+def _write_back(target, value):
+    if target is None:
+        return value
+    target.copy_(value)
+    return target
+
+
+# ---------------------------------------------------------------------------- public API
+def _prepare(model, dtype):
+    if not isinstance(model, nn.Module):
+        raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if dtype not in (torch.float32, torch.float64):
+        raise InputError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    m = copy.deepcopy(model).eval().to(dtype)
+    for p in m.parameters():
+        p.requires_grad_(False)
+    for mod in m.modules():
+        if isinstance(getattr(mod, "inplace", None), bool):
+            mod.inplace = False
+    return m
+
+
+def _device_of(model):
+    for t in list(model.parameters()) + list(model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def _input(x, dtype, device):
+    if not torch.is_tensor(x):
+        raise InputError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() < 2:
+        raise InputError(f"x must have a batch axis and a channel axis, got shape {tuple(x.shape)}")
+    if not torch.is_floating_point(x):
+        raise InputError("x must be a floating-point tensor")
+    if not bool(torch.isfinite(x).all()):
+        raise InputError("x must be finite")
+    return x.detach().to(dtype=dtype, device=device).clone().requires_grad_(True)
+
+
+def _target(logits, target):
+    if not torch.is_tensor(logits) or logits.dim() != 2:
+        raise InputError("the model must return one logits tensor of shape (B, K)")
+    B, K = logits.shape
+    if target is None:
+        return logits.detach().argmax(1)
+    t = torch.as_tensor(target, device=logits.device)
+    if t.dim() == 0:
+        t = t.expand(B)
+    if t.shape != (B,) or t.is_floating_point() or t.dtype == torch.bool:
+        raise InputError(f"target must be an int or a (B,) integer tensor, got {target!r}")
+    t = t.long()
+    if bool((t < 0).any()) or bool((t >= K).any()):
+        raise InputError(f"target must lie in [0, {K}), got {t.tolist()}")
+    return t
+
+
+def _grad_of_target(m, x, target, mode):
+    with torch.enable_grad():
+        if mode:
+            with OracleMode():
+                logits = m(x)
+        else:
+            logits = m(x)
+        t = _target(logits, target)
+        picked = logits.gather(1, t[:, None]).sum()
+        (grad,) = torch.autograd.grad(picked, x)
+    return grad.detach(), logits.detach(), t
+
+
+def modified_gradient(model, x, target=None, dtype=torch.float64):
+    """Gradient of the target logit with the oracle's replacements (module docstring).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A classifier returning logits ``(B, K)``; deep-copied, never modified.
+    x : Tensor (B, ...)
+        Input batch (any shape with a batch axis; images are ``(B, C, H, W)``).
+    target : int or Tensor (B,), optional
+        Class per sample; default the argmax of the logits.
+    dtype : torch.dtype
+        float64 (default) or float32.
+
+    Returns
+    -------
+    (grad, logits) : (Tensor like ``x``, Tensor (B, K))
+        ``d logit_target / dx`` (modified) and the logits of the forward pass, which
+        are the unmodified model's logits (the replacements change derivatives only).
+    """
+    m = _prepare(model, dtype)
+    xg = _input(x, dtype, _device_of(m))
+    grad, logits, _ = _grad_of_target(m, xg, target, mode=True)
+    return grad, logits
+
+
+def lrp0_reference(model, x, target=None, dtype=torch.float64):
+    """LRP-0 map (bias in the denominators, logit start) as ``x * modified_gradient``.
+
+    Returns a tensor shaped like ``x`` (``(B, C, H, W)`` for images), channels kept.
+    """
+    grad, _ = modified_gradient(model, x, target, dtype)
+    return x.detach().to(grad.dtype) * grad
+
+
+def gradient_reference(model, x, target=None, dtype=torch.float64):
+    """Plain autograd gradient of the target logit on an eval-mode copy of ``model``."""
+    m = _prepare(model, dtype)
+    xg = _input(x, dtype, _device_of(m))
+    grad, _, _ = _grad_of_target(m, xg, target, mode=False)
+    return grad
+
+
+def relative_error(a, ref) -> float:
+    """``||a - ref|| / ||ref||`` (Frobenius); ``||a - ref||`` when ``ref`` is zero; ``inf`` if ``a`` is not finite."""
+    a = a.detach().to(torch.float64)
+    ref = ref.detach().to(device=a.device, dtype=torch.float64)
+    if a.shape != ref.shape:
+        raise InputError(f"shapes differ: {tuple(a.shape)} vs {tuple(ref.shape)}")
+    if not bool(torch.isfinite(a).all()):
+        return math.inf
+    diff = float(torch.linalg.vector_norm(a - ref))
+    den = float(torch.linalg.vector_norm(ref))
+    return diff / den if den > 0 else diff
+
+
+def compare_with_engine(model, x, target=None) -> dict:
+    """Relative errors of :class:`empirical.engine.Explainer` (float64) against the oracle.
+
+    The engine runs with ``Conventions(bias="backward")``: ``"lrp_zero"`` with
+    ``init="logit"`` against :func:`lrp0_reference`, and ``"gradient"`` with
+    ``init="q"`` against :func:`gradient_reference`; both with ``reduce="none"``
+    and the same target (default the argmax of the float64 logits).
+
+    Returns
+    -------
+    dict
+        ``lrp0_oracle_rel_error``, ``gradient_rel_error``, ``logits_rel_error``
+        (engine vs the model's own forward pass) and ``target`` (list of ints).
+
+    Raises
+    ------
+    InputError
+        Bad input, or the engine's :class:`~empirical.engine.UnsupportedModuleError`.
+    """
+    from boundcheck.rules import Conventions
+    from empirical.engine import Explainer
+
+    grad, logits = modified_gradient(model, x, target)
+    t = _target(logits, target)
+    ref_lrp = x.detach().to(grad.dtype) * grad
+    ref_grad = gradient_reference(model, x, t)
+    ex = Explainer(model, conventions=Conventions(bias="backward"), dtype=torch.float64)
+    xe = x.detach().to(torch.float64)
+    a_lrp = ex.attribute(xe, ["lrp_zero"], target=t, init="logit", reduce="none")
+    a_grad = ex.attribute(xe, ["gradient"], target=t, init="q", reduce="none")
+    return {
+        "lrp0_oracle_rel_error": relative_error(a_lrp.maps["lrp_zero"].cpu(), ref_lrp.cpu()),
+        "gradient_rel_error": relative_error(a_grad.maps["gradient"].cpu(), ref_grad.cpu()),
+        "logits_rel_error": relative_error(a_lrp.logits.cpu(), logits.cpu()),
+        "target": [int(v) for v in t.tolist()],
+    }
+
+
+_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+
+
+def randomise_batchnorm_stats(model, generator=None):
+    """A copy of ``model`` with random statistics and affine parameters in every norm layer.
+
+    BatchNorm/InstanceNorm running means ``~ N(0, 0.5^2)``, running variances
+    ``~ U(0.5, 2)``; every norm layer's weight ``~ U(0.5, 1.5)`` and bias
+    ``~ N(0, 0.3^2)``.  With the default initialisation (mean 0, variance 1,
+    weight 1, bias 0) eval-mode BatchNorm is nearly the identity, so folding it
+    into the previous layer would go untested.  ``model`` is not modified.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    generator : torch.Generator, optional
+        Source of the random values (CPU generator).
+    """
+    if not isinstance(model, nn.Module):
+        raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    m = copy.deepcopy(model)
+
+    def draw(t, kind):
+        shape = t.shape
+        if kind == "mean":
+            v = torch.randn(shape, generator=generator, dtype=torch.float64) * 0.5
+        elif kind == "var":
+            v = 0.5 + 1.5 * torch.rand(shape, generator=generator, dtype=torch.float64)
+        elif kind == "weight":
+            v = 0.5 + torch.rand(shape, generator=generator, dtype=torch.float64)
+        else:
+            v = torch.randn(shape, generator=generator, dtype=torch.float64) * 0.3
+        return v.to(dtype=t.dtype, device=t.device)
+
+    with torch.no_grad():
+        for mod in m.modules():
+            if not isinstance(mod, _NORMS):
+                continue
+            if getattr(mod, "running_mean", None) is not None:
+                mod.running_mean.copy_(draw(mod.running_mean, "mean"))
+                mod.running_var.copy_(draw(mod.running_var, "var"))
+            if getattr(mod, "weight", None) is not None:
+                mod.weight.copy_(draw(mod.weight, "weight"))
+            if getattr(mod, "bias", None) is not None:
+                mod.bias.copy_(draw(mod.bias, "bias"))
+    return m
+
+
+# ---------------------------------------------------------------------------- torchvision coverage helpers
+_SMALLEST_SIDE = {"alexnet": 63, "inception_v3": 75, "maxvit_t": 224}
+
+
+def torchvision_classifier(name, num_classes=1000, seed=0):
+    """Random-weight torchvision classifier ``name`` and the side of its smallest square input.
+
+    The side is 32, the smallest power of two every convolutional family takes
+    (VGG's five 2x2 max-poolings need 32; several families would also run at 16),
+    except: ``alexnet`` 63 (three stride-2 max-poolings after a stride-4
+    convolution; 62 fails), ``inception_v3`` 75 (its documented minimum),
+    ``maxvit_t`` 224 (every stage's grid must be divisible by the partition size 7),
+    and ViTs ``2 * patch_size`` (built with ``image_size`` set so: a 2x2 patch grid,
+    so that attention mixes more than the class token and one patch).
+    ``googlenet``/``inception_v3`` are built without auxiliary heads and with
+    their weight initialisation.
+
+    Returns
+    -------
+    (torch.nn.Module, int)
+    """
+    import torchvision
+
+    names = torchvision.models.list_models(module=torchvision.models)
+    if name not in names:
+        raise InputError(f"unknown torchvision classifier {name!r}")
+    kwargs = {"weights": None, "num_classes": num_classes}
+    side = _SMALLEST_SIDE.get(name, 32)
+    if name in ("googlenet", "inception_v3"):
+        kwargs.update(aux_logits=False, init_weights=True)
+    if name.startswith("vit_"):
+        side = 2 * int(name.rsplit("_", 1)[1])
+        kwargs["image_size"] = side
+    with torch.random.fork_rng():  # the caller's RNG state is left as it was
+        torch.manual_seed(seed)
+        model = torchvision.models.get_model(name, **kwargs)
+    return model, side
