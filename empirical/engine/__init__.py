@@ -15,28 +15,56 @@ Canonicalisation (once, in ``Explainer.__init__``; the user's model is never mod
     ``ShiftedWindowAttention[V2]``) -> every eval-mode BatchNorm whose input is a
     Conv2d/Linear used only by it is folded into that layer ([P1] Sec. 3.1.2:
     "batch-normalization layers are fused"; the bias is kept for the forward
-    pass).  ``inplace`` flags are switched off on the copy.  ``W+``/``W-`` of every
-    affine layer are precomputed once.
+    pass) -> ``contiguous()`` inserted before every ``view`` (the one operation
+    whose success depends on the memory layout, so channels-last never breaks
+    user code; a no-op on contiguous tensors).  ``inplace`` flags are switched
+    off on the copy.  Then every node is classified ONCE, statically, by the
+    node-kind table :mod:`empirical.engine.kinds` (``plan_graph``): its kind,
+    the inputs that receive relevance, its operator; a node without a
+    treatment raises :class:`UnsupportedModuleError` here, naming its module
+    path and the blocker.
 
-Affine operators (the rule of the call is applied, the same rule at every layer,
-including the input layer where pixels have both signs)
-    * ``Conv2d``, ``Linear`` (weights of both signs; bias used in the forward pass,
-      and in the backward denominators only with ``Conventions(bias="backward")``,
-      as an input of value 1: ``b+`` joins the pp part, ``b-`` the np part).
-    * average pooling (``AvgPool2d``, ``AdaptiveAvgPool2d``, ``F.avg_pool2d``,
-      ``F.adaptive_avg_pool2d``, ``torch.mean``/``Tensor.mean`` over given axes):
-      a linear operator with non-negative weights (so ``W- = 0``).
-    * the residual sum ``a + b`` of two tensors (``operator.add``, ``+=``,
-      ``torch.add``): an affine layer with weight 1 on both summands, so its sign
-      parts are ``pp = a+ + b+`` and ``pn = a- + b-`` and the SAME rule applies
-      (LRP-beta at an add is ``(1+beta) a+/(a+ + b+) - beta a-/(a- + b-)``).
-    * Swin V2 window attention: the value projection (v-rows of the qkv Linear,
-      with its bias), ``A @ V`` with the softmax attention ``A`` a constant of the
-      backward pass (non-negative weights), and the output projection.  The
-      attention logits (cosine attention, logit scale, relative position bias
-      from the cpb MLP, shift mask) get no relevance.  The ``A @ V`` step runs in
-      float64 whatever the dtype (the shift mask's -100 logits give weights of
-      about e^-100, below float32's normal range; the rule's ratios overflowed).
+The node kinds (``empirical.engine.kinds.KINDS``; depth = rule ops on a relevance path)
+
+    ==========  ==========  =====  ==============================================================
+    kind        treatment   depth  nodes
+    ==========  ==========  =====  ==============================================================
+    conv        affine      1      ``nn.Conv2d`` (zero padding, ints/"valid"/symmetric "same")
+    linear      affine      1      ``nn.Linear`` (any leading axes)
+    avgpool     affine      1      average pooling modules/functions, ``mean`` over given axes
+    add         affine      1      ``a + b`` of two input-dependent tensors (weights 1)
+    diag        affine      1      ``s*z + c``: unfoldable BatchNorm (eval), LayerNorm /
+                                   LayerNorm2d / ``F.layer_norm`` / GroupNorm with statistics
+                                   constant, layer scale ``param * z``, ``z * const``,
+                                   ``z / const``, ``z + const``, ``-z`` (``normalisation="affine"``)
+    attnsum     attention   1      ``softmax(...) @ v`` / ``einsum`` / ``* `` with the softmax
+                                   weights held constant (a linear map with weights >= 0)
+    attention   attention   3      ``nn.MultiheadAttention`` (ViT), torchvision
+                                   ``ShiftedWindowAttention[V2]`` (Swin V1/V2): value
+                                   projection, ``A @ V``, output projection
+    pass        pass        0      activations (ReLU, ReLU6, GELU, SiLU, Hardswish, ELU,
+                                   LeakyReLU, Mish, Tanh, Softplus, sigmoid not used as a gate,
+                                   ...), Identity, Dropout, StochasticDepth (eval), contiguous,
+                                   casts; with ``normalisation="pass"`` also the ``diag`` maps
+    gate        gate        0      ``x * g(x)``: torchvision ``SqueezeExcitation``, or a product
+                                   with a sigmoid/hardsigmoid output: all relevance to ``x``
+    route       route       0      view/reshape/flatten/permute/transpose/swapaxes/roll/pad/
+                                   getitem/cat/stack/chunk/split/squeeze/unsqueeze/expand/
+                                   narrow/unbind, ``_patch_merging_pad``: autograd's VJP
+    maxpool     route       0      max pooling: all relevance to the arg-max input
+    weights     none        0      softmax outputs and attention logits (no relevance)
+    const/meta  none        0      parameters and what is computed from them only (e.g. ViT's
+                                   class token: relevance reaching it is dropped like a bias's);
+                                   shapes, sizes, assertions
+    ==========  ==========  =====  ==============================================================
+
+    A product of two input-dependent tensors that is neither a gate nor an
+    attention-weighted sum, and does not only feed a softmax, is unsupported.
+    ``Conventions.normalisation`` (beside ``bias`` and ``zero_denominator``)
+    chooses between ``"affine"`` (default; makes LRP-0 with ``bias="backward"``
+    equal x times the modified gradient on every architecture) and ``"pass"``
+    (the previous copy-through, not an LRP rule).
+
 Backward step of an affine operator ``L`` at input ``z`` (``empirical.engine.ops``)
     sign-part outputs ``O_s = L(z_s; W_s)`` (one call with ``[W+; W-]``
     concatenated; grouped/depthwise convolutions: one call per weight part; z- rows only when ``z`` has a negative entry, checked at run
@@ -68,29 +96,20 @@ Memory
     The LRP forward pass drops every node value its backward pass does not read
     (liveness plan); with only symmetric rules (``ops.symmetric_rule``: every rule
     of [P1]) a mixed-sign layer keeps ``P`` and ``N`` instead of its four sign parts.
-    Combined weights are cached per operator (one copy per rule and input sign).
+    Weights: ``W+``/``W-`` are views of one stored ``[W+; W-]``; combined weights
+    are cached per operator within ``Explainer(weight_cache_bytes=...)`` (default
+    the larger of 1 GiB and the model's parameter bytes); beyond it the terms are
+    folded into the ratios and transposed with ``[W+; W-]`` (same maps).
 Memory format
     ``Explainer(channels_last=None)``: on the CPU the canonical copy, the input
     and every relevance buffer are channels-last (oneDNN's native layout; about
     10% faster convolutions), on CUDA contiguous (NCHW).  Values agree up to
     summation order.
-Pass-through (relevance unchanged, [P1] "identity mapping for activation functions")
-    ReLU, ReLU6, SiLU, GELU, Hardswish, LeakyReLU, ELU, Mish, Tanh, Dropout,
-    StochasticDepth (eval: identity), Identity, LayerNorm (statistics constant:
-    an elementwise affine map), unfolded BatchNorm, ``contiguous``/``clone``, and
-    multiplication/division by a Python constant.
-Routing (data movement; relevance moves with autograd's vector-Jacobian product)
-    view/reshape/flatten/permute/transpose/roll/pad/getitem/slicing/cat/stack/
-    chunk/split/squeeze/unsqueeze, torchvision's ``_patch_merging_pad``, and
-    max pooling (winner-take-all: all relevance to the arg-max input).
-Gating
-    torchvision ``SqueezeExcitation`` ``x * s(x)``: all relevance to ``x``, none
-    through the gate ``s``.
 Anything else
     :class:`UnsupportedModuleError` (an ``InputError``) naming the module path
-    and type, e.g. ``unsupported module 'features.3' of type LSTM``; raised when
-    the Explainer is built (operations whose tensor-ness is known only at run
-    time, such as a product of two tensors, raise on the first call).
+    and the blocker, e.g. ``unsupported module 'features.3' of type LSTM: no LRP
+    treatment is defined for this module type``; always raised when the
+    Explainer is built.
 
 Gradient methods
     ``gradient``: ``d/dx sum_u v_u f_u(x)`` by autograd on the canonical copy with
@@ -105,13 +124,14 @@ LayerRecord
     order of the backward pass (output to input).  ``depth`` is the number of
     affine operators strictly after the node on the longest path from the node's
     output to the network output (the last Linear has depth 0; a Swin attention
-    module counts as 3: value projection, ``A @ V``, output projection).
+    module counts as 3: value projection, ``A @ V``, output projection; every
+    kind's weight is in ``empirical.engine.kinds.KINDS``).
     ``relevance_out_*``: sums of the positive / negative relevance arriving at
     the node's output; ``relevance_in_*``: after the node's step, over all its
-    inputs together.  ``pos_sum``/``neg_sum``: for conv, linear, pooling and add
-    nodes ``P_a = sum_b (w_ab z_b)_+`` and ``N_a = sum_b (w_ab z_b)_-`` per output
+    inputs together.  ``pos_sum``/``neg_sum``: for the rule ops of kinds conv, linear,
+    avgpool, add, diag and attnsum ``P_a = sum_b (w_ab z_b)_+`` and ``N_a = sum_b (w_ab z_b)_-`` per output
     neuron (bias excluded), shared by all rules; ``None`` elsewhere (including
-    the Swin attention module).
+    the attention modules).
 
 References
 ----------
