@@ -79,7 +79,7 @@ def test_every_kind_the_planner_produces_is_in_the_table():
     assert kinds <= set(KINDS)
     assert {"diag", "gate", "conv", "linear", "avgpool", "pass"} <= kinds
     assert LRP_OP_KINDS <= set(KINDS)
-    assert all(KINDS[k].treatment == "affine" for k in LRP_OP_KINDS)
+    assert all(KINDS[k].treatment in ("affine", "attention") and KINDS[k].depth == 1 for k in LRP_OP_KINDS)
 
 
 def test_lenet_with_view_runs_in_channels_last_and_lrp0_equals_gradient_x_input():
@@ -231,3 +231,16 @@ def test_rules_objects_for_reference():
     # the rules used above exist under these names (guards the string lists)
     names = {lrp_beta(0).name, lrp_beta(1).name, lrp_gamma(100).name, lrp_epsilon(0.01).name, lrp_adaptive_beta().name}
     assert names == {"lrp_beta_0", "lrp_beta_1", "lrp_gamma_100", "lrp_epsilon_0.01", "adaptive_beta"}
+
+
+def test_batchnorm_before_an_unpadded_convolution_is_folded_into_it():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(4), nn.Conv2d(4, 5, 1),
+                        nn.ReLU(), nn.BatchNorm2d(5), nn.Conv2d(5, 2, 3, padding=1),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    _randomise_bn(net, seed=5)
+    ex = Explainer(net, conventions=BIAS, dtype=torch.float64)
+    kinds = [ex._kinds[n] for n in ex._nodes]
+    assert kinds.count("diag") == 1  # the first BN folds into the 1x1 conv; the second (padded conv) stays
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    assert torch.allclose(ex.logits(x), net.double()(x), rtol=1e-12, atol=1e-12)
+    assert _lrp0_vs_gradient_x_input(net, x) < 1e-10

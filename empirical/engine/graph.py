@@ -44,7 +44,8 @@ def _static_same_padding_to_plain(model: nn.Module) -> None:
 
 
 def _fold_bn(gm: fx.GraphModule) -> None:
-    """Fold every eval-mode BatchNorm whose input is a Conv2d/Linear used only by it."""
+    """Fold every eval-mode BatchNorm whose input is a Conv2d/Linear used only by it,
+    then the remaining ones into the layer after them where exact (:func:`_fold_bn_into_next`)."""
     modules = dict(gm.named_modules())
     calls = {}
     for node in gm.graph.nodes:
@@ -65,12 +66,7 @@ def _fold_bn(gm: fx.GraphModule) -> None:
         if isinstance(bn, nn.BatchNorm1d) and isinstance(lin, nn.Conv2d):
             continue
         with torch.no_grad():
-            scale = bn.running_var.add(bn.eps).rsqrt()
-            if bn.weight is not None:
-                scale = scale * bn.weight
-            shift = -bn.running_mean * scale
-            if bn.bias is not None:
-                shift = shift + bn.bias
+            scale, shift = _bn_affine(bn)
             shape = (-1,) + (1,) * (lin.weight.dim() - 1)
             lin.weight.mul_(scale.reshape(shape))
             b = lin.bias if lin.bias is not None else torch.zeros_like(scale)
@@ -78,8 +74,59 @@ def _fold_bn(gm: fx.GraphModule) -> None:
             lin.bias = nn.Parameter(new_b, requires_grad=False)
         node.replace_all_uses_with(prev)
         gm.graph.erase_node(node)
+    _fold_bn_into_next(gm, modules, calls)
     gm.graph.lint()
     gm.recompile()
+
+
+def _bn_affine(bn):
+    scale = bn.running_var.add(bn.eps).rsqrt()
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    shift = -bn.running_mean * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    return scale, shift
+
+
+def _fold_bn_into_next(gm: fx.GraphModule, modules, calls) -> None:
+    """Fold a remaining BatchNorm into the layer after it when that is exact: its only
+    user is an ungrouped Conv2d without padding (or a Linear after a BatchNorm1d),
+    used once (``conv(s*z + c) = conv_{W s}(z) + conv_W(c)``; with zero padding the
+    padded border would see ``c``, so padded convolutions are left alone)."""
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module":
+            continue
+        bn = modules[node.target]
+        if not isinstance(bn, (nn.BatchNorm1d, nn.BatchNorm2d)) or bn.running_mean is None or calls[node.target] != 1:
+            continue
+        if len(node.users) != 1:
+            continue
+        nxt = next(iter(node.users))
+        if nxt.op != "call_module" or calls[nxt.target] != 1 or nxt.args[0] is not node or len(nxt.args) != 1:
+            continue
+        lin = modules[nxt.target]
+        if type(lin) is nn.Conv2d:
+            pad = lin.padding
+            if isinstance(bn, nn.BatchNorm1d) or lin.groups != 1 or lin.padding_mode != "zeros" or not (
+                pad == "valid" or (not isinstance(pad, str) and all(p == 0 for p in pad))
+            ):
+                continue
+        elif type(lin) is nn.Linear:
+            if not isinstance(bn, nn.BatchNorm1d):
+                continue
+        else:
+            continue
+        with torch.no_grad():
+            scale, shift = _bn_affine(bn)
+            W = lin.weight
+            shape = (1, -1) + (1,) * (W.dim() - 2)
+            extra = (W.sum(dim=tuple(range(2, W.dim()))) if W.dim() > 2 else W) @ shift
+            W.mul_(scale.reshape(shape))
+            b = lin.bias if lin.bias is not None else torch.zeros(W.shape[0], dtype=W.dtype, device=W.device)
+            lin.bias = nn.Parameter(b + extra, requires_grad=False)
+        node.replace_all_uses_with(node.args[0])
+        gm.graph.erase_node(node)
 
 
 def canonicalise(model: nn.Module, dtype, device) -> fx.GraphModule:
