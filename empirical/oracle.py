@@ -482,7 +482,8 @@ def compare_with_engine(model, x, target=None) -> dict:
     -------
     dict
         ``lrp0_oracle_rel_error``, ``gradient_rel_error``, ``logits_rel_error``
-        (engine vs the model's own forward pass) and ``target`` (list of ints).
+        (engine vs the model's own forward pass), ``lrp0_reference_norm`` (a
+        comparison with a zero reference map proves nothing) and ``target``.
 
     Raises
     ------
@@ -501,6 +502,7 @@ def compare_with_engine(model, x, target=None) -> dict:
     a_lrp = ex.attribute(xe, ["lrp_zero"], target=t, init="logit", reduce="none")
     a_grad = ex.attribute(xe, ["gradient"], target=t, init="q", reduce="none")
     return {
+        "lrp0_reference_norm": float(torch.linalg.vector_norm(ref_lrp)),
         "lrp0_oracle_rel_error": relative_error(a_lrp.maps["lrp_zero"].cpu(), ref_lrp.cpu()),
         "gradient_rel_error": relative_error(a_grad.maps["gradient"].cpu(), ref_grad.cpu()),
         "logits_rel_error": relative_error(a_lrp.logits.cpu(), logits.cpu()),
@@ -569,7 +571,9 @@ def torchvision_classifier(name, num_classes=1000, seed=0):
     convolution; 62 fails), ``inception_v3`` 75 (its documented minimum),
     ``maxvit_t`` 224 (every stage's grid must be divisible by the partition size 7),
     and ViTs ``2 * patch_size`` (built with ``image_size`` set so: a 2x2 patch grid,
-    so that attention mixes more than the class token and one patch).
+    so that attention mixes more than the class token and one patch).  A
+    zero-initialised ``nn.Linear`` (ViT's head) gets random weights, else the
+    logits and every map would be 0.
     ``googlenet``/``inception_v3`` are built without auxiliary heads and with
     their weight initialisation.
 
@@ -592,4 +596,17 @@ def torchvision_classifier(name, num_classes=1000, seed=0):
     with torch.random.fork_rng():  # the caller's RNG state is left as it was
         torch.manual_seed(seed)
         model = torchvision.models.get_model(name, **kwargs)
+        _redraw_zero_linears(model)
     return model, side
+
+
+def _redraw_zero_linears(model):
+    """Give every all-zero ``nn.Linear`` weight ``N(0, 1/fan_in)`` entries, in place.
+
+    torchvision's ViT initialises its classification head to zeros: its logits, and so
+    every attribution map, would be exactly 0 and any comparison trivially exact.
+    """
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, nn.Linear) and not bool(mod.weight.any()):
+                mod.weight.normal_(0.0, mod.in_features ** -0.5)
