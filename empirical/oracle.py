@@ -118,13 +118,6 @@ _ACTIVATIONS = _registry([
     "leaky_relu", "softplus", "tanh",
 ])
 _GATES = _registry(["sigmoid", "hardsigmoid", "expit", "softmax"])
-_LAYER_NORM = set(_candidates("layer_norm"))
-_GROUP_NORM = set(_candidates("group_norm"))
-_INSTANCE_NORM = set(_candidates("instance_norm"))
-_RMS_NORM = set(_candidates("rms_norm"))
-_BATCH_NORM = set(_candidates("batch_norm"))
-_MHA = {F.multi_head_attention_forward}
-_SDPA = set(_candidates("scaled_dot_product_attention"))
 _SIGNATURES: dict = {}
 
 
@@ -190,7 +183,7 @@ def _stats_norm(x, dims, weight, bias, eps, centre=True):
     return y
 
 
-def _layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+def _layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, cudnn_enable=None):
     dims = tuple(range(input.dim() - len(tuple(normalized_shape)), input.dim()))
     return _stats_norm(input, dims, weight, bias, eps)
 
@@ -210,7 +203,7 @@ def _channel_affine(y, weight, bias):
     return y
 
 
-def _group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+def _group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, cudnn_enabled=None):
     n = input.shape[0]
     g = input.reshape(n, num_groups, -1)
     y = _stats_norm(g, (2,), None, None, eps).reshape(input.shape)
@@ -231,6 +224,17 @@ def _batch_norm(input, running_mean, running_var, weight=None, bias=None, traini
         return F.batch_norm(input, running_mean, running_var, weight, bias, False, momentum, eps)
     dims = (0,) + tuple(range(2, input.dim()))
     return _channel_affine(_stats_norm(input, dims, None, None, eps), weight, bias)
+
+
+def _torch_batch_norm(input, weight, bias, running_mean, running_var, training, momentum, eps, cudnn_enabled=None):
+    """``torch.batch_norm``'s argument order."""
+    return _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+
+
+def _torch_instance_norm(input, weight, bias, running_mean, running_var, use_input_stats, momentum, eps,
+                         cudnn_enabled=None):
+    """``torch.instance_norm``'s argument order."""
+    return _instance_norm(input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps)
 
 
 def _attend(q, k, v, mask=None):
@@ -318,11 +322,29 @@ def _mha(query, key, value, embed_dim_to_check, num_heads, in_proj_weight, in_pr
     return out, weights
 
 
+_REPLACED = {
+    f: impl
+    for f, impl in (
+        (F.layer_norm, _layer_norm), (getattr(torch, "layer_norm", None), _layer_norm),
+        (F.group_norm, _group_norm), (getattr(torch, "group_norm", None), _group_norm),
+        (getattr(F, "rms_norm", None), _rms_norm), (getattr(torch, "rms_norm", None), _rms_norm),
+        (F.instance_norm, _instance_norm), (getattr(torch, "instance_norm", None), _torch_instance_norm),
+        (F.batch_norm, _batch_norm), (getattr(torch, "batch_norm", None), _torch_batch_norm),
+        (F.multi_head_attention_forward, _mha), (F.scaled_dot_product_attention, _sdpa),
+    )
+    if f is not None
+}
+
+
 class OracleMode(TorchFunctionMode):
     """The replacements of the module docstring, active for every torch call in its context."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        try:
+            hash(func)
+        except TypeError:  # not one of ours (every registered callable is hashable)
+            return func(*args, **kwargs)
         if func in _ACTIVATIONS and args and torch.is_tensor(args[0]) and args[0].is_floating_point():
             z = args[0]
             value, target = _out_of_place(func, _ACTIVATIONS[func], args, kwargs)
@@ -332,11 +354,8 @@ class OracleMode(TorchFunctionMode):
         if func in _GATES:
             value, target = _out_of_place(func, _GATES[func], args, kwargs)
             return _write_back(target, value.detach())
-        for funcs, impl in ((_LAYER_NORM, _layer_norm), (_GROUP_NORM, _group_norm), (_RMS_NORM, _rms_norm),
-                            (_INSTANCE_NORM, _instance_norm), (_BATCH_NORM, _batch_norm), (_MHA, _mha),
-                            (_SDPA, _sdpa)):
-            if func in funcs:
-                return impl(*args, **kwargs)
+        if func in _REPLACED:
+            return _REPLACED[func](*args, **kwargs)
         return func(*args, **kwargs)
 
 
@@ -478,7 +497,8 @@ def compare_with_engine(model, x, target=None) -> dict:
     -------
     dict
         ``lrp0_oracle_rel_error``, ``gradient_rel_error``, ``logits_rel_error``
-        (engine vs the model's own forward pass) and ``target`` (list of ints).
+        (engine vs the model's own forward pass), ``lrp0_reference_norm`` (a
+        comparison with a zero reference map proves nothing) and ``target``.
 
     Raises
     ------
@@ -497,6 +517,7 @@ def compare_with_engine(model, x, target=None) -> dict:
     a_lrp = ex.attribute(xe, ["lrp_zero"], target=t, init="logit", reduce="none")
     a_grad = ex.attribute(xe, ["gradient"], target=t, init="q", reduce="none")
     return {
+        "lrp0_reference_norm": float(torch.linalg.vector_norm(ref_lrp)),
         "lrp0_oracle_rel_error": relative_error(a_lrp.maps["lrp_zero"].cpu(), ref_lrp.cpu()),
         "gradient_rel_error": relative_error(a_grad.maps["gradient"].cpu(), ref_grad.cpu()),
         "logits_rel_error": relative_error(a_lrp.logits.cpu(), logits.cpu()),
@@ -565,7 +586,9 @@ def torchvision_classifier(name, num_classes=1000, seed=0):
     convolution; 62 fails), ``inception_v3`` 75 (its documented minimum),
     ``maxvit_t`` 224 (every stage's grid must be divisible by the partition size 7),
     and ViTs ``2 * patch_size`` (built with ``image_size`` set so: a 2x2 patch grid,
-    so that attention mixes more than the class token and one patch).
+    so that attention mixes more than the class token and one patch).  A
+    zero-initialised ``nn.Linear`` (ViT's head) gets random weights, else the
+    logits and every map would be 0.
     ``googlenet``/``inception_v3`` are built without auxiliary heads and with
     their weight initialisation.
 
@@ -588,4 +611,17 @@ def torchvision_classifier(name, num_classes=1000, seed=0):
     with torch.random.fork_rng():  # the caller's RNG state is left as it was
         torch.manual_seed(seed)
         model = torchvision.models.get_model(name, **kwargs)
+        _redraw_zero_linears(model)
     return model, side
+
+
+def _redraw_zero_linears(model):
+    """Give every all-zero ``nn.Linear`` weight ``N(0, 1/fan_in)`` entries, in place.
+
+    torchvision's ViT initialises its classification head to zeros: its logits, and so
+    every attribution map, would be exactly 0 and any comparison trivially exact.
+    """
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, nn.Linear) and not bool(mod.weight.any()):
+                mod.weight.normal_(0.0, mod.in_features ** -0.5)

@@ -72,5 +72,6 @@ def test_torchvision_classifier_matches_oracle(name):
     model = randomise_batchnorm_stats(model, torch.Generator().manual_seed(1))
     x = torch.randn(1, 3, side, side, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     r = compare_with_engine(model, x)
+    assert r["lrp0_reference_norm"] > 0, r
     assert r["gradient_rel_error"] <= 1e-10, r
     assert r["lrp0_oracle_rel_error"] <= 1e-8, r

@@ -24,6 +24,7 @@ from hypothesis import strategies as st  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+import empirical.oracle as _oracle  # noqa: E402
 from boundcheck.errors import InputError  # noqa: E402
 from empirical.oracle import (  # noqa: E402
     OracleMode, compare_with_engine, gradient_reference, lrp0_reference, modified_gradient,
@@ -396,6 +397,34 @@ def test_sdpa_reproduced_and_weights_detached(case):
     assert float(gq.abs().max()) == 0.0 and float(gk.abs().max()) == 0.0
 
 
+@pytest.mark.parametrize("call", ["F.layer_norm", "torch.layer_norm", "F.group_norm", "torch.group_norm",
+                                  "F.instance_norm", "torch.instance_norm", "F.batch_norm", "torch.batch_norm",
+                                  "F.batch_norm_batch_stats", "F.rms_norm"])
+def test_normalisation_forward_reproduced(call):
+    """Every spelling (functional and ``torch.*``, which order their arguments differently)."""
+    g = _seeded(0)
+    x = torch.randn(2, 4, 3, 3, dtype=D64, generator=g)
+    w, b = torch.rand(4, dtype=D64, generator=g) + 0.5, torch.randn(4, dtype=D64, generator=g)
+    rm, rv = torch.randn(4, dtype=D64, generator=g), torch.rand(4, dtype=D64, generator=g) + 0.5
+    w3 = torch.rand(3, 3, dtype=D64, generator=g)
+    fn = {
+        "F.layer_norm": lambda: F.layer_norm(x, (3, 3), w3, w3, 1e-5),
+        "torch.layer_norm": lambda: torch.layer_norm(x, (3, 3), w3, w3, 1e-5, False),
+        "F.group_norm": lambda: F.group_norm(x, 2, w, b, 1e-5),
+        "torch.group_norm": lambda: torch.group_norm(x, 2, w, b, 1e-5, False),
+        "F.instance_norm": lambda: F.instance_norm(x, None, None, w, b, True, 0.1, 1e-5),
+        "torch.instance_norm": lambda: torch.instance_norm(x, w, b, None, None, True, 0.1, 1e-5, False),
+        "F.batch_norm": lambda: F.batch_norm(x, rm, rv, w, b, False, 0.1, 1e-5),
+        "torch.batch_norm": lambda: torch.batch_norm(x, w, b, rm, rv, False, 0.1, 1e-5, False),
+        "F.batch_norm_batch_stats": lambda: F.batch_norm(x, None, None, w, b, True, 0.1, 1e-5),
+        "F.rms_norm": lambda: F.rms_norm(x, (3, 3), w3, 1e-6),
+    }[call]
+    want = fn()
+    with OracleMode():
+        got = fn()
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
 def test_inplace_functional_activation():
     class M(nn.Module):
         def __init__(self):
@@ -492,8 +521,10 @@ def _convnext():
 def _vit():
     from torchvision.models.vision_transformer import VisionTransformer
 
-    return VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64,
-                             num_classes=10)
+    m = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64,
+                          num_classes=10)
+    nn.init.normal_(m.heads.head.weight, std=0.2)  # torchvision initialises it to zeros: all maps would be 0
+    return m
 
 
 def _swin(v2):
@@ -561,6 +592,7 @@ def test_engine_matches_oracle(family):
     model = randomise_batchnorm_stats(model, _seeded(1))
     x = torch.randn(1, 3, side, side, dtype=D64, generator=_seeded(2))
     r = compare_with_engine(model, x)
+    assert r["lrp0_reference_norm"] > 0, r
     assert r["gradient_rel_error"] <= 1e-10, r
     assert r["lrp0_oracle_rel_error"] <= 1e-8, r
 
@@ -595,5 +627,91 @@ def test_engine_normalisation_steps(case):
         torch.manual_seed(0)
         model = randomise_batchnorm_stats(NORM_CASES[case][0](), _seeded(1))
     r = compare_with_engine(model, torch.randn(2, 3, 8, 8, dtype=D64, generator=_seeded(2)))
+    assert r["lrp0_reference_norm"] > 0, r
     assert r["gradient_rel_error"] <= 1e-10, r
     assert r["lrp0_oracle_rel_error"] <= 1e-8, r
+
+
+# ---------------------------------------------------------------------------- part 3: nothing nonlinear slips through
+_LINEAR = {
+    # linear maps and data movement: gradient may pass
+    "linear", "conv1d", "conv2d", "conv3d", "batch_norm", "adaptive_avg_pool2d", "avg_pool2d", "dropout", "pad",
+    "add", "add_", "__add__", "__iadd__", "__radd__", "sub", "__sub__", "__rsub__", "neg", "__neg__", "mean", "sum",
+    "flatten", "view", "view_as", "reshape", "permute", "transpose", "swapaxes", "unsqueeze", "squeeze", "expand",
+    "contiguous", "clone", "chunk", "split", "cat", "stack", "roll", "__getitem__", "__setitem__", "masked_fill",
+    "__get__", "fn",  # properties (.T, .shape ...); max_pool2d's boolean dispatch (winner-take-all selection)
+    "max_pool2d", "adaptive_max_pool2d", "_assert", "zero_", "new_zeros", "size", "dim", "numel",
+}
+_BILINEAR = {"mul", "__mul__", "__rmul__", "mul_", "__imul__", "matmul", "__matmul__", "bmm", "einsum", "div",
+             "__truediv__", "div_", "__itruediv__"}
+
+
+def _tensors(obj):
+    if torch.is_tensor(obj):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for o in obj:
+            yield from _tensors(o)
+
+
+class _Probe(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, t, log, name):
+        ctx.log, ctx.name = log, name
+        return t.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        ctx.log.append((ctx.name, float(g.abs().max())))
+        return g, None, None
+
+
+class _Audit(OracleMode):
+    """The oracle's mode plus a probe on every call outside the linear, bilinear-with-one-constant and
+    replaced operations whose inputs carry gradient; the probe logs the gradient that reaches it."""
+
+    def __init__(self):
+        super().__init__()
+        self.log = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = super().__torch_function__(func, types, args, kwargs)
+        name = getattr(func, "__name__", "")
+        live = [t for t in _tensors(list(args) + list(kwargs.values())) if t.requires_grad]
+        try:
+            replaced = any(func in table for table in (_oracle._ACTIVATIONS, _oracle._GATES, _oracle._REPLACED))
+        except TypeError:
+            replaced = False
+        if replaced or not live or name in _LINEAR:
+            return out
+        if name in _BILINEAR:
+            if "div" in name:  # x / c is linear, c / x and x / x are not
+                nonlinear = len(args) > 1 and torch.is_tensor(args[1]) and args[1].requires_grad
+            else:  # a product is linear when at most one factor carries gradient
+                nonlinear = len(live) >= 2
+            if not nonlinear:
+                return out
+        if torch.is_tensor(out) and out.is_floating_point() and out.requires_grad:
+            return _Probe.apply(out, self.log, name)
+        return out
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_no_gradient_through_unreplaced_nonlinear_ops(family):
+    """Every gradient path from the logits to ``x`` runs through linear maps and the oracle's
+    replacements only (Swin V2's cosine attention, logit-scale clamp/exp, MaxViT's q-k einsum and
+    the like may appear, but only on detached paths)."""
+    make, side, _ = FAMILIES[family]
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = copy.deepcopy(make()).eval().to(D64).requires_grad_(False)
+    x = torch.randn(1, 3, side, side, dtype=D64, generator=_seeded(2), requires_grad=True)
+    audit = _Audit()
+    with audit:
+        logits = model(x)
+    assert audit.log == []
+    (grad,) = torch.autograd.grad(logits[0, int(logits.argmax())], x)
+    assert bool(torch.isfinite(grad).all()) and float(grad.abs().max()) > 0
+    nonzero = [(n, g) for n, g in audit.log if g != 0]
+    assert nonzero == [], nonzero
