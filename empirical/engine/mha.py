@@ -22,7 +22,7 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
-from empirical.engine.ops import LinearOp, MatmulConstOp, lrp_step, sign_part_outputs
+from empirical.engine.ops import LinearOp, MatmulConstOp, linear_vjp, lrp_step, sign_part_outputs
 
 
 def _arg(node, i, name):
@@ -92,22 +92,15 @@ class MultiheadAttentionHandler:
         st = {"v": (O, zp, zn, v.shape), "av": (av, O2, zp2, zn2, vh.shape), "out": (O3, zp3, zn3, o.shape)}
         return (self._bf(y), None), st
 
-    @staticmethod
-    def _vjp(fn, shape, g):
-        with torch.enable_grad():
-            z = torch.zeros(shape, dtype=g.dtype, device=g.device, requires_grad=True)
-            (out,) = torch.autograd.grad(fn(z), z, g)
-        return out
-
     def backward(self, st, R, rules, conventions):
         """Relevance at the ``value`` input, ``R`` at the module's first output."""
         R = self._bf(R)
         O3, zp3, zn3, o_shape = st["out"]
         R = lrp_step(self.out_op, O3, zp3, zn3, R, rules, conventions, o_shape, bias=self.out_op.bias)
         av, O2, zp2, zn2, vh_shape = st["av"]
-        R = self._vjp(self._merge, (R.shape[0],) + tuple(vh_shape[1:]), R)
+        R = linear_vjp(self._merge, (R.shape[0],) + tuple(vh_shape[1:]), R)
         R = lrp_step(av, O2, zp2, zn2, R, rules, conventions, vh_shape)
         O, zp, zn, v_shape = st["v"]
-        R = self._vjp(self._split, (R.shape[0],) + tuple(v_shape[1:]), R)
+        R = linear_vjp(self._split, (R.shape[0],) + tuple(v_shape[1:]), R)
         R = lrp_step(self.v_op, O, zp, zn, R, rules, conventions, v_shape, bias=self.v_op.bias)
         return self._bf(R)

@@ -367,10 +367,7 @@ class PoolOp(_NonNegOp):
                 if not keepdim:
                     g = g.unsqueeze(d)
             return (g / count).expand(shape)
-        with torch.enable_grad():
-            x = torch.zeros(shape, dtype=gp.dtype, device=gp.device, requires_grad=True)
-            (out,) = torch.autograd.grad(self.fn(x), x, gp)
-        return out
+        return linear_vjp(self.fn, shape, gp)
 
 
 class DiagOp:
@@ -487,6 +484,14 @@ class MatmulConstOp(_NonNegOp):
 
     def transpose(self, g, in_shape):
         return self._rep(g.shape[0]).transpose(-2, -1) @ g
+
+
+def linear_vjp(fn, shape, g):
+    """``L^T g`` of a linear function ``fn`` at inputs of ``shape`` (autograd at zero)."""
+    with torch.enable_grad():
+        z = torch.zeros(shape, dtype=g.dtype, device=g.device, requires_grad=True)
+        (out,) = torch.autograd.grad(fn(z), z, g)
+    return out
 
 
 def _sign(D):

@@ -30,7 +30,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from empirical.engine.ops import LinearOp, MatmulConstOp, lrp_step, sign_part_outputs
+from empirical.engine.ops import LinearOp, MatmulConstOp, linear_vjp, lrp_step, sign_part_outputs
 
 
 class SwinAttentionHandler:
@@ -153,13 +153,6 @@ class SwinAttentionHandler:
             y = y + self.proj_op.bias
         return self._reverse(y, geo, B), st
 
-    @staticmethod
-    def _vjp(fn, shape, g):
-        with torch.enable_grad():
-            z = torch.zeros(shape, dtype=g.dtype, device=g.device, requires_grad=True)
-            (out,) = torch.autograd.grad(fn(z), z, g)
-        return out
-
     def backward(self, st, R, rules, conventions):
         K = len(rules)
         geo = st["geo"]
@@ -167,18 +160,18 @@ class SwinAttentionHandler:
         # 6. reverse routing: relevance at the projection output (windows)
         O3, zp3, zn3, o_shape = st["proj"]
         y_shape = (K * o_shape[0],) + tuple(o_shape[1:])
-        R = self._vjp(lambda t: self._reverse(t, geo, KB), y_shape, R)
+        R = linear_vjp(lambda t: self._reverse(t, geo, KB), y_shape, R)
         # 5. output projection
         R = lrp_step(self.proj_op, O3, zp3, zn3, R, rules, conventions, o_shape, bias=self.proj_op.bias)
         # 4. head merge (a permutation)
         av, O2, zp2, zn2, vh_shape = st["av"]
         O, zp, zn, xw_shape = st["v"]
-        R = self._vjp(self._merge_heads, (K * vh_shape[0],) + tuple(vh_shape[1:]), R)
+        R = linear_vjp(self._merge_heads, (K * vh_shape[0],) + tuple(vh_shape[1:]), R)
         # 3. A @ V
         R = lrp_step(av, O2, zp2, zn2, R.to(torch.float64), rules, conventions, vh_shape).to(O["pp"].dtype)
         # split heads (permutation)
-        R = self._vjp(self._split_heads, (K * xw_shape[0],) + tuple(xw_shape[1:]), R)
+        R = linear_vjp(self._split_heads, (K * xw_shape[0],) + tuple(xw_shape[1:]), R)
         # 2. value projection
         R = lrp_step(self.v_op, O, zp, zn, R, rules, conventions, xw_shape, bias=self.v_op.bias)
         # 1. window partition
-        return self._vjp(lambda t: self._partition(t, geo), (KB,) + tuple(st["x_shape"][1:]), R)
+        return linear_vjp(lambda t: self._partition(t, geo), (KB,) + tuple(st["x_shape"][1:]), R)
