@@ -697,7 +697,12 @@ class _Audit(OracleMode):
         return out
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
+# the families with more than convolution, BatchNorm, ReLU and pooling (the others cost time only)
+AUDITED = ["mobilenet_v3_small", "efficientnet", "efficientnet_v2", "regnet_y", "googlenet", "densenet", "convnext",
+           "vit", "swin", "swin_v2", "maxvit"]
+
+
+@pytest.mark.parametrize("family", AUDITED)
 def test_no_gradient_through_unreplaced_nonlinear_ops(family):
     """Every gradient path from the logits to ``x`` runs through linear maps and the oracle's
     replacements only (Swin V2's cosine attention, logit-scale clamp/exp, MaxViT's q-k einsum and
@@ -705,7 +710,7 @@ def test_no_gradient_through_unreplaced_nonlinear_ops(family):
     make, side, _ = FAMILIES[family]
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        model = copy.deepcopy(make()).eval().to(D64).requires_grad_(False)
+        model = randomise_batchnorm_stats(make(), _seeded(1)).eval().to(D64).requires_grad_(False)
     x = torch.randn(1, 3, side, side, dtype=D64, generator=_seeded(2), requires_grad=True)
     audit = _Audit()
     with audit:
