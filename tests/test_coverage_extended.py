@@ -4,9 +4,8 @@ For each name in ``torchvision.models.list_models(module=torchvision.models)``: 
 weights, random norm-layer statistics, one float64 image at the smallest square input
 the model takes (:func:`empirical.oracle.torchvision_classifier`); the engine's LRP-0
 map (bias in the denominators, logit start) must match ``x * modified gradient`` to a
-relative 1e-8 and its gradient the plain gradient to 1e-10.  Families the engine does
-not reproduce yet are ``xfail(strict=False)``; a model whose float64 copies would not
-fit in the available memory is skipped.
+relative 1e-8 and its gradient the plain gradient to 1e-10, every family; a model whose
+float64 copies would not fit in the available memory is skipped.
 
 Run with ``pytest -m extended tests/test_coverage_extended.py``.
 """
@@ -22,32 +21,14 @@ from empirical.oracle import compare_with_engine, randomise_batchnorm_stats, tor
 
 pytestmark = [pytest.mark.torch, pytest.mark.extended]
 
-# name prefix -> why the engine does not match the oracle yet (see tests/test_oracle.py)
-PENDING = {
-    "densenet": "engine passes relevance through an unfolded BatchNorm unchanged",
-    "convnext": "engine: layer-scale product and LayerNorm2d not supported yet",
-    "vit_": "engine: nn.MultiheadAttention / class token not supported yet",
-    "swin_v2": "engine passes relevance through LayerNorm unchanged",
-    "swin_": "engine: Swin V1 ShiftedWindowAttention not supported yet",
-    "maxvit": "engine: MaxViT attention (einsum) not supported yet",
-}
 # float64 copies held at once (oracle/gradient copy, engine copy with W+ and W-, the inputs' model): bytes/param
 BYTES_PER_PARAMETER = 48
-
-
-def _pending(name):
-    for prefix, reason in PENDING.items():
-        if name.startswith(prefix):
-            return reason
-    return None
 
 
 def _params():
     out = []
     for name in torchvision.models.list_models(module=torchvision.models):
-        reason = _pending(name)
-        marks = (pytest.mark.xfail(strict=False, reason=reason),) if reason else ()
-        out.append(pytest.param(name, marks=marks))
+        out.append(pytest.param(name))
     return out
 
 

@@ -5,8 +5,7 @@ LRP-0 map (bias in the denominators, logit start, [P1] eq. (7) with beta = 0) is
 propagated layer by layer in numpy and compared with ``x * modified_gradient``.
 Part 2 compares :class:`empirical.engine.Explainer` (float64) with the oracle on
 one small model of every torchvision family: LRP-0 relative error <= 1e-8,
-gradient relative error <= 1e-10.  Families whose operations the engine does not
-reproduce yet are ``xfail(strict=False)``.
+gradient relative error <= 1e-10, on every family (no exceptions).
 """
 
 from __future__ import annotations
@@ -548,13 +547,6 @@ def _tv(fn, **kw):
     return lambda: getattr(torchvision.models, fn)(num_classes=10, **kw)
 
 
-def _pending(reason):
-    return pytest.mark.xfail(strict=False, reason=reason)
-
-
-_BN_PASS = "engine passes relevance through an unfolded BatchNorm unchanged; LRP-0 of the affine map scales it"
-_LN_PASS = "engine passes relevance through LayerNorm unchanged; LRP-0 of the affine map (statistics constant) scales it"
-
 # family -> (builder, input side, marks)
 FAMILIES = {
     "resnet": (lambda: torchvision.models.resnet.ResNet(torchvision.models.resnet.BasicBlock, [1, 1, 1, 1],
@@ -564,8 +556,7 @@ FAMILIES = {
                                                                     num_classes=10), 32, ()),
     "vgg_bn": (_vgg, 32, ()),
     "alexnet": (_alexnet, 63, ()),
-    "densenet": (lambda: torchvision.models.densenet.DenseNet(8, (2, 2), 16, bn_size=2, num_classes=10), 32,
-                 (_pending(_BN_PASS),)),
+    "densenet": (lambda: torchvision.models.densenet.DenseNet(8, (2, 2), 16, bn_size=2, num_classes=10), 32, ()),
     "mobilenet_v2": (_tv("mobilenet_v2", width_mult=0.25), 32, ()),
     "mobilenet_v3_small": (_tv("mobilenet_v3_small", width_mult=0.5), 32, ()),
     "efficientnet": (_efficientnet, 32, ()),
@@ -575,11 +566,11 @@ FAMILIES = {
     "squeezenet": (_tv("squeezenet1_1"), 32, ()),
     "regnet_y": (_regnet, 32, ()),
     "mnasnet": (_tv("mnasnet0_5"), 32, ()),
-    "convnext": (_convnext, 32, (_pending("engine: layer-scale product and LayerNorm2d not supported yet"),)),
-    "vit": (_vit, 32, (_pending("engine: nn.MultiheadAttention / class token not supported yet"),)),
-    "swin": (lambda: _swin(False), 32, (_pending("engine: Swin V1 ShiftedWindowAttention not supported yet"),)),
-    "swin_v2": (lambda: _swin(True), 32, (_pending(_LN_PASS),)),
-    "maxvit": (_maxvit, 32, (_pending("engine: MaxViT attention (einsum) not supported yet"),)),
+    "convnext": (_convnext, 32, ()),
+    "vit": (_vit, 32, ()),
+    "swin": (lambda: _swin(False), 32, ()),
+    "swin_v2": (lambda: _swin(True), 32, ()),
+    "maxvit": (_maxvit, 32, ()),
 }
 
 
@@ -613,10 +604,8 @@ def _tail():
 
 NORM_CASES = {
     "batch_norm_folded": (lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), *_tail()), ()),
-    "batch_norm_unfolded": (lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.BatchNorm2d(4), *_tail()),
-                            (_pending(_BN_PASS),)),
-    "layer_norm": (lambda: nn.Sequential(nn.Conv2d(3, 4, 3), _ToLast(), nn.LayerNorm(4), _ToFirst(), *_tail()),
-                   (_pending(_LN_PASS),)),
+    "batch_norm_unfolded": (lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.BatchNorm2d(4), *_tail()), ()),
+    "layer_norm": (lambda: nn.Sequential(nn.Conv2d(3, 4, 3), _ToLast(), nn.LayerNorm(4), _ToFirst(), *_tail()), ()),
 }
 
 
