@@ -168,16 +168,17 @@ def montage(maps_by_row: dict, image, path, column_labels=None, title: str = "",
     title : figure title (the colour-limit rule is appended)
     limit_from : ``"last"``: each row's limit ``q`` from its last column (e.g. the largest m,
         so the smaller-m columns show how much noisier they are, saturating where they exceed
-        it); ``"row"``: from all of the row's maps
+        it); ``"row"``: from all of the row's maps; ``"each"``: every map its own ``q``, written
+        under it (structure rather than scale is compared)
 
     Returns
     -------
-    dict with ``path`` and ``limits`` ({row: q}).
+    dict with ``path`` and ``limits`` ({row: q}, or {row: {column: q}} for ``"each"``).
     """
     if not maps_by_row:
         raise ValueError("montage needs at least one row")
-    if limit_from not in ("last", "row"):
-        raise ValueError(f"limit_from must be 'last' or 'row', got {limit_from!r}")
+    if limit_from not in ("last", "row", "each"):
+        raise ValueError(f"limit_from must be 'last', 'row' or 'each', got {limit_from!r}")
     plt = _plt()
     rows = list(maps_by_row)
     cols = list(maps_by_row[rows[0]])
@@ -191,24 +192,30 @@ def montage(maps_by_row: dict, image, path, column_labels=None, title: str = "",
     limits = {}
     for i, r in enumerate(rows):
         ms = [maps_by_row[r][c] for c in cols]
+        each = limit_from == "each"
         q = symmetric_limit(*(ms[-1:] if limit_from == "last" else ms), quantile=quantile)
-        limits[r] = q
+        limits[r] = {c: symmetric_limit(a, quantile=quantile) for c, a in zip(cols, ms)} if each else q
         ax = axes[i][0]
         ax.imshow(_rgb(image), interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_ylabel(f"{r}\n±{q:.3g}", fontsize=8)
+        ax.set_ylabel(r if each else f"{r}\n±{q:.3g}", fontsize=8)
         if i == 0:
             ax.set_title("input", fontsize=9)
         art = None
         for j, (c, a) in enumerate(zip(cols, ms), start=1):
-            art = draw_map(axes[i][j], a, q, image)
+            qc = limits[r][c] if each else q
+            art = draw_map(axes[i][j], a, qc, image)
+            if each:
+                axes[i][j].set_xlabel(f"±{qc:.3g}", fontsize=7, labelpad=1)
             if i == 0:
                 axes[i][j].set_title(labels[c], fontsize=9)
-        fig.colorbar(art, ax=list(axes[i]), fraction=0.02, pad=0.01, ticks=[-q, 0, q],
-                     format="%.3g").ax.tick_params(labelsize=6)
-    rule = (f"bwr, 0 = white; per row limits ±q, q = {100 * quantile:g}th pct of |A| "
-            + ("of the last column" if limit_from == "last" else "over the row") + " (left label)")
+        if not each:
+            fig.colorbar(art, ax=list(axes[i]), fraction=0.02, pad=0.01, ticks=[-q, 0, q],
+                         format="%.3g").ax.tick_params(labelsize=6)
+    rule = (f"bwr, 0 = white; limits ±q, q = {100 * quantile:g}th pct of |A| "
+            + {"last": "of the row's last column (left label)", "row": "over the row (left label)",
+               "each": "of each map (under it)"}[limit_from])
     fig.suptitle(f"{title}\n{rule}" if title else rule, fontsize=9)
     p = _save(fig, path)
     plt.close(fig)
@@ -229,15 +236,16 @@ def randomization_montage(maps_by_method_step: dict, image, path, step_labels=No
     step_labels : ``{step: label}`` (e.g. the schedule's module marker)
     title : figure title
 
-    Randomised maps have very different scales from the original's, so each row's colour
-    limit ``q`` is taken over all of its maps (``limit_from="row"``); the caption says so.
+    Randomised maps have very different scales from the original's (a shared limit leaves
+    most of them blank), and the check asks whether the *structure* survives, so every map
+    gets its own limit ``q``, written under it (``limit_from="each"``).
 
     Returns
     -------
     dict with ``path`` and ``limits``.
     """
     return montage(maps_by_method_step, image, path, column_labels=step_labels,
-                   title=title or "cascading model randomisation", quantile=quantile, limit_from="row")
+                   title=title or "cascading model randomisation", quantile=quantile, limit_from="each")
 
 
 def _finite_pos(v) -> float | None:

@@ -31,12 +31,12 @@ METHODS = ("gradient_x_input", "lrp_beta_1", "lrp_gamma_100")
 SIZE = 32
 
 
-def tiny_cnn(seed: int = 0):
+def tiny_cnn(seed: int = 0, classes: int = 5):
     torch.manual_seed(seed)
     net = torch.nn.Sequential(
         torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.ReLU(),
         torch.nn.Conv2d(6, 6, 3, padding=1), torch.nn.ReLU(),
-        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(6, 5),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(6, classes),
     )
     return net.eval()
 
@@ -45,14 +45,14 @@ def normalize(x):
     return (x - 0.5) / 0.5
 
 
-def tiny_loaded():
+def tiny_loaded(classes: int = 5):
     from torchvision.transforms.v2 import functional as F
 
     def to_unit(img):
         t = F.resize(F.pil_to_tensor(img.convert("RGB")), [SIZE], antialias=True)
         return F.to_dtype(F.center_crop(t, [SIZE]), torch.float32, scale=True)
 
-    return SimpleNamespace(model=tiny_cnn(), to_unit=to_unit, normalize=normalize, name="tiny", weights_file=None)
+    return SimpleNamespace(model=tiny_cnn(classes=classes), to_unit=to_unit, normalize=normalize, name="tiny", weights_file=None)
 
 
 def write_images(folder: Path, n: int = 2) -> list[Path]:
@@ -252,7 +252,8 @@ def test_randomization_montage_rows_methods_columns_steps(tmp_path):
     assert not np.allclose(maps["lrp_beta_1"]["original"], maps["lrp_beta_1"][2])
     res = plotting.randomization_montage(maps, x01, tmp_path / "r.png", step_labels=labels)
     assert (tmp_path / "r.png").is_file() and set(res["limits"]) == {"gradient", "lrp_beta_1"}
-    assert res["limits"]["gradient"] == pytest.approx(plotting.symmetric_limit(*maps["gradient"].values()))
+    for meth in maps:  # every map its own symmetric limit
+        assert res["limits"][meth] == {k: plotting.symmetric_limit(a) for k, a in maps[meth].items()}
 
 
 # ----------------------------------------------------------------------------- Python API
@@ -312,3 +313,91 @@ def test_out_is_a_file_is_one_line_exit_2(tmp_path, capsys):
     assert main(["explain", "--out", str(tmp_path / "f"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "not a folder" in err
+
+
+def test_map_recorder_keeps_the_maps_the_sanity_run_computes(tmp_path):
+    """The recorder wrapped around ``sanity randomize``'s factory sees the same maps as a fresh cascade."""
+    from empirical.explain.randomization import MapRecorder, cascade_maps, sanity_montage
+    from empirical.sanity.randomize import randomization_rows
+    from empirical.sanity.schedules import Step
+
+    net = tiny_cnn(2)
+    steps = [Step(index=0, marker="6", new=("6",), cumulative=("6",)),
+             Step(index=1, marker="2", new=("2",), cumulative=("6", "2"))]
+
+    def factory(model):
+        ex = Explainer(model, dtype=torch.float64)
+
+        def run(x, methods, target):
+            att = ex.attribute(x.double(), list(methods), target=torch.as_tensor(target))
+            return {m: att.maps[m].numpy() for m in methods}
+
+        run.explainer = ex
+        return run
+
+    x01 = torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(4))
+    rec = MapRecorder(factory, 3)
+    rows = randomization_rows(net, normalize(x01), [1, 3], steps, ["lrp_beta_1"], rec, evaluate={0, 1})
+    assert rec.full and len(rows) == 2 and rec.target0 == 1
+    ref, _ = cascade_maps(net, normalize(x01[:1]), 1, steps, ["lrp_beta_1"], factory, evaluate={0, 1})
+    for i, key in enumerate(["original", 0, 1]):
+        np.testing.assert_allclose(rec.maps[i]["lrp_beta_1"], ref["lrp_beta_1"][key], rtol=1e-9, atol=1e-15)
+    ctx = {"recorder": rec, "evaluate": {0, 1}, "schedule": steps, "title": "tiny",
+           "lm": SimpleNamespace(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))}
+    path = sanity_montage(ctx, tmp_path)
+    assert Path(path).is_file()
+    assert sanity_montage({**ctx, "recorder": MapRecorder(factory, 3)}, tmp_path) is None  # nothing recorded
+
+
+# ----------------------------------------------------------------------------- the shipped Lite0
+README_EXAMPLE = '''\
+from empirical.data import foolbox_photos
+from empirical.explain import explain
+photo = foolbox_photos(1)[0].path
+res = explain("efficientnet-lite0", photo, methods=("lrp_beta_1",), augmentation="photometric", m=(16,))
+res.save_heatmap("lrp_beta_1_m16.png", "lrp_beta_1", 16)
+'''
+
+
+def test_the_readme_example_runs_as_written(tmp_path, monkeypatch):
+    import empirical.explain as pkg
+
+    assert "\n    ".join(README_EXAMPLE.strip().splitlines()) in pkg.__doc__  # the docstring shows the same lines
+    monkeypatch.chdir(tmp_path)
+    torch.set_num_threads(2)
+    ns: dict = {}
+    exec(README_EXAMPLE, ns)
+    res = ns["res"]
+    assert (tmp_path / "lrp_beta_1_m16.png").stat().st_size > 1000
+    a = res.maps["lrp_beta_1"][16]
+    assert a.shape == (224, 224) and np.isfinite(a).all() and np.abs(a).max() > 0
+    assert res.target == res.pred and 0 <= res.stats["lrp_beta_1"][16]["s2"] <= 2
+
+
+def test_cli_on_lite0_then_a_changed_resume_is_refused(tmp_path, capsys):
+    torch.set_num_threads(2)
+    out = tmp_path / "o"
+    argv = ["explain", "--out", str(out), "--m", "1", "--methods", "lrp_beta_0", "--no-progress", "--device", "cpu"]
+    assert main(argv) == 0
+    doc = _no_nan(out / "explain.json")
+    assert doc["config"]["depth_n"] == 60 and doc["images"][0]["target"] == 243
+    assert (out / "imagenet_00_243.jpg" / "lrp_beta_0_m1.npy").is_file()
+    capsys.readouterr()
+    assert main(argv[:-2] + ["--device", "cpu", "--seed", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "different configuration" in err and "seed" in err
+
+
+def test_report_section_links_montages_that_exist(tmp_path, monkeypatch):
+    import empirical.models
+    from empirical.explain import REPORT_METHODS, report_section
+
+    monkeypatch.setattr(empirical.models, "load_model", lambda name, *a, **k: tiny_loaded(1000))  # labels 243, 559
+    md = report_section(tmp_path / "rep" / "explain", link_base=tmp_path / "rep", n_photos=2)
+    links = [ln.split("](")[1].split(")")[0] for ln in md.split("![")[1:]]
+    assert len(links) == 4 and all(lk.endswith("montage.png") for lk in links)
+    for lk in links:
+        assert (tmp_path / "rep" / lk).is_file()
+    for meth in REPORT_METHODS:
+        assert meth in md
+    assert "gaussian" in md and "photometric" in md and "not a guarantee" in md

@@ -213,7 +213,7 @@ def report_section(out_dir, link_base=None, n_photos: int = 2, m=(1, 4), device:
     results = {}
     for aug in ("gaussian", "photometric"):
         opts = ExplainOptions(out=str(out_dir / aug), n_images=n_photos, methods=REPORT_METHODS, augmentation=aug,
-                              m_grid=tuple(m), device=device, batch_size=8, progress=False)
+                              m_grid=tuple(m), device=device, batch_size=8, progress=False, heatmaps=False)
         results[aug] = run_explain(opts, loaded=lm, explainer=ex)
 
     def link(aug, rel):

@@ -71,6 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "explain") -> Non
     parser.add_argument("--target-s2", type=float, default=None,
                         help="double m until the measured split-half s2 <= X (measured on the image, not a guarantee)")
     parser.add_argument("--max-m", type=int, default=DEFAULT_MAX_M, help=f"cap for --target-s2 (default {DEFAULT_MAX_M})")
+    parser.add_argument("--no-heatmaps", action="store_true", help="no PNG per map (montages, .npy files and "
+                        "plots are still written)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     parser.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulated kill
 
@@ -88,7 +90,7 @@ def options_from_args(args):
         image_files=tuple(args.image), n_images=args.n_images, methods=tuple(args.methods),
         augmentation=args.augmentation, sigma=args.sigma, m_grid=tuple(args.m), seed=args.seed, device=args.device,
         dtype=args.dtype, batch_size=batch, t=args.t, delta=args.delta, target_s2=args.target_s2, max_m=args.max_m,
-        progress=not args.no_progress, stop_after=args.stop_after)
+        heatmaps=not args.no_heatmaps, progress=not args.no_progress, stop_after=args.stop_after)
 
 
 def run(args) -> int:

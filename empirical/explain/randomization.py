@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 
-def _short(marker: str, parts: int = 2) -> str:
+def _short(marker: str, parts: int = 3) -> str:
     bits = str(marker).split(".")
     return ".".join(bits[-parts:]) if len(bits) > parts else str(marker)
 

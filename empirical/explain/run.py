@@ -70,6 +70,7 @@ class ExplainOptions:
     delta: float = DEFAULT_DELTA
     target_s2: float | None = None
     max_m: int = DEFAULT_MAX_M
+    heatmaps: bool = True  # one PNG per (method, m); the montage and .npy files are always written
     progress: bool = True
     stop_after: int | None = None  # stop after this many images (a simulated kill; tests)
 
@@ -371,7 +372,8 @@ def run_explain(opts: ExplainOptions, loaded=None, explainer=None) -> dict:
                                it.id, target=it.label, sigma=opts.sigma, batch_size=opts.batch_size, device=device,
                                dtype=dtype, target_s2=opts.target_s2, max_m=opts.max_m, on_samples=tick)
             title = f"{it.id}, {opts.model}, {aug_title}, target {res.target}"
-            outputs = write_image_outputs(out / image_stem(it.id), x01, res, opts.methods, grid, title, theory)
+            outputs = write_image_outputs(out / image_stem(it.id), x01, res, opts.methods, grid, title, theory,
+                                          heatmaps=opts.heatmaps)
             _write_line(rec_path, image_record(it, res, opts.methods, grid, outputs, opts.target_s2))
             written += 1
             if opts.stop_after is not None and written >= opts.stop_after and written < len(todo):
