@@ -312,10 +312,9 @@ def convergence_plot(stats: dict, path, bounds_log10: dict | None = None, title:
                     else:
                         notes.append(f"{meth} ({form}): 10^{bm[0][1]:.1f} at m={bm[0][0]}")
                         not_drawn.append((meth, form))
-            if notes:
-                ax.text(0.02, 0.02, "l2 bound on s1 (δ), off this scale:\n" + "\n".join(notes),
-                        transform=ax.transAxes, fontsize=6.5, va="bottom", ha="left",
-                        bbox={"facecolor": "white", "alpha": 0.8, "lw": 0})
+            if notes:  # stated above the panel, where it hides no data
+                ax.set_title("l2 bound on s1 (eq. 38), far above this scale: " + "; ".join(notes), fontsize=6.5,
+                             wrap=True)
         ax.set_xscale("log")
         ax.set_yscale("log")
         if mmax >= mmin:

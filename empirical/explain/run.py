@@ -320,7 +320,7 @@ def run_explain(opts: ExplainOptions, loaded=None, explainer=None) -> dict:
 
     from empirical.data import load_image
     from empirical.experiment.runner import read_jsonl, resolve_device
-    from empirical.explain.average import average_maps, doubling_points
+    from empirical.explain.average import average_maps
 
     items, source = validate(opts)
     out = Path(opts.out)
@@ -343,8 +343,7 @@ def run_explain(opts: ExplainOptions, loaded=None, explainer=None) -> dict:
 
     depth = torch_network_depth(loaded.model).n
     grid = tuple(opts.m_grid)
-    curve_m = sorted(set(grid) | (set(doubling_points(opts.max_m)) if opts.target_s2 is not None else set()))
-    theory = theory_block(opts.methods, depth, opts.t, opts.delta, curve_m)
+    theory = theory_block(opts.methods, depth, opts.t, opts.delta, grid)
 
     rec_path = out / RECORDS_FILE
     read_jsonl(rec_path, repair=True)

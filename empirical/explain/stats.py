@@ -27,7 +27,13 @@ from __future__ import annotations
 
 import math
 
-from boundcheck.hoeffding import format_log10, hoeffding_samples, hoeffding_samples_log10, l2_deviation_bound_log10
+from boundcheck.hoeffding import (
+    format_log10,
+    format_number,
+    hoeffding_samples,
+    hoeffding_samples_log10,
+    l2_deviation_bound_log10,
+)
 
 #: sample sizes up to this are written as exact integers too
 EXACT_M_LOG10 = 15.0
@@ -81,7 +87,7 @@ def required_m(method: str, n: int, t: float, delta: float) -> dict:
         lm = hoeffding_samples_log10(t, delta, value_range_log10=lr)
         m = hoeffding_samples(t, delta, value_range_log10=lr) if lm <= EXACT_M_LOG10 else None
         out[form] = {"log10_range": lr, "log10_m": lm, "m": m,
-                     "m_text": str(m) if m is not None else format_log10(lm), "formula": formula}
+                     "m_text": format_number(m) if m is not None else format_log10(lm), "formula": formula}
         out["finite"] = True
     if out["finite"]:
         out["note"] = "per pixel, probability >= 1-delta, eq. (24) with the rule's value range at depth n"
