@@ -284,7 +284,7 @@ def test_python_api_on_a_module_and_a_tensor(tmp_path):
     (["--methods", "nonsense"], "unknown method"),
     (["--image", "MISSING.png"], "not found"),
     (["--image", "BAD.jpg"], "cannot read image"),
-    (["--images", "IMGDIR", "--image", "GOOD.png"], "either"),
+    (["--images", "IMGDIR", "--image", "GOOD.png"], "give one of"),
     (["--delta", "2"], "--delta"),
     (["--t", "0"], "--t"),
     (["--target-s2", "-1"], "--target-s2"),
@@ -293,8 +293,9 @@ def test_python_api_on_a_module_and_a_tensor(tmp_path):
     (["--n-images", "0"], "--n-images"),
     (["--sigma", "nan"], "--sigma"),
     (["--weights", "MISSING.pth"], "not found"),
-    (["--weights", "GOOD.png", "--random-weights"], "exclude"),
-    (["--model", "vgg"], "--model"),
+    (["--weights", "GOOD.png", "--random-weights"], "not allowed with"),
+    (["--model", "vgg"], "unknown model"),
+    (["--device", "tpu"], "--device"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys, extra, needle):
     imgs = write_images(tmp_path / "imgdir", 1)

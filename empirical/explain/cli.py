@@ -25,13 +25,6 @@ from empirical.explain.average import AUGMENTATIONS
 from empirical.explain.run import DEFAULT_DELTA, DEFAULT_M, DEFAULT_MAX_M, DEFAULT_METHODS, DEFAULT_T
 
 
-def _csv(text: str) -> tuple:
-    items = tuple(t.strip() for t in text.split(",") if t.strip())
-    if not items:
-        raise argparse.ArgumentTypeError(f"empty list {text!r}")
-    return items
-
-
 def _ints(text: str) -> tuple:
     try:
         vals = tuple(int(t) for t in text.split(",") if t.strip())
@@ -43,38 +36,38 @@ def _ints(text: str) -> tuple:
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str = "explain") -> None:
-    from empirical.models import MODEL_NAMES
+    from empirical.cliargs import (
+        add_device_args,
+        add_image_args,
+        add_methods_arg,
+        add_model_args,
+        add_out_arg,
+        add_threads_arg,
+    )
 
-    parser.add_argument("--out", required=True, help="output folder (maps, PNGs, explain.json/md; resumable)")
-    parser.add_argument("--model", choices=MODEL_NAMES, default="efficientnet-lite0",
-                        help="default: efficientnet-lite0 (shipped ImageNet weights)")
-    parser.add_argument("--weights", metavar="FILE", help="state_dict file (default: torch hub cache / shipped)")
-    parser.add_argument("--random-weights", action="store_true", help="random initialisation, explicitly")
-    parser.add_argument("--images", metavar="DIR", help="folder of images (target = top prediction)")
-    parser.add_argument("--image", metavar="FILE", nargs="+", action="extend", default=[],
-                        help="image file(s) (target = top prediction)")
-    parser.add_argument("--n-images", type=int, default=None,
-                        help="first N images (default: all given; 1 of the shipped photos without --images/--image)")
-    parser.add_argument("--methods", type=_csv, default=DEFAULT_METHODS,
-                        help="comma-separated engine method names (default: " + ",".join(DEFAULT_METHODS) + ")")
-    parser.add_argument("--augmentation", choices=AUGMENTATIONS, default="gaussian",
-                        help="gaussian (noise in network-input space), photometric or none (default gaussian)")
-    parser.add_argument("--sigma", type=float, default=1.0, help="Gaussian noise std in network-input space")
-    parser.add_argument("--m", type=_ints, default=DEFAULT_M, help="sample sizes, e.g. 1,4,16,64 (the default)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
-    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    parser.add_argument("--batch-size", type=int, default=None, help="samples per attribute() call (default 8 on "
-                        "the CPU, 64 on CUDA)")
-    parser.add_argument("--t", type=float, default=DEFAULT_T, help=f"deviation t for the theory's m (default {DEFAULT_T})")
-    parser.add_argument("--delta", type=float, default=DEFAULT_DELTA, help=f"failure probability (default {DEFAULT_DELTA})")
-    parser.add_argument("--target-s2", type=float, default=None,
-                        help="double m until the measured split-half s2 <= X (measured on the image, not a guarantee)")
-    parser.add_argument("--max-m", type=int, default=DEFAULT_MAX_M, help=f"cap for --target-s2 (default {DEFAULT_MAX_M})")
-    parser.add_argument("--no-heatmaps", action="store_true", help="no PNG per map (montages, .npy files and "
-                        "plots are still written)")
-    parser.add_argument("--no-progress", action="store_true", help="no tqdm bar")
-    parser.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulated kill
+    add_out_arg(parser)
+    add_model_args(parser)
+    add_image_args(parser)  # without a source: the first shipped photo (--n-images N for more)
+    add_methods_arg(parser, default=DEFAULT_METHODS)
+    add_device_args(parser)
+    add_threads_arg(parser)
+    g = parser.add_argument_group("averaging")
+    g.add_argument("--augmentation", choices=AUGMENTATIONS, default="gaussian",
+                   help="gaussian (noise in network-input space), photometric or none (default gaussian)")
+    g.add_argument("--sigma", type=float, default=1.0, help="Gaussian noise std in network-input space (default 1)")
+    g.add_argument("--m", type=_ints, default=DEFAULT_M, help="sample sizes, e.g. 1,4,16,64 (the default)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--batch-size", type=int, default=None, help="samples per attribute() call (default 8 on "
+                   "the CPU, 64 on CUDA)")
+    g.add_argument("--t", type=float, default=DEFAULT_T, help=f"deviation t for the theory's m (default {DEFAULT_T})")
+    g.add_argument("--delta", type=float, default=DEFAULT_DELTA, help=f"failure probability (default {DEFAULT_DELTA})")
+    g.add_argument("--target-s2", type=float, default=None,
+                   help="double m until the measured split-half s2 <= X (measured on the image, not a guarantee)")
+    g.add_argument("--max-m", type=int, default=DEFAULT_MAX_M, help=f"cap for --target-s2 (default {DEFAULT_MAX_M})")
+    g.add_argument("--no-heatmaps", action="store_true", help="no PNG per map (montages, .npy files and "
+                   "plots are still written)")
+    g.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    g.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulated kill
 
 
 def options_from_args(args):
@@ -84,13 +77,15 @@ def options_from_args(args):
     if batch is None:
         import torch
 
-        batch = 64 if (args.device == "cuda" or (args.device is None and torch.cuda.is_available())) else 8
+        batch = 64 if (args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())) else 8
     return ExplainOptions(
-        out=args.out, model=args.model, weights=args.weights, pretrained=not args.random_weights, images=args.images,
-        image_files=tuple(args.image), n_images=args.n_images, methods=tuple(args.methods),
-        augmentation=args.augmentation, sigma=args.sigma, m_grid=tuple(args.m), seed=args.seed, device=args.device,
-        dtype=args.dtype, batch_size=batch, t=args.t, delta=args.delta, target_s2=args.target_s2, max_m=args.max_m,
-        heatmaps=not args.no_heatmaps, progress=not args.no_progress, stop_after=args.stop_after)
+        out=args.out, model=args.model, weights=args.weights, pretrained=not args.random_weights,
+        num_classes=args.num_classes, input_size=args.input_size, mean=args.mean, std=args.std,
+        images=args.images, image_files=tuple(args.image) if args.image else (), imagenet_val=args.imagenet_val,
+        labels=args.labels, n_images=args.n_images, methods=tuple(args.methods), augmentation=args.augmentation,
+        sigma=args.sigma, m_grid=tuple(args.m), seed=args.seed, device=args.device, dtype=args.dtype,
+        allow_tf32=args.allow_tf32, batch_size=batch, t=args.t, delta=args.delta, target_s2=args.target_s2,
+        max_m=args.max_m, heatmaps=not args.no_heatmaps, progress=not args.no_progress, stop_after=args.stop_after)
 
 
 def run(args) -> int:
@@ -98,7 +93,7 @@ def run(args) -> int:
 
     from empirical.explain.run import run_explain
 
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), 16)))
+    torch.set_num_threads(args.threads or max(1, min(torch.get_num_threads(), 16)))
     res = run_explain(options_from_args(args))
     print(res["summary"])
     print(f"{res['status']}: {res['written']} image(s) written to {res['out']} ({res['seconds']:.1f} s)",

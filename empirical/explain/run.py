@@ -42,8 +42,8 @@ DEFAULT_MAX_M = 1024
 DEFAULT_N_SHIPPED = 1
 CONFIG_FILE, RECORDS_FILE = "config.json", "records.jsonl"
 #: configuration keys a resume must repeat
-_CONFIG_KEYS = ("model", "weights", "pretrained", "image_ids_sha256", "methods", "augmentation", "sigma", "m_grid",
-                "seed", "dtype", "batch_size", "t", "delta", "target_s2", "max_m", "code")
+_CONFIG_KEYS = ("model", "weights", "pretrained", "num_classes", "input_size", "mean", "std", "image_ids_sha256", "methods", "augmentation", "sigma", "m_grid",
+                "seed", "dtype", "allow_tf32", "batch_size", "t", "delta", "target_s2", "max_m", "code")
 UNGUARANTEED = "measured on this image, not a guarantee"
 
 
@@ -52,19 +52,26 @@ class ExplainOptions:
     """Everything ``boundcheck explain`` needs (the CLI fills it)."""
 
     out: str
-    model: str = "efficientnet-lite0"
+    model: str = "efficientnet-lite0"  # any empirical.models.resolve_model spec
     weights: str | None = None
     pretrained: bool = True
+    num_classes: int | None = None
+    input_size: int | None = None
+    mean: tuple | None = None
+    std: tuple | None = None
     images: str | None = None
     image_files: tuple = ()
+    imagenet_val: str | None = None
+    labels: str | None = None
     n_images: int | None = None
     methods: tuple = DEFAULT_METHODS
     augmentation: str = "gaussian"
     sigma: float = 1.0
     m_grid: tuple = DEFAULT_M
     seed: int = 0
-    device: str | None = None
+    device: str | None = None  # None / "auto": cuda when available
     dtype: str = "float32"
+    allow_tf32: bool = False
     batch_size: int = 8
     t: float = DEFAULT_T
     delta: float = DEFAULT_DELTA
@@ -94,27 +101,16 @@ def _real(name: str, v, lo: float | None = None, hi: float | None = None, open_h
 
 
 def list_items(opts: ExplainOptions):
-    """The images to explain (``ImageItem`` list) and a description of the source."""
-    from empirical.data import ImageItem, foolbox_photos, plain_folder
+    """The images to explain (``ImageItem`` list) and a description of the source
+    (:func:`empirical.data.list_images`; without a source the first :data:`DEFAULT_N_SHIPPED` shipped photos)."""
+    from empirical.data import list_images
 
-    if opts.images is not None and opts.image_files:
-        raise InputError("give either --images DIR or --image FILE ..., not both")
-    if opts.image_files:
-        items, names = [], set()
-        for i, f in enumerate(opts.image_files):
-            p = Path(f)
-            if not p.is_file():
-                raise InputError(f"--image file not found: {f}")
-            if p.name in names:
-                raise InputError(f"--image: two files are named {p.name}; rename one")
-            names.add(p.name)
-            items.append(ImageItem(index=i, id=p.name, path=str(p), label=None))
-        if opts.n_images is not None:
-            items = items[:opts.n_images]
-        return items, {"kind": "files"}
-    if opts.images is not None:
-        return plain_folder(opts.images, opts.n_images), {"kind": "folder", "root": str(Path(opts.images).resolve())}
-    return foolbox_photos(opts.n_images or DEFAULT_N_SHIPPED), {"kind": "foolbox"}
+    files = tuple(opts.image_files) or None
+    n = opts.n_images
+    if n is None and files is None and opts.images is None and opts.imagenet_val is None:
+        n = DEFAULT_N_SHIPPED
+    return list_images(imagenet_val=opts.imagenet_val, labels=opts.labels, images=opts.images, n=n,
+                       image_files=files)
 
 
 def validate(opts: ExplainOptions):
@@ -151,16 +147,16 @@ def validate(opts: ExplainOptions):
         _positive_int("--n-images", opts.n_images)
     if opts.dtype not in ("float32", "float64"):
         raise InputError(f"--dtype must be float32 or float64, got {opts.dtype!r}")
-    if opts.device is not None and opts.device != "cpu" and not str(opts.device).startswith("cuda"):
-        raise InputError(f"--device must be cpu or cuda, got {opts.device!r}")
+    if opts.device not in (None, "auto", "cpu") and not str(opts.device).startswith("cuda"):
+        raise InputError(f"--device must be auto, cpu or cuda, got {opts.device!r}")
     if opts.weights is not None and not opts.pretrained:
         raise InputError("--random-weights and --weights exclude each other")
     if opts.weights is not None and not Path(opts.weights).is_file():
         raise InputError(f"--weights file not found: {opts.weights}")
-    from empirical.models import MODEL_NAMES
+    from empirical.models import LITE0, resolve_model, torchvision_classifiers
 
-    if opts.model not in MODEL_NAMES:
-        raise InputError(f"unknown model {opts.model!r}; choose one of {', '.join(MODEL_NAMES)}")
+    if opts.model != LITE0 and ":" not in opts.model and opts.model not in torchvision_classifiers():
+        resolve_model(opts.model)  # an unknown name: one line with the closest names, nothing loaded
     out = Path(opts.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a folder")
@@ -188,6 +184,9 @@ def build_config(opts: ExplainOptions, items, source: dict, weights: str) -> dic
     own = Path(__file__).with_name("average.py").read_bytes()
     code = hashlib.sha256(code_fingerprint().encode() + own).hexdigest()
     return {"format": 1, "model": opts.model, "weights": weights, "pretrained": bool(opts.pretrained),
+            "num_classes": opts.num_classes, "input_size": opts.input_size,
+            "mean": list(opts.mean) if opts.mean else None, "std": list(opts.std) if opts.std else None,
+            "allow_tf32": bool(opts.allow_tf32),
             "source": source, "image_ids_sha256": hashlib.sha256(ids).hexdigest(), "n_images": len(items),
             "methods": list(opts.methods), "augmentation": opts.augmentation, "sigma": float(opts.sigma),
             "m_grid": list(opts.m_grid), "seed": int(opts.seed), "dtype": opts.dtype,
@@ -196,8 +195,8 @@ def build_config(opts: ExplainOptions, items, source: dict, weights: str) -> dic
             "items": [it.to_dict() for it in items]}
 
 
-def check_or_write_config(out: Path, config: dict) -> None:
-    """Write ``config.json``, or check that the one there has the same keys (one-line refusal)."""
+def check_or_write_config(out: Path, config: dict, write: bool = True) -> None:
+    """Check that ``config.json`` (if any) has the same keys (one-line refusal), else write it (``write``)."""
     from empirical.experiment.runner import atomic_write_text
 
     path = out / CONFIG_FILE
@@ -212,7 +211,9 @@ def check_or_write_config(out: Path, config: dict) -> None:
             raise InputError(f"{out} holds an explain run with a different configuration ({what}); "
                              "use another --out or the same options")
         return
-    atomic_write_text(path, json.dumps(config, indent=1, sort_keys=True) + "\n")
+    if write:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(config, indent=1, sort_keys=True) + "\n")
 
 
 def _write_line(path: Path, obj: dict) -> None:
@@ -313,7 +314,7 @@ def run_explain(opts: ExplainOptions, loaded=None, explainer=None) -> dict:
     """Run (or resume) ``boundcheck explain``; returns paths, records and the Markdown summary.
 
     ``loaded`` (with ``model``, ``to_unit`` and ``normalize``) and ``explainer``
-    may be given (tests, notebooks); otherwise :func:`empirical.models.load_model` and
+    may be given (tests, notebooks); otherwise :func:`empirical.models.resolve_model` and
     :class:`empirical.engine.Explainer` are used.
     """
     import torch
@@ -323,22 +324,23 @@ def run_explain(opts: ExplainOptions, loaded=None, explainer=None) -> dict:
     from empirical.explain.average import average_maps
 
     items, source = validate(opts)
+    device = resolve_device(None if opts.device == "auto" else opts.device, 0, 1)
     out = Path(opts.out)
     # the configuration is checked before the model is loaded (a refused resume costs nothing)
     wdesc = str(Path(opts.weights).resolve()) if opts.weights else ("random" if not opts.pretrained else "default")
     config = build_config(opts, items, source, wdesc)
-    out.mkdir(parents=True, exist_ok=True)
-    check_or_write_config(out, config)
+    check_or_write_config(out, config, write=False)
     if loaded is None:
-        from empirical.models import load_model
+        from empirical.models import resolve_model
 
-        loaded = load_model(opts.model, opts.weights, pretrained=opts.pretrained)
-    device = resolve_device(opts.device, 0, 1)
+        loaded = resolve_model(opts.model, weights=opts.weights, random_weights=not opts.pretrained,
+                               num_classes=opts.num_classes, input_size=opts.input_size, mean=opts.mean, std=opts.std)
+    check_or_write_config(out, config)  # written once the model has loaded
     dtype = torch.float64 if opts.dtype == "float64" else torch.float32
     if explainer is None:
         from empirical.engine import Explainer
 
-        explainer = Explainer(loaded.model, dtype=dtype, device=device)
+        explainer = Explainer(loaded.model, dtype=dtype, device=device, allow_tf32=opts.allow_tf32)
     from empirical.audit.depth import torch_network_depth
 
     depth = torch_network_depth(loaded.model).n
