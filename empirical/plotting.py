@@ -188,7 +188,9 @@ def montage(maps_by_row: dict, image, path, column_labels=None, title: str = "",
     labels = {c: str(c) for c in cols}
     labels.update(column_labels or {})
     nr, nc = len(rows), len(cols) + 1
-    fig, axes = plt.subplots(nr, nc, figsize=(2.0 * nc + 0.6, 2.0 * nr + 0.5), squeeze=False)
+    height = 2.0 * nr + 1.3  # 1.3 in: the title (two lines) above the column titles (up to three lines)
+    fig, axes = plt.subplots(nr, nc, figsize=(2.0 * nc + 0.6, height), squeeze=False)
+    fig.subplots_adjust(top=1.0 - 1.15 / height, bottom=0.35 / height, hspace=0.25)
     limits = {}
     for i, r in enumerate(rows):
         ms = [maps_by_row[r][c] for c in cols]
@@ -216,7 +218,7 @@ def montage(maps_by_row: dict, image, path, column_labels=None, title: str = "",
     rule = (f"bwr, 0 = white; limits ±q, q = {100 * quantile:g}th pct of |A| "
             + {"last": "of the row's last column (left label)", "row": "over the row (left label)",
                "each": "of each map (under it)"}[limit_from])
-    fig.suptitle(f"{title}\n{rule}" if title else rule, fontsize=9)
+    fig.suptitle(f"{title}\n{rule}" if title else rule, fontsize=9, y=1.0 - 0.05 / height, va="top")
     p = _save(fig, path)
     plt.close(fig)
     return {"path": str(p), "limits": limits}

@@ -18,9 +18,18 @@ from pathlib import Path
 import numpy as np
 
 
-def _short(marker: str, parts: int = 3) -> str:
-    bits = str(marker).split(".")
-    return ".".join(bits[-parts:]) if len(bits) > parts else str(marker)
+def _short(marker: str, width: int = 16) -> str:
+    """A module path broken at its dots into lines of at most ``width`` characters (column titles)."""
+    lines, cur = [], ""
+    for bit in str(marker).split("."):
+        piece = bit if not cur else f".{bit}"
+        if cur and len(cur) + len(piece) > width:
+            lines.append(cur)
+            cur = bit
+        else:
+            cur += piece
+    lines.append(cur)
+    return "\n".join(lines)
 
 
 def cascade_maps(model, x, target: int, steps, methods, explainer_factory, seed: int = 0, evaluate=None,
