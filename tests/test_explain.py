@@ -402,3 +402,21 @@ def test_report_section_links_montages_that_exist(tmp_path, monkeypatch):
     for meth in REPORT_METHODS:
         assert meth in md
     assert "gaussian" in md and "photometric" in md and "not a guarantee" in md
+
+
+def test_samples_are_streamed_in_batches_of_at_most_batch_size(setup):
+    """One pass over 2 x 32 samples in calls of <= 4 samples; only the grid's snapshots are returned."""
+    ex, sizes = setup["ex"], []
+
+    class Counting:
+        def logits(self, x):
+            return ex.logits(x)
+
+        def attribute(self, x, methods, target=None):
+            sizes.append(int(x.shape[0]))
+            return ex.attribute(x, methods, target=target)
+
+    res = average_maps(Counting(), normalize, x01_of(setup), ["lrp_beta_1"], (1, 32), "gaussian", batch_size=4,
+                       dtype=torch.float64)
+    assert max(sizes) <= 4 and sum(sizes) == 2 * 32 and res.samples_per_set == 32
+    assert set(res.maps["lrp_beta_1"]) == {1, 32}
