@@ -401,7 +401,7 @@ def test_report_section_links_montages_that_exist(tmp_path, monkeypatch):
         assert (tmp_path / "rep" / lk).is_file()
     for meth in REPORT_METHODS:
         assert meth in md
-    assert "gaussian" in md and "photometric" in md and "not a guarantee" in md
+    assert "Gaussian" in md and "photometric" in md and "no finite bound" in md
 
 
 def test_samples_are_streamed_in_batches_of_at_most_batch_size(setup):
@@ -420,3 +420,14 @@ def test_samples_are_streamed_in_batches_of_at_most_batch_size(setup):
                        dtype=torch.float64)
     assert max(sizes) <= 4 and sum(sizes) == 2 * 32 and res.samples_per_set == 32
     assert set(res.maps["lrp_beta_1"]) == {1, 32}
+
+
+def test_without_split_half_only_one_set_is_drawn(setup, tmp_path):
+    out = tmp_path / "one"
+    res = run_explain(opts_for(out, setup["paths"][:1], split_half=False), loaded=setup["lm"], explainer=setup["ex"])
+    row = res["records"][0]["methods"]["lrp_beta_1"]["m"]["4"]
+    assert row["s1"] is None and row["null_reasons"]["s1"] == "no split half" and row["norm1"] > 0
+    assert res["records"][0]["convergence"] is None and not (out / "img0.png" / "convergence.png").exists()
+    with pytest.raises(InputError, match="split-half"):
+        run_explain(opts_for(tmp_path / "two", setup["paths"][:1], split_half=False, target_s2=0.1),
+                    loaded=setup["lm"], explainer=setup["ex"])

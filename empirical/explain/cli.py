@@ -64,6 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "explain") -> Non
     g.add_argument("--target-s2", type=float, default=None,
                    help="double m until the measured split-half s2 <= X (measured on the image, not a guarantee)")
     g.add_argument("--max-m", type=int, default=DEFAULT_MAX_M, help=f"cap for --target-s2 (default {DEFAULT_MAX_M})")
+    g.add_argument("--no-split-half", action="store_true", help="one set of samples only: half the cost, no s1/s2 "
+                   "and no convergence plot")
     g.add_argument("--no-heatmaps", action="store_true", help="no PNG per map (montages, .npy files and "
                    "plots are still written)")
     g.add_argument("--no-progress", action="store_true", help="no tqdm bar")
@@ -85,7 +87,7 @@ def options_from_args(args):
         labels=args.labels, n_images=args.n_images, methods=tuple(args.methods), augmentation=args.augmentation,
         sigma=args.sigma, m_grid=tuple(args.m), seed=args.seed, device=args.device, dtype=args.dtype,
         allow_tf32=args.allow_tf32, batch_size=batch, t=args.t, delta=args.delta, target_s2=args.target_s2,
-        max_m=args.max_m, heatmaps=not args.no_heatmaps, progress=not args.no_progress, stop_after=args.stop_after)
+        max_m=args.max_m, split_half=not args.no_split_half, heatmaps=not args.no_heatmaps, progress=not args.no_progress, stop_after=args.stop_after)
 
 
 def run(args) -> int:

@@ -43,7 +43,8 @@ DEFAULT_N_SHIPPED = 1
 CONFIG_FILE, RECORDS_FILE = "config.json", "records.jsonl"
 #: configuration keys a resume must repeat
 _CONFIG_KEYS = ("model", "weights", "pretrained", "num_classes", "input_size", "mean", "std", "image_ids_sha256", "methods", "augmentation", "sigma", "m_grid",
-                "seed", "dtype", "allow_tf32", "batch_size", "t", "delta", "target_s2", "max_m", "code")
+                "seed", "dtype", "allow_tf32", "batch_size", "t", "delta", "target_s2", "max_m", "split_half",
+                "code")
 UNGUARANTEED = "measured on this image, not a guarantee"
 
 
@@ -77,6 +78,7 @@ class ExplainOptions:
     delta: float = DEFAULT_DELTA
     target_s2: float | None = None
     max_m: int = DEFAULT_MAX_M
+    split_half: bool = True  # a second, disjoint set of samples for s1, s2 (doubles the cost)
     heatmaps: bool = True  # one PNG per (method, m); the montage and .npy files are always written
     progress: bool = True
     stop_after: int | None = None  # stop after this many images (a simulated kill; tests)
@@ -140,6 +142,8 @@ def validate(opts: ExplainOptions):
     opts.delta = _real("--delta", opts.delta, lo=0.0, hi=1.0)
     if opts.target_s2 is not None:
         opts.target_s2 = _real("--target-s2", opts.target_s2, lo=0.0)
+        if not opts.split_half:
+            raise InputError("--target-s2 measures the split-half s2: it needs the second sample set (drop --no-split-half)")
     _positive_int("--max-m", opts.max_m)
     _positive_int("--batch-size", opts.batch_size)
     _positive_int("--seed", opts.seed, minimum=0)
@@ -191,7 +195,7 @@ def build_config(opts: ExplainOptions, items, source: dict, weights: str) -> dic
             "methods": list(opts.methods), "augmentation": opts.augmentation, "sigma": float(opts.sigma),
             "m_grid": list(opts.m_grid), "seed": int(opts.seed), "dtype": opts.dtype,
             "batch_size": int(opts.batch_size), "t": float(opts.t), "delta": float(opts.delta),
-            "target_s2": opts.target_s2, "max_m": int(opts.max_m), "code": code,
+            "target_s2": opts.target_s2, "max_m": int(opts.max_m), "split_half": bool(opts.split_half), "code": code,
             "items": [it.to_dict() for it in items]}
 
 
@@ -352,7 +356,7 @@ def run_explain(opts: ExplainOptions, loaded=None, explainer=None) -> dict:
     done = {r["id"] for r in read_jsonl(rec_path)}
     todo = [it for it in items if it.id not in done]
     bar = None
-    per_image = 2 * max(grid) if opts.augmentation != "none" else 2
+    per_image = (2 if opts.split_half else 1) * max(grid)
     if opts.progress:
         from tqdm import tqdm
 
@@ -372,7 +376,8 @@ def run_explain(opts: ExplainOptions, loaded=None, explainer=None) -> dict:
 
             res = average_maps(explainer, loaded.normalize, x01, opts.methods, grid, opts.augmentation, opts.seed,
                                it.id, target=it.label, sigma=opts.sigma, batch_size=opts.batch_size, device=device,
-                               dtype=dtype, target_s2=opts.target_s2, max_m=opts.max_m, on_samples=tick)
+                               dtype=dtype, split_half=opts.split_half, target_s2=opts.target_s2, max_m=opts.max_m,
+                               on_samples=tick)
             title = f"{it.id}, {opts.model}, {aug_title}, target {res.target}"
             outputs = write_image_outputs(out / image_stem(it.id), x01, res, opts.methods, grid, title, theory,
                                           heatmaps=opts.heatmaps)
