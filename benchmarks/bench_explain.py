@@ -3,8 +3,9 @@
 Runs the command as a user would (a fresh process: imports, model load, the
 engine's set-up, 2 x 16 augmented samples, the split-half statistics, the
 .npy files, 16 heatmaps, the montage and the convergence plot), ``--repeat``
-times into fresh folders, and prints the median wall time and the time the
-command itself reports for its image loop.
+times into fresh folders, and prints the median wall time, the time the
+command itself reports for its image loop, and the CPU time (user + sys) of
+the process: on a shared machine the wall time depends on the other load.
 
 Usage::
 
@@ -19,6 +20,7 @@ import json
 import os
 import platform
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -44,13 +46,15 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="write the result here")
     args = p.parse_args(argv)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    walls, loops = [], []
+    walls, loops, cpus = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeat):
             cmd = command(str(Path(tmp) / f"run{r}"), args)
-            t0 = time.perf_counter()
+            t0, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
             proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
             walls.append(time.perf_counter() - t0)
+            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpus.append((r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime))
             if proc.returncode != 0:
                 print(proc.stderr, file=sys.stderr)
                 return proc.returncode
@@ -59,12 +63,13 @@ def main(argv=None) -> int:
     m_max = max(int(v) for v in args.m.split(","))
     res = {"command": "boundcheck explain --out DIR --n-images 1 --methods " + METHODS + f" --m {args.m} "
                       f"--augmentation {args.augmentation} --device {args.device}",
-           "wall_s_median": statistics.median(walls), "wall_s": walls, "image_loop_s": loops,
+           "wall_s_median": statistics.median(walls), "wall_s": walls, "image_loop_s": loops, "cpu_s": cpus,
            "samples": 2 * m_max, "cpus": os.cpu_count(), "load_avg_1min": os.getloadavg()[0],
            "python": platform.python_version(), "machine": platform.machine()}
     print(f"{res['command']}\n  wall {res['wall_s_median']:.1f} s (median of {args.repeat}), image loop "
-          f"{statistics.median(loops):.1f} s for {res['samples']} samples x 4 methods; {res['cpus']} CPUs, "
-          f"1-min load average {res['load_avg_1min']:.1f}")
+          f"{statistics.median(loops):.1f} s for {res['samples']} samples x 4 methods; CPU time "
+          f"{statistics.median(cpus):.1f} s (user + sys); {res['cpus']} CPUs, 1-min load average "
+          f"{res['load_avg_1min']:.1f}")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
     return 0
