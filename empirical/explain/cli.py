@@ -10,7 +10,7 @@ network's depth, paper and exact), and a convergence plot.
 Examples::
 
     boundcheck explain --out runs/explain                              # first shipped photo, Lite0
-    boundcheck explain --out runs/p --image cat.jpg --augmentation photometric --m 1,4,16
+    boundcheck explain --out runs/p --image cat.jpg --image dog.jpg --augmentation photometric --m 1,4,16
     boundcheck explain --out runs/t --target-s2 0.1 --max-m 256         # double m until s2 <= 0.1
 
 Re-running the same command continues where it stopped.
@@ -47,23 +47,27 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "explain") -> Non
 
     add_out_arg(parser)
     add_model_args(parser)
-    add_image_args(parser)  # without a source: the first shipped photo (--n-images N for more)
+    images = add_image_args(parser)
+    for action in images._group_actions:  # the one default that differs: the shipped photos
+        if action.dest == "n_images":
+            action.help = "the first N images by file name (default: all given; without a source the first shipped photo)"
     add_methods_arg(parser, default=DEFAULT_METHODS)
     add_device_args(parser)
     add_threads_arg(parser)
     g = parser.add_argument_group("averaging")
     g.add_argument("--augmentation", choices=AUGMENTATIONS, default="gaussian",
                    help="gaussian (noise in network-input space), photometric or none (default gaussian)")
-    g.add_argument("--sigma", type=float, default=1.0, help="Gaussian noise std in network-input space (default 1)")
-    g.add_argument("--m", type=_ints, default=DEFAULT_M, help="sample sizes, e.g. 1,4,16,64 (the default)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--batch-size", type=int, default=None, help="samples per attribute() call (default 8 on "
+    g.add_argument("--sigma", type=float, default=1.0, metavar="S",
+                   help="Gaussian noise std in network-input space (default 1)")
+    g.add_argument("--m", type=_ints, default=DEFAULT_M, metavar="M1,M2,...", help="sample sizes, e.g. 1,4,16,64 (the default)")
+    g.add_argument("--seed", type=int, default=0, metavar="S", help="seeds every sample stream (default 0)")
+    g.add_argument("--batch-size", type=int, default=None, metavar="B", help="samples per attribute() call (default 8 on "
                    "the CPU, 64 on CUDA)")
-    g.add_argument("--t", type=float, default=DEFAULT_T, help=f"deviation t for the theory's m (default {DEFAULT_T})")
-    g.add_argument("--delta", type=float, default=DEFAULT_DELTA, help=f"failure probability (default {DEFAULT_DELTA})")
-    g.add_argument("--target-s2", type=float, default=None,
+    g.add_argument("--t", type=float, default=DEFAULT_T, metavar="T", help=f"deviation t for the theory's m (default {DEFAULT_T})")
+    g.add_argument("--delta", type=float, default=DEFAULT_DELTA, metavar="D", help=f"failure probability (default {DEFAULT_DELTA})")
+    g.add_argument("--target-s2", type=float, default=None, metavar="X",
                    help="double m until the measured split-half s2 <= X (measured on the image, not a guarantee)")
-    g.add_argument("--max-m", type=int, default=DEFAULT_MAX_M, help=f"cap for --target-s2 (default {DEFAULT_MAX_M})")
+    g.add_argument("--max-m", type=int, default=DEFAULT_MAX_M, metavar="M", help=f"cap for --target-s2 (default {DEFAULT_MAX_M})")
     g.add_argument("--no-split-half", action="store_true", help="one set of samples only: half the cost, no s1/s2 "
                    "and no convergence plot")
     g.add_argument("--no-heatmaps", action="store_true", help="no PNG per map (montages, .npy files and "
