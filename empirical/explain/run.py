@@ -22,6 +22,7 @@ Output folder layout
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -116,7 +117,12 @@ def list_items(opts: ExplainOptions):
 
 
 def validate(opts: ExplainOptions):
-    """Check every option and image (decoding each) before any model is loaded; returns (items, source).
+    """Check every option and image (decoding each) before any model is loaded.
+
+    Returns
+    -------
+    ``(options, items, source)``: a normalised copy of ``opts`` (sorted m grid, methods without
+    repeats, floats), the images and a description of their source; ``opts`` is not modified.
 
     Raises
     ------
@@ -126,6 +132,7 @@ def validate(opts: ExplainOptions):
     from empirical.data import UnreadableImage, load_image
     from empirical.engine import parse_method
 
+    opts = dataclasses.replace(opts)
     grid = tuple(opts.m_grid)
     if not grid or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in grid):
         raise InputError(f"--m must be positive integers, got {','.join(map(str, grid)) or '(none)'}")
@@ -170,7 +177,7 @@ def validate(opts: ExplainOptions):
             load_image(it.path)
         except UnreadableImage as exc:
             raise InputError(f"cannot read image {it.path}: {str(exc).splitlines()[0]}") from None
-    return items, source
+    return opts, items, source
 
 
 def image_stem(image_id: str) -> str:
@@ -327,7 +334,7 @@ def run_explain(opts: ExplainOptions, loaded=None, explainer=None) -> dict:
     from empirical.experiment.runner import read_jsonl, resolve_device
     from empirical.explain.average import average_maps
 
-    items, source = validate(opts)
+    opts, items, source = validate(opts)
     device = resolve_device(None if opts.device == "auto" else opts.device, 0, 1)
     out = Path(opts.out)
     # the configuration is checked before the model is loaded (a refused resume costs nothing)
