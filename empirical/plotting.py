@@ -188,9 +188,9 @@ def montage(maps_by_row: dict, image, path, column_labels=None, title: str = "",
     labels = {c: str(c) for c in cols}
     labels.update(column_labels or {})
     nr, nc = len(rows), len(cols) + 1
-    height = 2.0 * nr + 1.3  # 1.3 in: the title (two lines) above the column titles (up to three lines)
+    height = 2.0 * nr + 1.1  # the title (two lines) above the column titles (up to three lines)
     fig, axes = plt.subplots(nr, nc, figsize=(2.0 * nc + 0.6, height), squeeze=False)
-    fig.subplots_adjust(top=1.0 - 1.15 / height, bottom=0.35 / height, hspace=0.25)
+    fig.subplots_adjust(top=1.0 - 0.95 / height, bottom=0.3 / height, hspace=0.25)
     limits = {}
     for i, r in enumerate(rows):
         ms = [maps_by_row[r][c] for c in cols]
