@@ -63,11 +63,14 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "explain") -> Non
     g.add_argument("--seed", type=int, default=0, metavar="S", help="seeds every sample stream (default 0)")
     g.add_argument("--batch-size", type=int, default=None, metavar="B", help="samples per attribute() call (default 8 on "
                    "the CPU, 64 on CUDA)")
-    g.add_argument("--t", type=float, default=DEFAULT_T, metavar="T", help=f"deviation t for the theory's m (default {DEFAULT_T})")
-    g.add_argument("--delta", type=float, default=DEFAULT_DELTA, metavar="D", help=f"failure probability (default {DEFAULT_DELTA})")
+    g.add_argument("--t", type=float, default=DEFAULT_T, metavar="T",
+                   help=f"deviation t for the theory's m (default {DEFAULT_T})")
+    g.add_argument("--delta", type=float, default=DEFAULT_DELTA, metavar="D",
+                   help=f"failure probability (default {DEFAULT_DELTA})")
     g.add_argument("--target-s2", type=float, default=None, metavar="X",
                    help="double m until the measured split-half s2 <= X (measured on the image, not a guarantee)")
-    g.add_argument("--max-m", type=int, default=DEFAULT_MAX_M, metavar="M", help=f"cap for --target-s2 (default {DEFAULT_MAX_M})")
+    g.add_argument("--max-m", type=int, default=DEFAULT_MAX_M, metavar="M",
+                   help=f"cap for --target-s2 (default {DEFAULT_MAX_M})")
     g.add_argument("--no-split-half", action="store_true", help="one set of samples only: half the cost, no s1/s2 "
                    "and no convergence plot")
     g.add_argument("--no-heatmaps", action="store_true", help="no PNG per map (montages, .npy files and "
@@ -91,7 +94,8 @@ def options_from_args(args):
         labels=args.labels, n_images=args.n_images, methods=tuple(args.methods), augmentation=args.augmentation,
         sigma=args.sigma, m_grid=tuple(args.m), seed=args.seed, device=args.device, dtype=args.dtype,
         allow_tf32=args.allow_tf32, batch_size=batch, t=args.t, delta=args.delta, target_s2=args.target_s2,
-        max_m=args.max_m, split_half=not args.no_split_half, heatmaps=not args.no_heatmaps, progress=not args.no_progress, stop_after=args.stop_after)
+        max_m=args.max_m, split_half=not args.no_split_half, heatmaps=not args.no_heatmaps,
+        progress=not args.no_progress, stop_after=args.stop_after)
 
 
 def run(args) -> int:

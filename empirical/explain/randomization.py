@@ -124,6 +124,7 @@ def sanity_montage(ctx: dict, out) -> str | None:
     x01 = (rec.x0.double() * std + mean).clamp(0, 1)
     path = Path(out) / "randomization_montage.png"
     randomization_montage(maps, x01, path, step_labels=labels,
-                          title=f"{ctx.get('title', '')}: cascading randomisation, first image explained in this run, target {rec.target0}")
+                          title=f"{ctx.get('title', '')}: cascading randomisation, first image explained in "
+                                f"this run, target {rec.target0}")
     return str(path)
 

@@ -43,9 +43,9 @@ DEFAULT_MAX_M = 1024
 DEFAULT_N_SHIPPED = 1
 CONFIG_FILE, RECORDS_FILE = "config.json", "records.jsonl"
 #: configuration keys a resume must repeat
-_CONFIG_KEYS = ("model", "weights", "pretrained", "num_classes", "input_size", "mean", "std", "image_ids_sha256", "methods", "augmentation", "sigma", "m_grid",
-                "seed", "dtype", "allow_tf32", "batch_size", "t", "delta", "target_s2", "max_m", "split_half",
-                "code")
+_CONFIG_KEYS = ("model", "weights", "pretrained", "num_classes", "input_size", "mean", "std", "image_ids_sha256",
+                "methods", "augmentation", "sigma", "m_grid", "seed", "dtype", "allow_tf32", "batch_size", "t",
+                "delta", "target_s2", "max_m", "split_half", "code")
 UNGUARANTEED = "measured on this image, not a guarantee"
 
 
