@@ -439,6 +439,8 @@ def write_summary(out: Path, config: dict, records: list, theory: dict, depth: i
              "| method | m for t (exact recursion) | m for t (paper) | note |", "|---|---|---|---|"]
     for meth, th in theory.items():
         lines.append(f"| {meth} | {_theory_cell(th, 'exact')} | {_theory_cell(th, 'paper')} | {th.get('note', '')} |")
+    lines += ["", f"t is an absolute per-pixel deviation: compare it with each map's colour limit q below (a robust "
+              f"max |A|); where q < t = {t:g} the guaranteed accuracy is coarser than the map itself."]
     for r in records:
         lines += ["", f"### {r['id']} (target {r['target']}, prediction {r['pred']})", "",
                   f"![montage]({r['montage']})" + (f" ![convergence]({r['convergence']})" if r.get("convergence") else ""),
