@@ -431,3 +431,28 @@ def test_without_split_half_only_one_set_is_drawn(setup, tmp_path):
     with pytest.raises(InputError, match="split-half"):
         run_explain(opts_for(tmp_path / "two", setup["paths"][:1], split_half=False, target_s2=0.1),
                     loaded=setup["lm"], explainer=setup["ex"])
+
+
+# ----------------------------------------------------------------------------- theory
+@pytest.mark.parametrize("method, rule, param", [("lrp_beta_1", "lrp-beta", "--beta=1"),
+                                                 ("lrp_gamma_100", "lrp-gamma", "--gamma=100")])
+@pytest.mark.parametrize("form", ["paper", "exact"])
+def test_required_m_agrees_with_the_samples_command(capsys, method, rule, param, form):
+    from empirical.explain.stats import required_m
+
+    assert main(["samples", "--rule", rule, param, "--layers", "12", "--t", "0.5", "--delta", "0.1",
+                 "--bound", form, "--json"]) == 0
+    ref = json.loads(capsys.readouterr().out)
+    got = required_m(method, 12, 0.5, 0.1)[form]
+    assert got["log10_m"] == pytest.approx(ref["log10_m"], abs=1e-9)
+    if got["m"] is not None:
+        assert got["m"] == ref["m"]
+
+
+@given(st.integers(1, 10_000))
+def test_doubling_points_start_at_1_double_and_end_at_max_m(max_m):
+    pts = doubling_points(max_m)
+    assert pts[0] == 1 and pts[-1] == max_m and list(pts) == sorted(set(pts))
+    inner = pts[:-1]  # 1, 2, 4, ... below max_m
+    assert all(b == 2 * a for a, b in zip(inner, inner[1:]))
+    assert len(pts) == 1 or pts[-2] < max_m <= 2 * pts[-2]

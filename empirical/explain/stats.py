@@ -68,6 +68,21 @@ def value_range_log10(method: str, n: int, form: str) -> tuple[float | None, str
     return None, f"no bound in [P1] for rule {method}"
 
 
+def value_range_float(method: str, n: int, form: str) -> float | None:
+    """The value range as a float (eq. (31)/(33) evaluated directly), None beyond the float range or without one."""
+    from boundcheck.bounds import eq31_value_range, eq33_value_range
+    from boundcheck.errors import InputError
+
+    lr, _ = value_range_log10(method, n, form)
+    if lr is None or lr > 300:
+        return None
+    p = method_kind(method)[1].params
+    try:
+        return eq31_value_range(p["beta"], n, form) if "beta" in p else eq33_value_range(p["gamma"], n, form)
+    except InputError:  # overflow
+        return None
+
+
 def required_m(method: str, n: int, t: float, delta: float) -> dict:
     """The m of eq. (24) for ``method`` at depth ``n``, both forms.
 
@@ -85,7 +100,9 @@ def required_m(method: str, n: int, t: float, delta: float) -> dict:
             out["note"] = formula
             continue
         lm = hoeffding_samples_log10(t, delta, value_range_log10=lr)
-        m = hoeffding_samples(t, delta, value_range_log10=lr) if lm <= EXACT_M_LOG10 else None
+        r = value_range_float(method, n, form)  # the float range where representable, as `boundcheck samples`
+        kw = {"value_range": r} if r is not None else {"value_range_log10": lr}
+        m = hoeffding_samples(t, delta, **kw) if lm <= EXACT_M_LOG10 else None
         out[form] = {"log10_range": lr, "log10_m": lm, "m": m,
                      "m_text": format_number(m) if m is not None else format_log10(lm), "formula": formula}
         out["finite"] = True
