@@ -34,7 +34,8 @@ METHODS = "gradient_x_input,lrp_beta_0,lrp_beta_1,lrp_gamma_100"
 
 def command(out: str, args) -> list[str]:
     return [sys.executable, "-m", "boundcheck", "explain", "--out", out, "--n-images", "1", "--methods", METHODS,
-            "--m", args.m, "--augmentation", args.augmentation, "--device", args.device, "--no-progress"]
+            "--m", args.m, "--augmentation", args.augmentation, "--device", args.device, "--no-progress",
+            *(["--threads", str(args.threads)] if args.threads else [])]
 
 
 def main(argv=None) -> int:
@@ -43,6 +44,7 @@ def main(argv=None) -> int:
     p.add_argument("--augmentation", default="gaussian", choices=("gaussian", "photometric", "none"))
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--threads", type=int, default=None, help="passed to the command (default: its own)")
     p.add_argument("--json", default=None, help="write the result here")
     args = p.parse_args(argv)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -62,7 +64,8 @@ def main(argv=None) -> int:
             loops.append(float(mt.group(1)) if mt else float("nan"))
     m_max = max(int(v) for v in args.m.split(","))
     res = {"command": "boundcheck explain --out DIR --n-images 1 --methods " + METHODS + f" --m {args.m} "
-                      f"--augmentation {args.augmentation} --device {args.device}",
+                      f"--augmentation {args.augmentation} --device {args.device}"
+                      + (f" --threads {args.threads}" if args.threads else ""),
            "wall_s_median": statistics.median(walls), "wall_s": walls, "image_loop_s": loops, "cpu_s": cpus,
            "samples": 2 * m_max, "cpus": os.cpu_count(), "load_avg_1min": os.getloadavg()[0],
            "python": platform.python_version(), "machine": platform.machine()}

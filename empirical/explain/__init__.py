@@ -187,13 +187,17 @@ def explain(model_or_loaded, image, methods=("lrp_beta_1",), augmentation: str =
                          m_grid=tuple(sorted(set(grid))), augmentation=augmentation, target=res.target, pred=res.pred)
 
 
-def report_section(out_dir, link_base=None, n_photos: int = 2, m=(1, 4), device: str = "cpu") -> str:
+def report_section(out_dir, link_base=None, n_photos: int = 2, m=(1, 4), device: str = "cpu",
+                   threads: int | None = 1) -> str:
     """The main job's figure section: montages of :data:`REPORT_METHODS` at m = 1 and 4.
 
     For the first ``n_photos`` shipped photos (EfficientNet-Lite0, shipped weights), Gaussian
     (σ = 1, network-input space) and photometric augmentation, ``boundcheck explain`` runs into
     ``out_dir/<augmentation>`` (resumable) and the Markdown links its montages and convergence
     plots relative to ``link_base`` (default: ``out_dir``'s parent, where the report lives).
+    ``threads``: torch CPU threads for the section (restored afterwards).  One thread by default:
+    on the shared 2-core machine that builds the report, with other processes running, the
+    section took 6.6 s with one thread and 55 s with two (OpenMP threads oversubscribed).
 
     Returns
     -------
@@ -205,17 +209,25 @@ def report_section(out_dir, link_base=None, n_photos: int = 2, m=(1, 4), device:
     from empirical.explain.run import ExplainOptions, run_explain
     from empirical.models import load_model
 
+    import torch
+
     t0 = time.time()
     out_dir = Path(out_dir)
     base = Path(link_base) if link_base is not None else out_dir.parent
-    lm = load_model("efficientnet-lite0")
-    ex = Explainer(lm.model, device=device)
-    results = {}
-    for aug in ("gaussian", "photometric"):
-        opts = ExplainOptions(out=str(out_dir / aug), n_images=n_photos, methods=REPORT_METHODS, augmentation=aug,
-                              m_grid=tuple(m), device=device, batch_size=8, progress=False, heatmaps=False,
-                              split_half=False)
-        results[aug] = run_explain(opts, loaded=lm, explainer=ex)
+    old_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        lm = load_model("efficientnet-lite0")
+        ex = Explainer(lm.model, device=device)
+        results = {}
+        for aug in ("gaussian", "photometric"):
+            opts = ExplainOptions(out=str(out_dir / aug), n_images=n_photos, methods=REPORT_METHODS,
+                                  augmentation=aug, m_grid=tuple(m), device=device, batch_size=8, progress=False,
+                                  heatmaps=False, split_half=False)
+            results[aug] = run_explain(opts, loaded=lm, explainer=ex)
+    finally:
+        torch.set_num_threads(old_threads)
 
     def link(aug, rel):
         return Path(os.path.relpath(out_dir / aug / rel, base)).as_posix()
