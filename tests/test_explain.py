@@ -68,6 +68,15 @@ def write_images(folder: Path, n: int = 2) -> list[Path]:
     return paths
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """These small inputs gain nothing from threads, and oversubscribed threads are slow on shared CPUs."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     d = tmp_path_factory.mktemp("imgs")
@@ -365,7 +374,6 @@ def test_the_readme_example_runs_as_written(tmp_path, monkeypatch):
 
     assert "\n    ".join(README_EXAMPLE.strip().splitlines()) in pkg.__doc__  # the docstring shows the same lines
     monkeypatch.chdir(tmp_path)
-    torch.set_num_threads(2)
     ns: dict = {}
     exec(README_EXAMPLE, ns)
     res = ns["res"]
@@ -376,9 +384,9 @@ def test_the_readme_example_runs_as_written(tmp_path, monkeypatch):
 
 
 def test_cli_on_lite0_then_a_changed_resume_is_refused(tmp_path, capsys):
-    torch.set_num_threads(2)
     out = tmp_path / "o"
-    argv = ["explain", "--out", str(out), "--m", "1", "--methods", "lrp_beta_0", "--no-progress", "--device", "cpu"]
+    argv = ["explain", "--out", str(out), "--m", "1", "--methods", "lrp_beta_0", "--no-progress", "--threads", "1",
+            "--device", "cpu"]
     assert main(argv) == 0
     doc = _no_nan(out / "explain.json")
     assert doc["config"]["depth_n"] == 60 and doc["images"][0]["target"] == 243
