@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "empirical": ("empirical.experiment.cli", "the convergence experiment of Section 6 (torch)"),
     "audit": ("empirical.audit.cli", "measured per-layer relevance against Lemma 7/8 and condition (29) (torch)"),
     "sanity": ("empirical.sanity.cli", "model randomisation, faithfulness and overtaking checks of the supplement (torch)"),
+    "explain": ("empirical.explain.cli", "averaged attribution maps over augmentations: heatmaps, montages, s1/s2 vs the theory's m (torch)"),
     "check-model": ("empirical.checkmodel", "is a network supported, and is the engine exact on it (torch)"),
     "main": ("boundcheck.mainjob", "the main job: report, verdicts and the embedded empirical default"),
 }
@@ -35,7 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 #: commands that run torch on activation-sized tensors: glibc keeps their freed buffers
 #: (``empirical.runtime.retain_freed_memory``; 15-25% of an LRP call on the CPU otherwise)
-ALLOCATION_HEAVY = frozenset({"empirical", "audit", "sanity", "main", "check-model"})
+ALLOCATION_HEAVY = frozenset({"empirical", "audit", "sanity", "explain", "check-model", "main"})
 
 
 class _OneLineParser(argparse.ArgumentParser):

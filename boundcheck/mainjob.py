@@ -9,9 +9,10 @@ later section never loses an earlier one):
 4. the convergence experiment of [P1] Sec. 6 on EfficientNet-Lite0 with the 20
    ImageNet photos shipped with foolbox (:mod:`empirical.experiment`);
 5. the audit of the bounds on the same network (:mod:`empirical.audit`);
-6. the sanity checks of [P2] (:mod:`empirical.sanity`).
+6. the sanity checks of [P2] (:mod:`empirical.sanity`);
+7. figures of averaged maps at m = 1 and 4 (:mod:`empirical.explain`).
 
-Sections 4-6 need the ``[empirical]`` extra (torch); without it they are
+Sections 4-7 need the ``[empirical]`` extra (torch); without it they are
 reported as skipped with the reason.
 """
 
@@ -29,8 +30,8 @@ from typing import Callable
 
 from boundcheck.errors import InputError
 
-SECTIONS = ("bounds", "proofs", "fuzz", "empirical", "audit", "sanity")
-_TORCH_SECTIONS = {"empirical", "audit", "sanity"}
+SECTIONS = ("bounds", "proofs", "fuzz", "empirical", "audit", "sanity", "explain")
+_TORCH_SECTIONS = {"empirical", "audit", "sanity", "explain"}
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
@@ -101,6 +102,12 @@ def _section_sanity(out: Path, args) -> str:
     return run_embedded_default(out / "sanity")["summary"]
 
 
+def _section_explain(out: Path, args) -> str:
+    from empirical.explain import report_section
+
+    return report_section(out / "explain", link_base=out)
+
+
 _TITLES = {
     "bounds": "Bounds for the paper's settings",
     "proofs": "Proof certificates (sympy)",
@@ -108,6 +115,7 @@ _TITLES = {
     "empirical": "Convergence experiment (Sec. 6) on EfficientNet-Lite0, 20 shipped ImageNet photos",
     "audit": "Audit: the bounds on a real network",
     "sanity": "Sanity checks of the supplement",
+    "explain": "Averaged maps: gradient x input and LRP at m = 1 and 4",
 }
 _RUNNERS: dict[str, Callable] = {
     "bounds": _section_bounds,
@@ -116,6 +124,7 @@ _RUNNERS: dict[str, Callable] = {
     "empirical": _section_empirical,
     "audit": _section_audit,
     "sanity": _section_sanity,
+    "explain": _section_explain,
 }
 
 

@@ -13,7 +13,7 @@ from boundcheck.cli import main
 
 def test_bounds_and_proofs_sections_written(tmp_path):
     out = tmp_path / "rep"
-    assert main(["main", "--out", str(out), "--skip", "fuzz,empirical,audit,sanity"]) == 0
+    assert main(["main", "--out", str(out), "--skip", "fuzz,empirical,audit,sanity,explain"]) == 0
     text = (out / "report.md").read_text()
     assert "## Bounds for the paper's settings" in text
     assert "`thm3` | **disproved**" in text
@@ -28,7 +28,7 @@ def test_a_failing_section_keeps_the_others(tmp_path, monkeypatch):
 
     monkeypatch.setitem(mainjob._RUNNERS, "proofs", boom)
     out = tmp_path / "rep"
-    assert main(["main", "--out", str(out), "--skip", "fuzz,empirical,audit,sanity"]) == 1
+    assert main(["main", "--out", str(out), "--skip", "fuzz,empirical,audit,sanity,explain"]) == 1
     text = (out / "report.md").read_text()
     assert "## Bounds for the paper's settings" in text  # computed before the failure, kept
     assert "This section failed" in text and "simulated failure" in text

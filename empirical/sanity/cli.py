@@ -269,6 +269,9 @@ def _prepare(opts, lm, device) -> dict:
         steps = build_schedule(lm.model, arch, max_steps=opts.steps)
         evaluate = set(range(0, len(steps), opts.stride)) | {len(steps) - 1}
         ctx.update(arch=arch, schedule=steps, evaluate=evaluate, factory=engine_factory(opts.device))
+        from empirical.explain.randomization import MapRecorder  # keeps the first image's maps per step
+
+        ctx["factory"] = ctx["recorder"] = MapRecorder(ctx["factory"], len(evaluate) + 1)
     elif opts.command == "faithfulness":
         ctx["factory"] = engine_factory(opts.device)
         ctx["explain0"] = ctx["factory"](lm.model)
@@ -328,6 +331,9 @@ def finalise(opts, ctx, records: list[dict], out: Path) -> dict:
         summ = report.randomization_summary(records)
         res["paths"]["tables"] = report.write_tables(summ, out / "randomize")
         res["paths"]["figures"] = report.plot_randomization(summ, out, title)
+        from empirical.explain.randomization import sanity_montage  # rows = methods, columns = steps
+
+        res["paths"]["montage"] = sanity_montage(ctx, out)
         res["table"] = summ
         res["summary"] = randomize_markdown(summ, ctx, len(records), title)
     elif opts.command == "faithfulness":
