@@ -337,6 +337,8 @@ class ResumableStore:
     compare : the keys a resume must match (default: all of ``config``)
     results : name of the results file (e.g. a shard's ``results.rank1.jsonl``)
     key : the record field that identifies a unit of work (default ``"id"``)
+    hints : ``{config key: explanation}`` added to the refusal when that key differs
+    sort_keys : write the records' keys sorted (default: in the record's order)
 
     Raises
     ------
@@ -346,12 +348,13 @@ class ResumableStore:
     """
 
     def __init__(self, out_dir, config: dict, compare=None, results: str = RESULTS_FILE, key: str = "id",
-                 hints: dict | None = None):
+                 hints: dict | None = None, sort_keys: bool = False):
         self.dir = check_output_dir(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         clean_stale_temps(self.dir)
         self.config = _normalised(config)
         self.key = key
+        self.sort_keys = sort_keys
         cfg = self.dir / CONFIG_FILE
         if cfg.exists():
             try:
@@ -380,7 +383,7 @@ class ResumableStore:
 
     def append(self, record: dict) -> None:
         """Append one record (strict JSON, one fsync'ed line)."""
-        append_jsonl(self.path, record)
+        append_jsonl(self.path, record, sort_keys=self.sort_keys)
 
 
 def _short(v, limit: int = 60) -> str:

@@ -245,7 +245,7 @@ def run_experiment(opts: RunOptions, explainer=None, loaded=None) -> dict:
     config = build_config(opts, items, source, weights_file, group_size)
     own_name = "results.jsonl" if world == 1 else f"results.rank{rank}.jsonl"
     store = ResumableStore(out, config, compare=_CONFIG_KEYS, results=own_name,
-                           hints={"code": "the code that computes the maps changed since that run"})
+                           hints={"code": "the code that computes the maps changed since that run"}, sort_keys=True)
 
     device = resolve_device(opts.device, local, world)
     dtype = torch.float64 if opts.dtype == "float64" else torch.float32
