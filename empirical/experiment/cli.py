@@ -86,6 +86,11 @@ def run(args) -> int:
     if args.action == "merge":
         res = merge(args.out, make_plots=not args.no_plots)
     else:
+        from empirical.io import check_output_dir
+
+        check_output_dir(args.out)  # before torch is imported or anything loaded
+        if args.random_weights and args.weights:
+            raise InputError("--random-weights and --weights exclude each other")
         import torch
 
         torch.set_num_threads(max(1, min(torch.get_num_threads(), 16)))
