@@ -163,6 +163,10 @@ def _validate(opts: RunOptions) -> None:
         raise InputError(f"--augmentations must be from {','.join(AUGMENTATIONS)}, got {','.join(opts.augmentations)}")
     opts.augmentations = tuple(dict.fromkeys(opts.augmentations))
     opts.methods = tuple(dict.fromkeys(opts.methods))
+    from empirical.engine import parse_method
+
+    for m in opts.methods:
+        parse_method(m)  # an unknown name: InputError before anything is loaded
     if not any(m in GRAD_METHODS for m in opts.methods) or not any(m in LRP_METHODS for m in opts.methods):
         raise InputError(f"--methods needs one of {','.join(GRAD_METHODS)} and one of {','.join(LRP_METHODS)}")
     if opts.batch_size < 1:
