@@ -40,7 +40,7 @@ from pathlib import Path
 
 from boundcheck.errors import InputError
 from empirical.io import (CONFIG_FILE, ResumableStore, append_jsonl, atomic_write_text, check_output_dir,
-                          read_jsonl, restore_nonfinite)
+                          clean_stale_temps, read_jsonl, restore_nonfinite)
 
 __all__ = ["RunOptions", "run_experiment", "merge", "load_records", "read_jsonl", "atomic_write_text",
            "code_fingerprint", "read_config"]
@@ -327,6 +327,7 @@ def merge(out, make_plots: bool = True) -> dict:
 
     out = Path(out)
     cfg = read_config(out)
+    clean_stale_temps(out)  # tables of a run killed while writing them
     records, dup = load_records(out)
     skipped = read_jsonl(out / SKIPPED_FILE)
     if not records:
