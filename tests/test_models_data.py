@@ -28,9 +28,9 @@ def test_random_weights_only_when_asked_and_bad_weights_file(tmp_path):
         load_model("resnet50", weights=tmp_path / "nope.pth")
     bad = tmp_path / "bad.pth"
     torch.save({"fc.weight": torch.zeros(2, 2)}, bad)
-    with pytest.raises(InputError, match="not a resnet50 state_dict"):
+    with pytest.raises(InputError, match="resnet50 weights file .* not a state_dict of this ResNet"):
         load_model("resnet50", weights=bad)
-    with pytest.raises(InputError, match="unknown model"):
+    with pytest.raises(InputError, match=r"unknown model .vgg. \(closest: vgg1"):
         load_model("vgg")
 
 
@@ -144,3 +144,118 @@ def test_densenet121_for_the_sanity_schedule(tmp_path, monkeypatch):
 
     assert detect_architecture(lm.model) == "densenet121"
     assert len(build_schedule(lm.model)) > 1
+
+
+# --------------------------------------------------------------------------- load_image: every PIL mode -> 8-bit RGB
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra.numpy import arrays  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None)
+@given(arrays(np.uint16, (4, 5), elements=st.integers(0, 65535)))
+def test_16bit_png_is_scaled_by_its_range_not_saturated(tmp_path_factory, a):
+    from PIL import Image
+
+    f = tmp_path_factory.mktemp("i16") / "g16.png"
+    Image.fromarray(a).save(f)
+    assert Image.open(f).mode.startswith("I")
+    out = np.asarray(data.load_image(f))
+    assert out.dtype == np.uint8 and out.shape == (4, 5, 3)
+    expected = np.rint(a.astype(np.float64) * 255 / 65535).astype(np.uint8)
+    assert (out == expected[..., None]).all()
+
+
+def _save(tmp_path, name, im, **kw):
+    f = tmp_path / name
+    im.save(f, **kw)
+    return f
+
+
+def test_every_mode_becomes_rgb_with_the_same_picture(tmp_path):
+    from PIL import Image
+
+    gray = np.array([[0, 64], [128, 255]], dtype=np.uint8)
+    cases = {
+        "l.png": (Image.fromarray(gray), gray),
+        "f01.tif": (Image.fromarray(gray.astype(np.float32) / 255), gray),  # float in [0, 1]
+        "f255.tif": (Image.fromarray(gray.astype(np.float32)), gray),  # float in [0, 255]
+        "i8.tif": (Image.fromarray(gray.astype(np.int32)), gray),  # 32-bit int holding 8-bit values
+        "i16.tif": (Image.fromarray(gray.astype(np.int32) * 257), gray),  # 32-bit int holding 16-bit values
+        "one.png": (Image.fromarray(gray > 100), np.where(gray > 100, 255, 0)),
+    }
+    for name, (im, expected) in cases.items():
+        out = np.asarray(data.load_image(_save(tmp_path, name, im)))
+        assert out.shape == (2, 2, 3) and (out == np.asarray(expected)[..., None]).all(), name
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[0, 0] = (10, 20, 30, 255)  # opaque
+    rgba[1, 1] = (10, 20, 30, 0)  # transparent: white, not the hidden colour
+    out = np.asarray(data.load_image(_save(tmp_path, "rgba.png", Image.fromarray(rgba))))
+    assert tuple(out[0, 0]) == (10, 20, 30) and tuple(out[1, 1]) == (255, 255, 255)
+    la = Image.fromarray(np.stack([gray, np.full_like(gray, 255)], -1), mode="LA")
+    assert (np.asarray(data.load_image(_save(tmp_path, "la.png", la))) == gray[..., None]).all()
+    pal = Image.new("P", (2, 2), 1)
+    pal.putpalette([0, 0, 0, 200, 100, 50] + [0] * 762)
+    assert tuple(np.asarray(data.load_image(_save(tmp_path, "p.png", pal)))[0, 0]) == (200, 100, 50)
+    assert tuple(np.asarray(data.load_image(_save(tmp_path, "pt.png", pal, transparency=1)))[0, 0]) == (255,) * 3
+    cmyk = Image.new("CMYK", (2, 2), (0, 255, 255, 0))  # red
+    assert tuple(np.asarray(data.load_image(_save(tmp_path, "c.tif", cmyk)))[0, 0]) == (255, 0, 0)
+
+
+def test_out_of_range_float_and_int_images_are_refused(tmp_path):
+    from PIL import Image
+
+    for name, arr in (("neg.tif", np.full((2, 2), -1.0, np.float32)), ("big.tif", np.full((2, 2), 7e4, np.float32)),
+                      ("nan.tif", np.full((2, 2), np.nan, np.float32)), ("i32.tif", np.full((2, 2), 10**6, np.int32))):
+        with pytest.raises(data.UnreadableImage) as ei:
+            data.load_image(_save(tmp_path, name, Image.fromarray(arr)))
+        assert "\n" not in str(ei.value)
+
+
+def _png_header(w, h):
+    import struct
+    import zlib
+
+    def chunk(tag, body):
+        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 8)) + chunk(b"IEND", b""))
+
+
+def test_unreadable_files_give_one_line_reasons(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(tmp_path / "full.png")
+    full = (tmp_path / "full.png").read_bytes()
+    files = {
+        "empty.png": (b"", "empty"),
+        "text.jpg": (b"not an image at all", "cannot identify"),
+        "truncated.png": (full[: len(full) // 2], "truncated"),
+        "bomb.png": (_png_header(10_000, 10_000), "decompression bomb"),  # 1e8 pixels: over the limit, a warning in PIL
+        "bomb2.png": (_png_header(30_000, 30_000), "decompression bomb"),  # 9e8: PIL's own error
+    }
+    for name, (body, reason) in files.items():
+        (tmp_path / name).write_bytes(body)
+        with pytest.raises(data.UnreadableImage) as ei:
+            data.load_image(tmp_path / name)
+        msg = str(ei.value)
+        assert reason in msg and name in msg and "\n" not in msg, (name, msg)
+
+
+def test_single_files_listing_keeps_order_and_refuses_mixing(tmp_path):
+    for name in ("b.png", "a.png"):
+        _png(tmp_path / name)
+    (tmp_path / "sub").mkdir()
+    _png(tmp_path / "sub" / "a.png")
+    items, src = data.list_images(image_files=[tmp_path / "b.png", tmp_path / "a.png"])
+    assert [it.id for it in items] == ["b.png", "a.png"] and src["kind"] == "files"
+    items, _ = data.list_images(image_files=[tmp_path / "a.png", tmp_path / "sub" / "a.png"], n=1)
+    assert len(items) == 1 and items[0].id == (tmp_path / "a.png").as_posix()  # same names: full paths
+    with pytest.raises(InputError, match="not found"):
+        data.list_images(image_files=[tmp_path / "missing.png"])
+    with pytest.raises(InputError, match="one of"):
+        data.list_images(images=tmp_path, image_files=[tmp_path / "a.png"])
+    with pytest.raises(InputError, match="positive"):
+        data.list_images(images=tmp_path, n=0)
