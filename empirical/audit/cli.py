@@ -2,14 +2,14 @@
 
 Usage::
 
-    boundcheck audit [--model efficientnet-lite0] [--weights FILE] [--pretrained | --random-init]
-                     [--images DIR] [--n-images 1] [--rule lrp_beta_0 --rule lrp_beta_1 ...]
-                     [--gamma-sweep 1.5,2,4,10,100,1e3,1e4,1e6] [--m-samples 4]
-                     [--augmentation gaussian --augmentation photometric] [--seed 0]
-                     [--device cpu|cuda] [--dtype float32|float64] --out DIR
+    boundcheck audit [--model SPEC] [--weights FILE | --random-weights] [--input-size N --mean R,G,B --std R,G,B]
+                     [--images DIR | --image FILE ... | --imagenet-val DIR [--labels FILE]] [--n-images 1]
+                     [--rule lrp_beta_0 --rule lrp_beta_1 ...] [--gamma-sweep 1.5,2,4,10,100,1e3,1e4,1e6]
+                     [--m-samples 4] [--augmentation gaussian --augmentation photometric] [--seed 0]
+                     [--device auto|cpu|cuda] [--dtype float32|float64] [--allow-tf32] [--threads 2] --out DIR
 
 Default: EfficientNet-Lite0 with its shipped weights on the first foolbox photo.
-Random-initialised torchvision models (``--model resnet50 --random-init``) are
+Random-initialised torchvision models (``--model resnet50 --random-weights``) are
 legitimate for the LRP-beta bounds (they claim independence of the weights).
 
 :func:`empirical.audit.run.run_audit` does the work (resumable: one record per
@@ -29,15 +29,15 @@ __all__ = ["add_arguments", "run", "audit", "run_embedded_default", "DEFAULT_RUL
 
 
 def add_arguments(parser, name: str = "audit") -> None:
-    parser.add_argument("--model", default="efficientnet-lite0",
-                        help="efficientnet-lite0 (default), resnet50, efficientnet_v2_s, swin_v2_t")
-    parser.add_argument("--weights", default=None, help="state_dict file (default: shipped / hub cache)")
-    g = parser.add_mutually_exclusive_group()
-    g.add_argument("--pretrained", dest="pretrained", action="store_true", default=True)
-    g.add_argument("--random-weights", "--random-init", dest="pretrained", action="store_false",
-                   help="random initialisation (--random-init: the former spelling)")
-    parser.add_argument("--images", default=None, help="folder of images (default: foolbox's ImageNet photos)")
-    parser.add_argument("--n-images", type=int, default=1)
+    from empirical.cliargs import add_device_args, add_image_args, add_model_args, add_out_arg, add_threads_arg
+
+    add_out_arg(parser)
+    add_model_args(parser)
+    parser.add_argument("--pretrained", dest="random_weights", action="store_false",
+                        help="trained weights (the default; kept for older command lines)")
+    add_image_args(parser, n_images_default=1)
+    add_device_args(parser)
+    add_threads_arg(parser, default=2)
     parser.add_argument("--rule", action="append", default=None,
                         help=f"LRP rule, repeatable (default {', '.join(DEFAULT_RULES)})")
     parser.add_argument("--gamma-sweep", default=",".join(gamma_key(g) for g in DEFAULT_GAMMAS),
@@ -45,18 +45,17 @@ def add_arguments(parser, name: str = "audit") -> None:
     parser.add_argument("--m-samples", type=int, default=4, help="augmented samples per augmentation (0: skip ranges)")
     parser.add_argument("--augmentation", action="append", default=None, choices=list(DEFAULT_AUGMENTATIONS))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (>= 1)")
-    parser.add_argument("--out", required=True, help="output folder (resumable: a re-run continues)")
 
 
 def options_from_args(args) -> AuditOptions:
     return AuditOptions(
-        out=args.out, model=args.model, weights=args.weights, pretrained=args.pretrained, images=args.images,
-        n_images=args.n_images, rules=tuple(args.rule or DEFAULT_RULES), gammas=tuple(parse_gammas(args.gamma_sweep)),
-        m_samples=args.m_samples, augmentations=tuple(args.augmentation or DEFAULT_AUGMENTATIONS), seed=args.seed,
-        device=args.device, dtype=args.dtype, threads=args.threads,
+        out=args.out, model=args.model, weights=args.weights, pretrained=not args.random_weights,
+        num_classes=args.num_classes, input_size=args.input_size, mean=args.mean, std=args.std,
+        images=args.images, image_files=tuple(args.image) if args.image else None, imagenet_val=args.imagenet_val,
+        labels=args.labels, n_images=args.n_images, rules=tuple(args.rule or DEFAULT_RULES),
+        gammas=tuple(parse_gammas(args.gamma_sweep)), m_samples=args.m_samples,
+        augmentations=tuple(args.augmentation or DEFAULT_AUGMENTATIONS), seed=args.seed, device=args.device,
+        dtype=args.dtype, allow_tf32=args.allow_tf32, threads=args.threads,
     )
 
 

@@ -70,7 +70,15 @@ class AuditOptions:
     model: str = "efficientnet-lite0"
     weights: str | None = None
     pretrained: bool = True
+    #: model overrides of :func:`empirical.models.resolve_model` (None: the weights' / builder's own)
+    num_classes: int | None = None
+    input_size: int | None = None
+    mean: tuple | None = None
+    std: tuple | None = None
     images: str | None = None
+    image_files: tuple | None = None
+    imagenet_val: str | None = None
+    labels: str | None = None
     n_images: int = 1
     rules: tuple = DEFAULT_RULES
     gammas: tuple = DEFAULT_GAMMAS
@@ -79,14 +87,24 @@ class AuditOptions:
     seed: int = 0
     device: str = "cpu"
     dtype: str = "float32"
+    allow_tf32: bool = False
     threads: int | None = 2
 
     def config(self) -> dict:
+        """The options that change the numbers (a resume must repeat them); unset overrides are left out."""
         d = asdict(self)
         for k in ("out", "device", "threads", "n_images"):
             d.pop(k)
-        d["images"] = str(Path(self.images).resolve()) if self.images is not None else None
-        d["weights"] = str(Path(self.weights).resolve()) if self.weights is not None else None
+        for k in ("num_classes", "input_size", "mean", "std", "image_files", "imagenet_val", "labels"):
+            if d[k] is None:
+                d.pop(k)
+        if not self.allow_tf32:
+            d.pop("allow_tf32")
+        for k in ("images", "weights", "imagenet_val", "labels"):
+            if d.get(k) is not None:
+                d[k] = str(Path(d[k]).resolve())
+        if d.get("image_files") is not None:
+            d["image_files"] = [str(Path(f).resolve()) for f in d["image_files"]]
         d["rules"], d["gammas"], d["augmentations"] = list(self.rules), list(self.gammas), list(self.augmentations)
         d["format"] = 1
         return d
@@ -100,12 +118,10 @@ def validate(opts: AuditOptions) -> AuditOptions:
     InputError
         One line naming the option.
     """
-    from empirical.models import MODEL_NAMES
-
     rules = list(dict.fromkeys(opts.rules or ()))
     gammas = parse_gammas(opts.gammas)
-    if opts.model not in MODEL_NAMES:
-        raise InputError(f"unknown model {opts.model!r}; choose one of {', '.join(MODEL_NAMES)}")
+    if not isinstance(opts.model, str) or not opts.model.strip():
+        raise InputError(f"--model must be a name or FILE.py:CALLABLE, got {opts.model!r}")
     if not rules:
         raise InputError("at least one --rule is needed")
     for r in rules:
@@ -121,8 +137,8 @@ def validate(opts: AuditOptions) -> AuditOptions:
     bad = [a for a in augs if a not in DEFAULT_AUGMENTATIONS]
     if bad or not augs:
         raise InputError(f"--augmentation must be from {', '.join(DEFAULT_AUGMENTATIONS)}, got {augs!r}")
-    if opts.device not in ("cpu", "cuda"):
-        raise InputError(f"--device must be cpu or cuda, got {opts.device!r}")
+    if opts.device not in ("auto", "cpu", "cuda"):
+        raise InputError(f"--device must be auto, cpu or cuda, got {opts.device!r}")
     if opts.dtype not in ("float32", "float64"):
         raise InputError(f"--dtype must be float32 or float64, got {opts.dtype!r}")
     t = opts.threads
@@ -132,8 +148,15 @@ def validate(opts: AuditOptions) -> AuditOptions:
         raise InputError(f"--images folder not found: {opts.images}")
     if opts.weights is not None and not Path(opts.weights).is_file():
         raise InputError(f"--weights file not found: {opts.weights}")
+    if opts.weights is not None and not opts.pretrained:
+        raise InputError("--random-weights and --weights exclude each other")
+    device = opts.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     return AuditOptions(**{**asdict(opts), "rules": tuple(rules), "gammas": tuple(gammas),
-                           "augmentations": tuple(augs)})
+                           "augmentations": tuple(augs), "device": device})
 
 
 # ----------------------------------------------------------------------------- one image
@@ -201,20 +224,25 @@ def run_audit(opts: AuditOptions, model=None) -> dict:
     import torch
 
     from empirical.audit.depth import torch_network_depth
-    from empirical.data import UnreadableImage, foolbox_photos, plain_folder
+    from empirical.data import UnreadableImage, list_images
     from empirical.engine import Explainer
     from empirical.io import ResumableStore, atomic_path, check_output_dir
-    from empirical.models import load_model
+    from empirical.models import resolve_model
 
     opts = validate(opts)
     out = check_output_dir(opts.out) if opts.out is not None else None
     t0 = time.perf_counter()
     if opts.device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda requested but CUDA is not available")
-    items = plain_folder(opts.images, opts.n_images) if opts.images is not None else foolbox_photos(opts.n_images)
+    items, _ = list_images(imagenet_val=opts.imagenet_val, labels=opts.labels, images=opts.images, n=opts.n_images,
+                           image_files=list(opts.image_files) if opts.image_files else None)
     if opts.threads:
         torch.set_num_threads(int(opts.threads))
-    lm = model if model is not None else load_model(opts.model, weights=opts.weights, pretrained=opts.pretrained)
+    if model is not None:
+        lm = model
+    else:
+        lm = resolve_model(opts.model, weights=opts.weights, random_weights=not opts.pretrained,
+                           num_classes=opts.num_classes, input_size=opts.input_size, mean=opts.mean, std=opts.std)
     store = ResumableStore(out, opts.config()) if out is not None else None
     memory: list[dict] = []
     hist_path = out / HIST_FILE if out is not None else None
@@ -222,7 +250,7 @@ def run_audit(opts: AuditOptions, model=None) -> dict:
     done = store.done_keys() if store is not None else set()
     todo = [it for it in items if it.id not in done]
     tdtype = torch.float64 if opts.dtype == "float64" else torch.float32
-    ex = Explainer(lm.model, dtype=tdtype, device=opts.device) if todo else None
+    ex = Explainer(lm.model, dtype=tdtype, device=opts.device, allow_tf32=opts.allow_tf32) if todo else None
     for item in todo:
         try:
             rec, h = audit_image(ex, lm, item, opts, opts.device, tdtype, want_hist=hist is None)
