@@ -15,7 +15,6 @@ import pytest
 from boundcheck.cli import main
 
 HOE = ["--rule", "lrp-beta", "--beta", "1", "--layers", "3", "--delta", "0.05"]
-XFAIL_WEIGHTS = pytest.mark.xfail(strict=False, reason="weights-file checks are being reworked in empirical.models")
 XFAIL_NUMBERS = pytest.mark.xfail(strict=False, reason="overflowing numbers in the calculator are being reworked")
 TORCH = pytest.mark.torch
 
@@ -64,11 +63,13 @@ CASES = [
     ("empirical-images-missing", ["empirical", "--out", "{out}", "--images", "{missing}"], (TORCH,)),
     ("empirical-images-empty", ["empirical", "--out", "{out}", "--images", "{empty}"], (TORCH,)),
     ("empirical-weights-missing", ["empirical", "--out", "{out}", "--weights", "{missing}"], (TORCH,)),
-    ("empirical-weights-junk", ["empirical", "--out", "{out}", "--weights", "{junk}"], (TORCH, XFAIL_WEIGHTS)),
+    ("empirical-weights-junk", ["empirical", "--out", "{out}", "--weights", "{junk}"], (TORCH)),
     ("empirical-weights-and-random", ["empirical", "--out", "{out}", "--weights", "{junk}", "--random-weights"],
      (TORCH,)),
     ("empirical-merge-nothing", ["empirical", "merge", "--out", "{out}"], (TORCH,)),
     ("empirical-device", ["empirical", "--out", "{out}", "--device", "tpu"], (TORCH,)),
+    ("empirical-no-such-model", ["empirical", "--out", "{out}", "--model", "no_such_net"], (TORCH,)),
+    ("empirical-n-images-word", ["empirical", "--out", "{out}", "--n-images", "all"], (TORCH,)),
     # ------------------------------------------------------------------ audit
     ("audit-unknown-model", ["audit", "--out", "{out}", "--model", "vgg11"], (TORCH,)),
     ("audit-unknown-rule", ["audit", "--out", "{out}", "--rule", "lrp_zeta"], (TORCH,)),
@@ -88,8 +89,16 @@ CASES = [
     ("audit-images-empty", ["audit", "--out", "{out}", "--images", "{empty}"], (TORCH,)),
     ("audit-images-unreadable", ["audit", "--out", "{out}", "--images", "{bad_imgs}", "--m-samples", "0"], (TORCH,)),
     ("audit-weights-missing", ["audit", "--out", "{out}", "--weights", "{missing}"], (TORCH,)),
-    ("audit-weights-junk", ["audit", "--out", "{out}", "--weights", "{junk}"], (TORCH, XFAIL_WEIGHTS)),
+    ("audit-weights-junk", ["audit", "--out", "{out}", "--weights", "{junk}"], (TORCH)),
     ("audit-no-out", ["audit"], (TORCH,)),
+    ("audit-no-such-model", ["audit", "--out", "{out}", "--model", "no_such_net"], (TORCH,)),
+    ("audit-model-file-missing", ["audit", "--out", "{out}", "--model", "{missing}/net.py:build"], (TORCH,)),
+    ("audit-mean-two-values", ["audit", "--out", "{out}", "--mean", "0.5,0.5"], (TORCH,)),
+    ("audit-input-size-zero", ["audit", "--out", "{out}", "--input-size", "0"], (TORCH,)),
+    ("audit-device", ["audit", "--out", "{out}", "--device", "tpu"], (TORCH,)),
+    ("audit-image-file-missing", ["audit", "--out", "{out}", "--image", "{missing}.jpg"], (TORCH,)),
+    ("audit-weights-and-random", ["audit", "--out", "{out}", "--weights", "{junk}", "--random-weights"], (TORCH,)),
+    ("audit-images-and-image", ["audit", "--out", "{out}", "--images", "{empty}", "--image", "{file}"], (TORCH,)),
     # ------------------------------------------------------------------ sanity
     ("sanity-no-check", ["sanity"], (TORCH,)),
     ("sanity-unknown-check", ["sanity", "deletion", "--out", "{out}"], (TORCH,)),
@@ -117,7 +126,11 @@ CASES = [
     ("sanity-overtaking-weights-missing", ["sanity", "overtaking", "--out", "{out}", "--weights", "{missing}"],
      (TORCH,)),
     ("sanity-overtaking-weights-junk", ["sanity", "overtaking", "--out", "{out}", "--weights", "{junk}"],
-     (TORCH, XFAIL_WEIGHTS)),
+     (TORCH)),
+    ("sanity-overtaking-no-such-model", ["sanity", "overtaking", "--out", "{out}", "--model", "no_such_net"],
+     (TORCH,)),
+    ("sanity-overtaking-dtype", ["sanity", "overtaking", "--out", "{out}", "--dtype", "float16"], (TORCH,)),
+    ("sanity-overtaking-std-zero", ["sanity", "overtaking", "--out", "{out}", "--std", "0,1,1"], (TORCH,)),
     ("sanity-overtaking-labels-without-val", ["sanity", "overtaking", "--out", "{out}", "--labels", "{file}"],
      (TORCH,)),
     # ------------------------------------------------------------------ main

@@ -41,23 +41,19 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "sanity") -> None
         "faithfulness": "region perturbation with a blurred copy: softmax curves and AUC per method",
         "overtaking": "overtaking probabilities (Thm 2, Sec. I) and non-positive activations (Sec. J)",
     }
+    from empirical.cliargs import add_device_args, add_image_args, add_methods_arg, add_model_args, add_out_arg
+
     for cmd in SUBCOMMANDS:
         p = sub.add_parser(cmd, help=helps[cmd], description=helps[cmd])
-        p.add_argument("--out", required=True, help="output folder (resumable)")
-        p.add_argument("--model", default=DEFAULT_MODEL,
-                       help="resnet50, densenet121, efficientnet_v2_s, swin_v2_t (user weights) or efficientnet-lite0 (shipped)")
-        p.add_argument("--weights", help="state_dict file of the model's trained weights")
-        p.add_argument("--images", help="folder of images (label unknown: the top prediction is explained)")
-        p.add_argument("--imagenet-val", dest="imagenet_val", help="ImageNet validation folder")
-        p.add_argument("--labels", help="devkit ground-truth file for a flat --imagenet-val folder")
-        p.add_argument("--n-images", dest="n_images", type=int, default=4, help="first N images (default 4)")
+        add_out_arg(p)
+        add_model_args(p, default=DEFAULT_MODEL)
+        add_image_args(p, n_images_default=4)
+        add_device_args(p)
         p.add_argument("--seed", type=int, default=0, help="seed of the randomisation / random baseline")
-        p.add_argument("--device", default="cpu", help="cpu or cuda")
         p.add_argument("--batch-size", dest="batch_size", type=int, default=8, help="images per batch")
         p.add_argument("--progress", action="store_true", help="print one line per batch")
         if cmd != "overtaking":
-            p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
-                           help="attribution methods (engine names); default: " + " ".join(DEFAULT_METHODS))
+            add_methods_arg(p, default=DEFAULT_METHODS)
         if cmd == "randomize":
             p.epilog = ("schedules ([P2] A.1): resnet50 (fc + 16 .conv1 steps), efficientnet-lite0 (_fc + 16 "
                         "._depthwise_conv steps), efficientnet_v2_s (classifier + 40 block steps), swin_v2_t (head + 12 block steps)")
@@ -66,15 +62,18 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "sanity") -> None
                            help="explain every S-th step (and the last); the cascade itself runs all steps")
         if cmd == "faithfulness":
             p.add_argument("--region-size", dest="region_size", type=int, default=15, choices=(8, 15))
-            p.add_argument("--n-regions", dest="n_regions", type=int, default=30)
+            p.add_argument("--n-regions", dest="n_regions", type=int, default=30,
+                           help="cells replaced, at most the grid's cell count (225 for 15x15 cells of 224x224)")
 
 
 def options_from_args(args) -> SanityOptions:
     cmd = getattr(args, "sanity_command", None)
     if cmd is None:
         raise InputError("sanity: choose a check: " + ", ".join(SUBCOMMANDS))
-    kw = {k: getattr(args, k) for k in ("out", "model", "weights", "images", "imagenet_val", "labels", "n_images",
-                                        "seed", "device", "batch_size", "progress")}
+    kw = {k: getattr(args, k) for k in ("out", "model", "weights", "random_weights", "num_classes", "input_size",
+                                        "mean", "std", "images", "imagenet_val", "labels", "n_images", "seed",
+                                        "device", "dtype", "allow_tf32", "batch_size", "progress")}
+    kw["image_files"] = tuple(args.image) if args.image else None
     if hasattr(args, "methods"):
         kw["methods"] = tuple(args.methods)
     for k in ("steps", "stride", "region_size", "n_regions"):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +41,14 @@ class SanityOptions:
     out: str
     model: str = DEFAULT_MODEL
     weights: str | None = None
+    random_weights: bool = False
+    #: model overrides of :func:`empirical.models.resolve_model` (None: the weights' / builder's own)
+    num_classes: int | None = None
+    input_size: int | None = None
+    mean: tuple | None = None
+    std: tuple | None = None
     images: str | None = None
+    image_files: tuple | None = None
     imagenet_val: str | None = None
     labels: str | None = None
     n_images: int = 4
@@ -53,6 +60,8 @@ class SanityOptions:
     stride: int = 1
     seed: int = 0
     device: str = "cpu"
+    dtype: str = "float32"
+    allow_tf32: bool = False
     batch_size: int = 8
     progress: bool = False
 
@@ -60,6 +69,13 @@ class SanityOptions:
         d = asdict(self)
         for k in ("out", "device", "batch_size", "progress", "n_images"):
             d.pop(k)
+        # options at their defaults stay out (a run made before they existed resumes)
+        for k, default in (("random_weights", False), ("num_classes", None), ("input_size", None), ("mean", None),
+                           ("std", None), ("image_files", None), ("dtype", "float32"), ("allow_tf32", False)):
+            if d[k] == default:
+                d.pop(k)
+        if d.get("image_files") is not None:
+            d["image_files"] = [str(Path(f).resolve()) for f in d["image_files"]]
         d["methods"] = list(self.methods)
         if self.command == "overtaking":
             for k in ("methods", "region_size", "n_regions", "blur_kernel", "steps", "stride", "seed"):
@@ -85,8 +101,12 @@ def validate(opts: SanityOptions) -> None:
         raise InputError(f"--steps must be an integer >= 1, got {opts.steps!r}")
     if opts.region_size not in (8, 15):
         raise InputError(f"--region-size must be 8 or 15, got {opts.region_size!r}")
-    if opts.device not in ("cpu", "cuda") and not str(opts.device).startswith("cuda:"):
-        raise InputError(f"--device must be cpu or cuda, got {opts.device!r}")
+    if opts.device not in ("auto", "cpu", "cuda") and not str(opts.device).startswith("cuda:"):
+        raise InputError(f"--device must be auto, cpu or cuda, got {opts.device!r}")
+    if opts.dtype not in ("float32", "float64"):
+        raise InputError(f"--dtype must be float32 or float64, got {opts.dtype!r}")
+    if opts.weights is not None and opts.random_weights:
+        raise InputError("--random-weights and --weights exclude each other")
     if str(opts.device).startswith("cuda"):
         import torch
 
@@ -106,10 +126,12 @@ def validate(opts: SanityOptions) -> None:
 def load_inputs(opts: SanityOptions):
     """(LoadedModel, list of ImageItem, source description)."""
     from empirical.data import list_images
-    from empirical.models import load_model
+    from empirical.models import resolve_model
 
-    lm = load_model(opts.model, weights=opts.weights)
+    lm = resolve_model(opts.model, weights=opts.weights, random_weights=opts.random_weights,
+                       num_classes=opts.num_classes, input_size=opts.input_size, mean=opts.mean, std=opts.std)
     items, src = list_images(imagenet_val=opts.imagenet_val, labels=opts.labels, images=opts.images,
+                             image_files=list(opts.image_files) if opts.image_files else None,
                              n=opts.n_images)
     return lm, items, src
 
@@ -131,12 +153,14 @@ def load_batch(lm, items):
     return x, kept, skipped
 
 
-def engine_factory(device: str):
+def engine_factory(device: str, dtype: str = "float32", allow_tf32: bool = False):
     """``model -> explain(x, methods, target) -> {method: ndarray (B, H, W)}`` using the engine."""
+    import torch
+
     from empirical.engine import Explainer
 
     def factory(model):
-        ex = Explainer(model, device=device)
+        ex = Explainer(model, device=device, dtype=getattr(torch, dtype), allow_tf32=allow_tf32)
 
         def explain(x, methods, target):
             import torch
@@ -165,6 +189,8 @@ def run_check(opts: SanityOptions) -> dict:
     from empirical.io import ResumableStore, check_output_dir
 
     validate(opts)
+    if opts.device == "auto":
+        opts = replace(opts, device="cuda" if torch.cuda.is_available() else "cpu")
     check_output_dir(opts.out)
     t0 = time.time()
     lm, items, src = load_inputs(opts)
@@ -223,12 +249,14 @@ def _prepare(opts, lm, device) -> dict:
         arch = detect_architecture(lm.model)
         steps = build_schedule(lm.model, arch, max_steps=opts.steps)
         evaluate = set(range(0, len(steps), opts.stride)) | {len(steps) - 1}
-        ctx.update(arch=arch, schedule=steps, evaluate=evaluate, factory=engine_factory(opts.device))
+        ctx.update(arch=arch, schedule=steps, evaluate=evaluate, factory=engine_factory(opts.device, opts.dtype, opts.allow_tf32))
     elif opts.command == "faithfulness":
-        ctx["factory"] = engine_factory(opts.device)
+        ctx["factory"] = engine_factory(opts.device, opts.dtype, opts.allow_tf32)
         ctx["explain0"] = ctx["factory"](lm.model)
     else:
-        ctx["model"] = copy.deepcopy(lm.model).to(device).eval()
+        import torch
+
+        ctx["model"] = copy.deepcopy(lm.model).to(device=device, dtype=getattr(torch, opts.dtype)).eval()
     return ctx
 
 
@@ -260,9 +288,11 @@ def _process(opts, ctx, x, kept, device) -> list[dict]:
                                  image_keys=[it.index for it in kept])
         return [{"id": it.id, "label": it.label, "target": t, "pred": p, **r}
                 for it, t, p, r in zip(kept, target, pred, recs)]
+    import torch
+
     from empirical.sanity.overtaking import activation_statistics
 
-    labels, V, nonpos = activation_statistics(ctx["model"], x.to(device))
+    labels, V, nonpos = activation_statistics(ctx["model"], x.to(device=device, dtype=getattr(torch, opts.dtype)))
     return [{"id": it.id, "label": it.label, "layers": labels, "V": V[b].tolist(), "nonpos": nonpos[b].tolist()}
             for b, it in enumerate(kept)]
 
