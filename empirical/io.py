@@ -20,8 +20,8 @@
 * **Resumable store** (:class:`ResumableStore`): ``config.json`` (written on the
   first run) and ``results.jsonl``; a resume with a different configuration is
   refused with one line that names the differing keys.
-* :func:`check_output_dir` / :func:`check_output_file`: is ``--out`` usable,
-  checked before any work.
+* :func:`check_output_dir` (the one of :mod:`empirical.cliargs`) /
+  :func:`check_output_file`: is ``--out`` usable, checked before any work.
 """
 
 from __future__ import annotations
@@ -32,10 +32,14 @@ import math
 import os
 import re
 import secrets
-import tempfile
 from pathlib import Path
 
 from boundcheck.errors import InputError
+from empirical.cliargs import check_output_dir
+
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "clean_stale_temps",
+           "json_safe", "dumps_strict", "restore_nonfinite", "append_jsonl", "read_jsonl", "ResumableStore",
+           "config_differences", "check_output_dir", "check_output_file"]
 
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.jsonl"
@@ -48,44 +52,6 @@ def _nearest_existing(path: Path) -> Path:
     p = path
     while not p.exists() and p != p.parent:
         p = p.parent
-    return p
-
-
-def _probe_writable(folder: Path) -> None:
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise InputError(f"--out folder {folder} is not writable ({exc.strerror or exc})") from None
-
-
-def check_output_dir(path, option: str = "--out") -> Path:
-    """Check, before any work, that ``path`` is (or can become) a writable folder.
-
-    Nothing is created: an existing folder is probed with a temporary file that
-    is removed at once; for a missing folder the nearest existing ancestor must
-    be a folder we may write into.
-
-    Raises
-    ------
-    InputError
-        One line: ``path`` is a file, lies under a file, or is not writable.
-    """
-    if path is None or str(path).strip() == "":
-        raise InputError(f"{option} needs a folder name")
-    p = Path(path)
-    if p.exists():
-        if not p.is_dir():
-            raise InputError(f"{option} {p} exists and is not a folder")
-        if not os.access(p, os.W_OK | os.X_OK):
-            raise InputError(f"{option} folder {p} is not writable")
-        _probe_writable(p)
-        return p
-    anc = _nearest_existing(p.absolute())
-    if not anc.is_dir():
-        raise InputError(f"{option} {p} cannot be created: {anc} is a file")
-    if not os.access(anc, os.W_OK | os.X_OK):
-        raise InputError(f"{option} {p} cannot be created: {anc} is not writable")
     return p
 
 

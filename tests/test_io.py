@@ -150,8 +150,13 @@ def test_check_output_dir(tmp_path):
 
 
 def test_check_output_dir_not_writable(tmp_path, monkeypatch):
-    # tests run as root (permissions are not enforced): simulate a read-only folder
-    monkeypatch.setattr(eio.os, "access", lambda p, mode: False)
+    # tests run as root (permissions are not enforced): simulate a read-only file system
+    import tempfile
+
+    def refuse(*a, **kw):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
     with pytest.raises(InputError, match="not writable"):
         eio.check_output_dir(tmp_path)
     with pytest.raises(InputError, match="not writable"):
