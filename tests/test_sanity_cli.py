@@ -50,6 +50,13 @@ def test_overtaking_runs_resumes_and_refuses_other_source(tmp_path, capsys):
     assert len(recs) == 1 and len(recs[0]["layers"]) == 33
     for f in ("overtaking.csv", "overtaking.png", "nonpositive.png", "activation_layers.md", "summary.md"):
         assert (out / f).is_file(), f
+    for f in ("overtaking.json", "activation_layers.json", "results.jsonl", "config.json"):
+        text = (out / f).read_text()
+        for chunk in (text.splitlines() if f.endswith("l") else [text]):
+            json.loads(chunk, parse_constant=lambda c: pytest.fail(f"{c} in {f}"))
+    rows = json.loads((out / "overtaking.json").read_text())
+    undefined = [r for r in rows if r["K"] is None]
+    assert undefined and all(r["P"] is None and "V(q_high) = V(q_low) = 0" in r["K_reason"] for r in undefined)
     assert main(["sanity", "overtaking", "--out", str(out), "--n-images", "2"]) == 0  # extends: one more image
     assert len((out / "results.jsonl").read_text().splitlines()) == 2
     imgs = tmp_path / "imgs"
