@@ -55,8 +55,11 @@ def test_overtaking_runs_resumes_and_refuses_other_source(tmp_path, capsys):
         for chunk in (text.splitlines() if f.endswith("l") else [text]):
             json.loads(chunk, parse_constant=lambda c: pytest.fail(f"{c} in {f}"))
     rows = json.loads((out / "overtaking.json").read_text())
-    undefined = [r for r in rows if r["K"] is None]
-    assert undefined and all(r["P"] is None and "V(q_high) = V(q_low) = 0" in r["K_reason"] for r in undefined)
+    undefined = [r for r in rows if "K_reason" in r]  # both quantiles 0
+    infinite = [r for r in rows if r.get("K_nonfinite") == "inf"]  # only the low one 0: P = 0
+    assert undefined and all(r["K"] is None and r["P"] is None and "V(q_low) = 0" in r["P_reason"] for r in undefined)
+    assert all(r["K"] is None and r["P"] == 0.0 for r in infinite)
+    assert all(r["K"] is not None or "K_reason" in r or "K_nonfinite" in r for r in rows)
     assert main(["sanity", "overtaking", "--out", str(out), "--n-images", "2"]) == 0  # extends: one more image
     assert len((out / "results.jsonl").read_text().splitlines()) == 2
     imgs = tmp_path / "imgs"
