@@ -22,7 +22,11 @@ PNG figures and ``summary.md`` into ``--out``.
 Targets: the image's ImageNet label when known (foolbox photos, ImageNet
 validation folders), else the original model's top-1 class; the same target is
 explained on every randomised model.
+
+The work is done by :func:`empirical.sanity.run.run_check`; this module parses
+the options (the shared groups of :mod:`empirical.cliargs`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,14 +39,14 @@ __all__ = ["add_arguments", "options_from_args", "run", "SanityOptions", "run_ch
 
 # --------------------------------------------------------------------------- argparse
 def add_arguments(parser: argparse.ArgumentParser, name: str = "sanity") -> None:
+    from empirical.cliargs import add_device_args, add_image_args, add_methods_arg, add_model_args, add_out_arg
+
     sub = parser.add_subparsers(dest="sanity_command", metavar="CHECK")
     helps = {
         "randomize": "top-down cascading model randomisation: SSIM / Spearman / MSE curves per method",
         "faithfulness": "region perturbation with a blurred copy: softmax curves and AUC per method",
         "overtaking": "overtaking probabilities (Thm 2, Sec. I) and non-positive activations (Sec. J)",
     }
-    from empirical.cliargs import add_device_args, add_image_args, add_methods_arg, add_model_args, add_out_arg
-
     for cmd in SUBCOMMANDS:
         p = sub.add_parser(cmd, help=helps[cmd], description=helps[cmd])
         add_out_arg(p)
