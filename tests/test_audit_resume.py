@@ -82,9 +82,13 @@ def test_in_process_interruption_then_resume_is_identical(tmp_path, photos, refe
     out = tmp_path / "o"
     assert main(["audit", "--out", str(out), "--images", str(photos), "--n-images", "4", *FAST]) == 130
     assert len(_records(out)) == 2 and not (out / "report.md").exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = out / f".report.md.{int(dead.stdout)}.0123abcd.tmp"  # a kill while a table was being written
+    stale.write_text("half a table")
     monkeypatch.setattr(run, "audit_image", real)
     assert main(["audit", "--out", str(out), "--images", str(photos), "--n-images", "4", *FAST]) == 0
     _same_as_reference(out, reference)
+    assert not stale.exists()
 
 
 def test_sigkill_then_rerun_gives_the_uninterrupted_records(tmp_path, photos, reference):
