@@ -144,8 +144,6 @@ def validate(opts: AuditOptions) -> AuditOptions:
     t = opts.threads
     if t is not None and (isinstance(t, bool) or not isinstance(t, int) or t < 1):
         raise InputError(f"--threads must be an integer >= 1, got {t!r}")
-    if opts.images is not None and not Path(opts.images).is_dir():
-        raise InputError(f"--images folder not found: {opts.images}")
     if opts.weights is not None and not Path(opts.weights).is_file():
         raise InputError(f"--weights file not found: {opts.weights}")
     if opts.weights is not None and not opts.pretrained:
