@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
-import os
 import sys
 import time
 import traceback
@@ -49,7 +47,7 @@ def _section_bounds(out: Path, args) -> str:
     from boundcheck.report import bounds_report_markdown
 
     text = bounds_report_markdown()
-    (out / "bounds.md").write_text(text)
+    _io().atomic_write_text(out / "bounds.md", text)
     return text
 
 
@@ -57,7 +55,7 @@ def _section_proofs(out: Path, args) -> str:
     from proofs import certify
 
     certs = certify()
-    (out / "proofs.json").write_text(json.dumps([c.to_dict() for c in certs], indent=2))
+    _io().atomic_write_json(out / "proofs.json", [c.to_dict() for c in certs], indent=2, sort_keys=False)
     rows = ["| claim | status | steps proved | source |", "|---|---|---|---|"]
     notes = []
     for c in certs:
@@ -79,7 +77,7 @@ def _section_fuzz(out: Path, args) -> str:
     if args.fuzz_examples is not None:
         kwargs["examples"] = args.fuzz_examples
     verdicts = run_claims(**kwargs)
-    (out / "fuzz.json").write_text(json.dumps([v.to_dict() for v in verdicts], indent=2))
+    _io().atomic_write_json(out / "fuzz.json", [v.to_dict() for v in verdicts], indent=2, sort_keys=False)
     return verdict_table_markdown(verdicts)
 
 
@@ -140,10 +138,15 @@ def _demote(text: str) -> str:
     return "\n".join(lines)
 
 
+def _io():
+    """:mod:`empirical.io` (atomic files, strict JSON); it needs no torch."""
+    import empirical.io
+
+    return empirical.io
+
+
 def _write_report(out: Path, parts: list[str]) -> None:
-    tmp = out / "report.md.tmp"
-    tmp.write_text("\n\n".join(parts) + "\n")
-    os.replace(tmp, out / "report.md")
+    _io().atomic_write_text(out / "report.md", "\n\n".join(parts) + "\n")
 
 
 def run(args) -> int:
@@ -153,8 +156,9 @@ def run(args) -> int:
         raise InputError(f"--skip: unknown section(s) {sorted(unknown)}; known: {','.join(SECTIONS)}")
     if args.fuzz_examples is not None and args.fuzz_examples < 1:
         raise InputError(f"--fuzz-examples must be >= 1, got {args.fuzz_examples}")
-    out = Path(args.out)
+    out = _io().check_output_dir(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    _io().clean_stale_temps(out)
     has_torch = importlib.util.find_spec("torch") is not None
     parts = [
         "# boundcheck report",
@@ -179,7 +183,7 @@ def run(args) -> int:
             raise
         except Exception as exc:  # a broken section must not lose the others
             failed.append(name)
-            (out / f"{name}.error.txt").write_text(traceback.format_exc())
+            _io().atomic_write_text(out / f"{name}.error.txt", traceback.format_exc())
             body = f"**This section failed:** `{type(exc).__name__}: {exc}` (traceback in `{name}.error.txt`)."
         dt = time.perf_counter() - t0
         parts.append(f"{title}\n\n{_demote(body)}\n\n_{dt:.0f} s_")

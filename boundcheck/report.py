@@ -148,6 +148,10 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 def run(args) -> int:
     """Write :func:`bounds_report_markdown` (and with ``--verdicts`` the fuzz verdicts)
     to ``--out`` or stdout."""
+    if args.out is not None:
+        from empirical.io import check_output_file
+
+        check_output_file(args.out)  # before any work: a folder, a missing or read-only folder
     text = bounds_report_markdown()
     if args.verdicts:
         from boundcheck.fuzz.runner import run_claims, verdict_table_markdown

@@ -9,7 +9,6 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -286,3 +285,23 @@ def test_tf32_is_an_explicit_part_of_the_configuration(tmp_path, image_dir):
         _run(tmp_path, image_dir)
     msg = str(ei.value)
     assert "\n" not in msg and "allow_tf32" in msg
+
+
+def test_every_image_unreadable_names_the_cause(tmp_path):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    (d / "a.jpg").write_bytes(b"")
+    (d / "b.png").write_text("not an image")
+    with pytest.raises(InputError) as ei:
+        _run(tmp_path / "o", d)
+    msg = str(ei.value)
+    assert "\n" not in msg and "unreadable" in msg and "a.jpg" in msg and "no results to merge" not in msg
+    assert len(read_jsonl(tmp_path / "o" / "skipped.jsonl")) == 2
+
+
+def test_records_and_tables_are_strict_json(reference):
+    out, _ = reference
+    for name in ("results.jsonl", "tables.json", "config.json"):
+        text = (out / name).read_text()
+        for line in text.splitlines() if name.endswith("l") else [text]:
+            json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in {name}"))

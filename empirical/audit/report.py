@@ -1,6 +1,6 @@
 """Tables (CSV + JSON), plots (PNG, matplotlib Agg) and ``report.md`` of an audit.
 
-:func:`write_report` takes the result dictionary of :func:`empirical.audit.cli.audit`
+:func:`write_report` takes the result dictionary of :func:`empirical.audit.run.run_audit`
 and writes into ``out_dir``:
 
 * ``depth_sums.csv`` -- per image, rule and depth: measured ``P_t``/``N_t`` and the
@@ -17,51 +17,35 @@ and writes into ``out_dir``:
 from __future__ import annotations
 
 import csv
-import json
+import io
 import math
 from pathlib import Path
 
 import numpy as np
 
+from empirical.io import atomic_path, atomic_write_json, atomic_write_text
+
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
     if not rows:
-        path.write_text("")
+        atomic_write_text(path, "")
         return
     keys: list[str] = []
     for r in rows:
         for k in r:
             if k not in keys:
                 keys.append(k)
-    with path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=keys)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: r.get(k) for k in keys})
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\r\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r.get(k) for k in keys})
+    atomic_write_text(path, buf.getvalue())
 
 
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, float) and not math.isfinite(o):
-        return str(o)
-    return str(o)
-
-
-def _clean(o):
-    if isinstance(o, dict):
-        return {str(k): _clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
-    if isinstance(o, float) and not math.isfinite(o):
-        return str(o)
-    if isinstance(o, (np.floating,)):
-        return _clean(float(o))
-    if isinstance(o, np.integer):
-        return int(o)
-    return o
+def _savefig(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
 
 
 def _fmt(x, digits: int = 3) -> str:
@@ -130,7 +114,7 @@ def _plots(res: dict, out: Path) -> list[str]:
         ax.legend(fontsize=7)
         fig.tight_layout()
         f = out / f"depth_sums_{rule}.png"
-        fig.savefig(f, dpi=110)
+        _savefig(fig, f)
         plt.close(fig)
         files.append(f.name)
     # condition (29) violation rate per layer
@@ -151,7 +135,7 @@ def _plots(res: dict, out: Path) -> list[str]:
         ax.legend(fontsize=7)
         fig.tight_layout()
         f = out / "condition29_violations.png"
-        fig.savefig(f, dpi=110)
+        _savefig(fig, f)
         plt.close(fig)
         files.append(f.name)
     hist = res.get("required_gamma_log10")
@@ -169,7 +153,7 @@ def _plots(res: dict, out: Path) -> list[str]:
         ax.legend(fontsize=7)
         fig.tight_layout()
         f = out / "required_gamma_hist.png"
-        fig.savefig(f, dpi=110)
+        _savefig(fig, f)
         plt.close(fig)
         files.append(f.name)
     return files
@@ -220,7 +204,7 @@ def markdown(res: dict) -> str:
                  f"neither {_fmt(zd['frac_empty'])} (relevance dropped).\n")
     L.append("## Condition (29)\n")
     c = res["summary"]["condition29"]
-    L.append(f"Required gamma per image (max over all neurons of all rule ops of (|N_a|/P_a)^2, and > 1): "
+    L.append("Required gamma per image (max over all neurons of all rule ops of (|N_a|/P_a)^2, and > 1): "
              + ", ".join(f"{k}: {_fmt(v)}" for k, v in c["required_gamma"].items()) + ".\n")
     L.append(f"Layer that sets it (first image): {c['argmax_layer']} (t = {c['argmax_t']}); input layer requires "
              f"{_fmt(c['input_layer_gamma'])}; median layer requires {_fmt(c['median_layer_gamma'])}.\n")
@@ -269,9 +253,9 @@ def write_report(res: dict, out_dir) -> dict:
         paths[f] = str(out / f)
     res = dict(res, files=sorted(paths))
     md = markdown(res)
-    (out / "report.md").write_text(md)
+    atomic_write_text(out / "report.md", md)
     paths["report.md"] = str(out / "report.md")
     slim = {k: v for k, v in res.items() if k not in ("required_gamma_log10",)}
-    (out / "audit.json").write_text(json.dumps(_clean(slim), indent=1, default=_json_default))
+    atomic_write_json(out / "audit.json", slim, indent=1, sort_keys=False)
     paths["audit.json"] = str(out / "audit.json")
     return {"paths": paths, "markdown": md}

@@ -25,9 +25,6 @@ import sys
 
 from boundcheck.errors import InputError
 
-MODELS = ("resnet50", "efficientnet_v2_s", "swin_v2_t", "efficientnet-lite0")
-
-
 def _csv(kind):
     def parse(text: str):
         items = [t.strip() for t in text.split(",") if t.strip()]
@@ -49,32 +46,23 @@ def _ints(text: str):
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str = "empirical") -> None:
+    from empirical.cliargs import add_device_args, add_image_args, add_methods_arg, add_model_args, add_out_arg
     from empirical.experiment.runner import DEFAULT_M_GRID, PAPER_METHODS
 
     parser.add_argument("action", nargs="?", choices=("run", "merge"), default="run",
                         help="run (default): measure and, when complete, tabulate; merge: tabulate all shards")
-    parser.add_argument("--out", required=True, help="output folder (results, tables, figures; resumable)")
-    parser.add_argument("--model", choices=MODELS, default="efficientnet-lite0")
-    parser.add_argument("--weights", metavar="FILE", help="state_dict file (default: torch hub cache / shipped)")
-    parser.add_argument("--random-weights", action="store_true",
-                        help="random initialisation, explicitly (architecture-only experiments)")
-    parser.add_argument("--imagenet-val", metavar="DIR", help="ImageNet validation folder (flat or wnid sub-folders)")
-    parser.add_argument("--labels", metavar="FILE", help="devkit ILSVRC2012_validation_ground_truth.txt (flat folder)")
-    parser.add_argument("--images", metavar="DIR", help="any folder of images (target = top prediction)")
-    parser.add_argument("--n-images", type=int, default=None, help="first N images by file name (default: 1000 with --imagenet-val as in the paper, else all)")
+    add_out_arg(parser)
+    add_model_args(parser)
+    add_image_args(parser, n_images_default=None)
+    add_device_args(parser)
+    add_methods_arg(parser, default=PAPER_METHODS)
     parser.add_argument("--m", type=_ints, default=DEFAULT_M_GRID, help="samples per set, e.g. 25,50,100")
     parser.add_argument("--augmentations", type=_csv("augmentation"), default=("gaussian", "photometric"))
-    parser.add_argument("--methods", type=_csv("method"), default=PAPER_METHODS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sigma", type=float, default=1.0, help="Gaussian noise std in network-input space")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="samples per attribute() call (default: 8 on the CPU, where larger batches leave the "
                              "caches, 64 on CUDA)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
-    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    parser.add_argument("--allow-tf32", action="store_true",
-                        help="CUDA only: TF32 convolutions/matmuls, faster but float32 gradients moved 8-12%% from "
-                             "float64 on an H100 (BENCHMARKS.md); recorded in config.json; no effect on the CPU")
     parser.add_argument("--no-plots", action="store_true", help="tables only")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     parser.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulated kill
@@ -86,10 +74,15 @@ def run(args) -> int:
     if args.action == "merge":
         res = merge(args.out, make_plots=not args.no_plots)
     else:
+        from empirical.io import check_output_dir
+
+        check_output_dir(args.out)  # before torch is imported or anything loaded
+        if args.random_weights and args.weights:
+            raise InputError("--random-weights and --weights exclude each other")
         import torch
 
         torch.set_num_threads(max(1, min(torch.get_num_threads(), 16)))
-        on_cuda = args.device == "cuda" or (args.device is None and torch.cuda.is_available())
+        on_cuda = args.device == "cuda" or (args.device in (None, "auto") and torch.cuda.is_available())
         batch_size = args.batch_size if args.batch_size is not None else (64 if on_cuda else 8)
         opts = RunOptions(
             out=args.out, model=args.model, weights=args.weights, imagenet_val=args.imagenet_val,
@@ -97,7 +90,8 @@ def run(args) -> int:
             augmentations=args.augmentations, methods=args.methods, seed=args.seed, sigma=args.sigma,
             batch_size=batch_size, device=args.device, dtype=args.dtype, allow_tf32=args.allow_tf32,
             pretrained=not args.random_weights, progress=not args.no_progress, stop_after=args.stop_after,
-            make_plots=not args.no_plots,
+            make_plots=not args.no_plots, num_classes=args.num_classes, input_size=args.input_size,
+            mean=args.mean, std=args.std, image_files=tuple(args.image) if args.image else None,
         )
         if args.random_weights and args.weights:
             raise InputError("--random-weights and --weights exclude each other")

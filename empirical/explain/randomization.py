@@ -69,7 +69,7 @@ class MapRecorder:
     """An explainer factory that keeps the first image's maps of the first ``n_models`` models explained.
 
     Wraps the ``model -> explain(x, methods, target)`` factory of ``sanity randomize``
-    (:func:`empirical.sanity.cli.engine_factory`): the run builds the original model's
+    (:func:`empirical.sanity.run.engine_factory`): the run builds the original model's
     explainer first and then one per explained cascade step, in order, so the first
     ``n_models`` calls are ``"original"`` and the explained steps of the first batch.  Only
     ``x[0]``'s maps are kept (memory: ``n_models x methods`` maps); the run's numbers are unchanged.

@@ -41,7 +41,10 @@ def run_embedded_default(out_dir, device: str = "cpu", progress: bool = False, *
     """
     import torch
 
-    from empirical.sanity.cli import SanityOptions, run_check
+    from empirical.io import atomic_write_text, check_output_dir
+    from empirical.sanity.run import SanityOptions, run_check
+
+    check_output_dir(out_dir)
 
     if device == "cpu":
         torch.set_num_threads(min(torch.get_num_threads(), 2))
@@ -63,5 +66,5 @@ def run_embedded_default(out_dir, device: str = "cpu", progress: bool = False, *
         "`--n-images 1000`, `--device cuda`): `boundcheck sanity {randomize,faithfulness,overtaking} --help`.\n\n"
         + "\n".join(parts)
     )
-    (out_dir / "summary.md").write_text(summary)
+    atomic_write_text(out_dir / "summary.md", summary)
     return {"paths": paths, "seconds": seconds, "results": results, "summary": summary}

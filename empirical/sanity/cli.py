@@ -22,74 +22,25 @@ PNG figures and ``summary.md`` into ``--out``.
 Targets: the image's ImageNet label when known (foolbox photos, ImageNet
 validation folders), else the original model's top-1 class; the same target is
 explained on every randomised model.
+
+The work is done by :func:`empirical.sanity.run.run_check`; this module parses
+the options (the shared groups of :mod:`empirical.cliargs`).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
-
-import numpy as np
 
 from boundcheck.errors import InputError
+from empirical.sanity.run import DEFAULT_METHODS, DEFAULT_MODEL, SUBCOMMANDS, SanityOptions, run_check
 
-SUBCOMMANDS = ("randomize", "faithfulness", "overtaking")
-DEFAULT_METHODS = ("gradient", "gradient_x_input", "integrated_gradients", "lrp_beta_0", "lrp_beta_1",
-                   "adaptive_beta", "lrp_gamma_100")
-DEFAULT_MODEL = "efficientnet-lite0"
-
-
-@dataclass
-class SanityOptions:
-    """Options of one sanity run.
-
-    The CLI flags except ``out``, ``device``, ``batch_size``, ``progress`` and
-    ``n_images`` form the run's configuration: a restart into the same ``--out``
-    must repeat them (results do not depend on the others; a larger
-    ``--n-images`` extends a finished run).
-    """
-
-    command: str
-    out: str
-    model: str = DEFAULT_MODEL
-    weights: str | None = None
-    images: str | None = None
-    imagenet_val: str | None = None
-    labels: str | None = None
-    n_images: int = 4
-    methods: tuple = DEFAULT_METHODS
-    region_size: int = 15
-    n_regions: int = 30
-    blur_kernel: int = 15
-    steps: int | None = None
-    stride: int = 1
-    seed: int = 0
-    device: str = "cpu"
-    batch_size: int = 8
-    progress: bool = False
-
-    def config(self) -> dict:
-        d = asdict(self)
-        for k in ("out", "device", "batch_size", "progress", "n_images"):
-            d.pop(k)
-        d["methods"] = list(self.methods)
-        if self.command == "overtaking":
-            for k in ("methods", "region_size", "n_regions", "blur_kernel", "steps", "stride", "seed"):
-                d.pop(k)
-        elif self.command == "faithfulness":
-            for k in ("steps", "stride"):
-                d.pop(k)
-        else:
-            for k in ("region_size", "n_regions", "blur_kernel"):
-                d.pop(k)
-        return d
+__all__ = ["add_arguments", "options_from_args", "run", "SanityOptions", "run_check"]
 
 
 # --------------------------------------------------------------------------- argparse
 def add_arguments(parser: argparse.ArgumentParser, name: str = "sanity") -> None:
+    from empirical.cliargs import add_device_args, add_image_args, add_methods_arg, add_model_args, add_out_arg
+
     sub = parser.add_subparsers(dest="sanity_command", metavar="CHECK")
     helps = {
         "randomize": "top-down cascading model randomisation: SSIM / Spearman / MSE curves per method",
@@ -98,21 +49,15 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "sanity") -> None
     }
     for cmd in SUBCOMMANDS:
         p = sub.add_parser(cmd, help=helps[cmd], description=helps[cmd])
-        p.add_argument("--out", required=True, help="output folder (resumable)")
-        p.add_argument("--model", default=DEFAULT_MODEL,
-                       help="resnet50, densenet121, efficientnet_v2_s, swin_v2_t (user weights) or efficientnet-lite0 (shipped)")
-        p.add_argument("--weights", help="state_dict file of the model's trained weights")
-        p.add_argument("--images", help="folder of images (label unknown: the top prediction is explained)")
-        p.add_argument("--imagenet-val", dest="imagenet_val", help="ImageNet validation folder")
-        p.add_argument("--labels", help="devkit ground-truth file for a flat --imagenet-val folder")
-        p.add_argument("--n-images", dest="n_images", type=int, default=4, help="first N images (default 4)")
+        add_out_arg(p)
+        add_model_args(p, default=DEFAULT_MODEL)
+        add_image_args(p, n_images_default=4)
+        add_device_args(p)
         p.add_argument("--seed", type=int, default=0, help="seed of the randomisation / random baseline")
-        p.add_argument("--device", default="cpu", help="cpu or cuda")
         p.add_argument("--batch-size", dest="batch_size", type=int, default=8, help="images per batch")
         p.add_argument("--progress", action="store_true", help="print one line per batch")
         if cmd != "overtaking":
-            p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
-                           help="attribution methods (engine names); default: " + " ".join(DEFAULT_METHODS))
+            add_methods_arg(p, default=DEFAULT_METHODS)
         if cmd == "randomize":
             p.epilog = ("schedules ([P2] A.1): resnet50 (fc + 16 .conv1 steps), efficientnet-lite0 (_fc + 16 "
                         "._depthwise_conv steps), efficientnet_v2_s (classifier + 40 block steps), swin_v2_t (head + 12 block steps)")
@@ -121,15 +66,18 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "sanity") -> None
                            help="explain every S-th step (and the last); the cascade itself runs all steps")
         if cmd == "faithfulness":
             p.add_argument("--region-size", dest="region_size", type=int, default=15, choices=(8, 15))
-            p.add_argument("--n-regions", dest="n_regions", type=int, default=30)
+            p.add_argument("--n-regions", dest="n_regions", type=int, default=30,
+                           help="cells replaced, at most the grid's cell count (225 for 15x15 cells of 224x224)")
 
 
 def options_from_args(args) -> SanityOptions:
     cmd = getattr(args, "sanity_command", None)
     if cmd is None:
         raise InputError("sanity: choose a check: " + ", ".join(SUBCOMMANDS))
-    kw = {k: getattr(args, k) for k in ("out", "model", "weights", "images", "imagenet_val", "labels", "n_images",
-                                        "seed", "device", "batch_size", "progress")}
+    kw = {k: getattr(args, k) for k in ("out", "model", "weights", "random_weights", "num_classes", "input_size",
+                                        "mean", "std", "images", "imagenet_val", "labels", "n_images", "seed",
+                                        "device", "dtype", "allow_tf32", "batch_size", "progress")}
+    kw["image_files"] = tuple(args.image) if args.image else None
     if hasattr(args, "methods"):
         kw["methods"] = tuple(args.methods)
     for k in ("steps", "stride", "region_size", "n_regions"):
@@ -145,273 +93,3 @@ def run(args) -> int:
     print(f"results in {opts.out}")
     return 0
 
-
-# --------------------------------------------------------------------------- validation and loading
-def validate(opts: SanityOptions) -> None:
-    if opts.command not in SUBCOMMANDS:
-        raise InputError(f"unknown sanity check {opts.command!r}; choose one of {', '.join(SUBCOMMANDS)}")
-    for name, v, lo in (("--n-images", opts.n_images, 1), ("--batch-size", opts.batch_size, 1),
-                        ("--n-regions", opts.n_regions, 1), ("--stride", opts.stride, 1)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise InputError(f"{name} must be an integer >= {lo}, got {v!r}")
-    if opts.steps is not None and (not isinstance(opts.steps, int) or opts.steps < 1):
-        raise InputError(f"--steps must be an integer >= 1, got {opts.steps!r}")
-    if opts.region_size not in (8, 15):
-        raise InputError(f"--region-size must be 8 or 15, got {opts.region_size!r}")
-    if opts.device not in ("cpu", "cuda") and not str(opts.device).startswith("cuda:"):
-        raise InputError(f"--device must be cpu or cuda, got {opts.device!r}")
-    if str(opts.device).startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise InputError("--device cuda requested but torch sees no CUDA device")
-    if opts.command != "overtaking":
-        if not opts.methods:
-            raise InputError("--methods must name at least one method")
-        from empirical.engine import parse_method
-
-        for m in opts.methods:
-            parse_method(m)
-        if "random" in opts.methods:
-            raise InputError("'random' is the built-in reference order of faithfulness, not a method")
-
-
-def load_inputs(opts: SanityOptions):
-    """(LoadedModel, list of ImageItem, source description)."""
-    from empirical.data import list_images
-    from empirical.models import load_model
-
-    lm = load_model(opts.model, weights=opts.weights)
-    items, src = list_images(imagenet_val=opts.imagenet_val, labels=opts.labels, images=opts.images,
-                             n=opts.n_images)
-    return lm, items, src
-
-
-def load_batch(lm, items):
-    """Stack the preprocessed images that can be read; returns (x, kept items, skipped [(item, reason)])."""
-    import torch
-
-    from empirical.data import UnreadableImage, load_image
-
-    xs, kept, skipped = [], [], []
-    for it in items:
-        try:
-            xs.append(lm.preprocess(load_image(it.path)))
-            kept.append(it)
-        except UnreadableImage as exc:
-            skipped.append((it, str(exc)))
-    x = torch.stack(xs) if xs else None
-    return x, kept, skipped
-
-
-def engine_factory(device: str):
-    """``model -> explain(x, methods, target) -> {method: ndarray (B, H, W)}`` using the engine."""
-    from empirical.engine import Explainer
-
-    def factory(model):
-        ex = Explainer(model, device=device)
-
-        def explain(x, methods, target):
-            import torch
-
-            att = ex.attribute(x.to(ex.device), list(methods), target=torch.as_tensor(target, device=ex.device))
-            return {m: att.maps[m].detach().double().cpu().numpy() for m in methods}
-
-        explain.explainer = ex
-        return explain
-
-    return factory
-
-
-# --------------------------------------------------------------------------- drivers
-def run_check(opts: SanityOptions) -> dict:
-    """Run one check (resumably) and write its tables, figures and summary; returns paths + summary."""
-    import torch
-
-    from empirical.sanity.report import ResultStore
-
-    validate(opts)
-    t0 = time.time()
-    lm, items, src = load_inputs(opts)
-    config = opts.config()
-    config["source"] = src
-    config["weights_file"] = lm.weights_file
-    store = ResultStore(opts.out, config)
-    done = store.done_ids()
-    todo = [it for it in items if it.id not in done]
-    device = torch.device(opts.device)
-    ctx = _prepare(opts, lm, device)
-    for i in range(0, len(todo), opts.batch_size):
-        chunk = todo[i:i + opts.batch_size]
-        x, kept, skipped = load_batch(lm, chunk)
-        for it, why in skipped:
-            store.append({"id": it.id, "skipped": why})
-        if x is None:
-            continue
-        for rec in _process(opts, ctx, x, kept, device):
-            store.append(rec)
-        if opts.progress:
-            print(f"[sanity {opts.command}] {min(i + opts.batch_size, len(todo))}/{len(todo)} images "
-                  f"({time.time() - t0:.0f} s)", flush=True)
-    records = [r for r in store.records() if "skipped" not in r]
-    result = finalise(opts, ctx, records, Path(opts.out))
-    result["seconds"] = time.time() - t0
-    result["n_images"] = len(records)
-    return result
-
-
-def _prepare(opts, lm, device) -> dict:
-    ctx = {"lm": lm, "title": opts.model}
-    if opts.command == "randomize":
-        from empirical.sanity.schedules import build_schedule, detect_architecture
-
-        arch = detect_architecture(lm.model)
-        steps = build_schedule(lm.model, arch, max_steps=opts.steps)
-        evaluate = set(range(0, len(steps), opts.stride)) | {len(steps) - 1}
-        ctx.update(arch=arch, schedule=steps, evaluate=evaluate, factory=engine_factory(opts.device))
-        from empirical.explain.randomization import MapRecorder  # keeps the first image's maps per step
-
-        ctx["factory"] = ctx["recorder"] = MapRecorder(ctx["factory"], len(evaluate) + 1)
-    elif opts.command == "faithfulness":
-        ctx["factory"] = engine_factory(opts.device)
-        ctx["explain0"] = ctx["factory"](lm.model)
-    else:
-        ctx["model"] = copy.deepcopy(lm.model).to(device).eval()
-    return ctx
-
-
-def _targets(logits, kept) -> tuple[list[int], list[int]]:
-    pred = logits.argmax(1).cpu().tolist()
-    return [it.label if it.label is not None else p for it, p in zip(kept, pred)], pred
-
-
-def _process(opts, ctx, x, kept, device) -> list[dict]:
-    if opts.command == "randomize":
-        from empirical.sanity.randomize import randomization_rows
-
-        explain0 = ctx["factory"](ctx["lm"].model)
-        target, pred = _targets(explain0.explainer.logits(x), kept)
-        steps = [s for s in ctx["schedule"]]
-        rows = randomization_rows(ctx["lm"].model, x, target, steps, list(opts.methods), ctx["factory"],
-                                  seed=opts.seed, evaluate=ctx["evaluate"], base_explain=explain0)
-        return [{"id": it.id, "label": it.label, "target": t, "pred": p, "rows": r}
-                for it, t, p, r in zip(kept, target, pred, rows)]
-    if opts.command == "faithfulness":
-        from empirical.sanity.faithfulness import faithfulness_rows
-
-        explain0 = ctx["explain0"]
-        ex = explain0.explainer
-        target, pred = _targets(ex.logits(x), kept)
-        maps = explain0(x, list(opts.methods), target)
-        recs = faithfulness_rows(ex.logits, x.to(ex.device, ex.dtype), target, maps, opts.region_size,
-                                 opts.n_regions, opts.blur_kernel, random_seed=opts.seed,
-                                 image_keys=[it.index for it in kept])
-        return [{"id": it.id, "label": it.label, "target": t, "pred": p, **r}
-                for it, t, p, r in zip(kept, target, pred, recs)]
-    from empirical.sanity.overtaking import activation_statistics
-
-    labels, V, nonpos = activation_statistics(ctx["model"], x.to(device))
-    return [{"id": it.id, "label": it.label, "layers": labels, "V": V[b].tolist(), "nonpos": nonpos[b].tolist()}
-            for b, it in enumerate(kept)]
-
-
-def finalise(opts, ctx, records: list[dict], out: Path) -> dict:
-    """Tables, figures and the Markdown summary from all records of the run."""
-    from empirical.sanity import report
-
-    title = ctx["title"]
-    res: dict = {"paths": {}}
-    if not records:
-        res["summary"] = f"**{opts.command}**: no readable images.\n"
-        return res
-    if opts.command == "randomize":
-        from empirical.sanity.schedules import schedule_table
-
-        report.write_tables(schedule_table(ctx["schedule"]), out / "schedule")
-        summ = report.randomization_summary(records)
-        res["paths"]["tables"] = report.write_tables(summ, out / "randomize")
-        res["paths"]["figures"] = report.plot_randomization(summ, out, title)
-        from empirical.explain.randomization import sanity_montage  # rows = methods, columns = steps
-
-        res["paths"]["montage"] = sanity_montage(ctx, out)
-        res["table"] = summ
-        res["summary"] = randomize_markdown(summ, ctx, len(records), title)
-    elif opts.command == "faithfulness":
-        table, curves = report.faithfulness_summary(records)
-        res["paths"]["tables"] = report.write_tables(table, out / "faithfulness_auc")
-        report.write_tables([{"method": m, **{f"k{k}": v for k, v in enumerate(c)}} for m, c in curves.items()],
-                            out / "faithfulness_curves")
-        res["paths"]["figures"] = [report.plot_faithfulness(
-            curves, out / "faithfulness.png",
-            f"{title}: region perturbation, {opts.region_size}x{opts.region_size} cells, blur {opts.blur_kernel}")]
-        res["table"] = table
-        res["summary"] = faithfulness_markdown(table, opts, len(records), title)
-    else:
-        from empirical.sanity.overtaking import QUANTILES, overtaking_table
-
-        labels = records[0]["layers"]
-        V = np.mean([r["V"] for r in records], axis=0)
-        nonpos = np.mean([r["nonpos"] for r in records], axis=0)
-        rows = overtaking_table(labels, V)
-        res["paths"]["tables"] = report.write_tables(rows, out / "overtaking")
-        layer_rows = []
-        for li, lab in enumerate(labels):
-            ps = [r["P"] for r in rows if r["layer"] == li and not np.isnan(r["P"])]
-            layer_rows.append({"level": li, "layer": lab, "nonpositive_fraction": float(nonpos[li]),
-                               "V_0.95": float(V[li, 0]), "V_0.5": float(V[li, QUANTILES.index(0.5)]),
-                               "P_max": float(max(ps)) if ps else float("nan"),
-                               "P_median": float(np.median(ps)) if ps else float("nan")})
-        res["paths"]["layer_tables"] = report.write_tables(layer_rows, out / "activation_layers")
-        res["paths"]["figures"] = [
-            report.plot_overtaking(rows, labels, out / "overtaking.png", title),
-            report.plot_nonpositive(labels, nonpos, out / "nonpositive.png",
-                                    f"{title}: fraction of non-positive activations"),
-        ]
-        res["table"] = layer_rows
-        res["summary"] = overtaking_markdown(layer_rows, len(records), title)
-    (out / "summary.md").write_text(res["summary"])
-    res["paths"]["summary"] = str(out / "summary.md")
-    return res
-
-
-# --------------------------------------------------------------------------- Markdown
-def randomize_markdown(summ, ctx, n, title) -> str:
-    from empirical.sanity.report import markdown_table
-
-    steps = ctx["schedule"]
-    last = max(r["step"] for r in summ)
-    rows = []
-    for r in summ:
-        if r["step"] == last:
-            rows.append({"method": r["method"], "SSIM (2nd moment)": r["ssim_second_moment"],
-                         "Spearman (2nd moment)": r["spearman_second_moment"],
-                         "MSE (2nd moment)": r["mse_second_moment"], "Thm 4 bound": r["thm4_bound"],
-                         "SSIM (max abs)": r["ssim_max_abs"], "MSE (max abs)": r["mse_max_abs"]})
-    head = (f"**Top-down randomisation**, {title}, {n} image(s), schedule `{ctx['arch']}` with {len(steps)} steps "
-            f"(explained at steps {sorted(ctx['evaluate'])}); similarity of the original and the randomised "
-            f"model's maps after step {last} (marker `{steps[last].marker}`), mean over images. SSIM/Spearman: "
-            f"lower = more sensitive to randomisation; MSE: higher; the Thm 4 bound holds where cov >= 0.\n\n")
-    return head + markdown_table(rows)
-
-
-def faithfulness_markdown(table, opts, n, title) -> str:
-    from empirical.sanity.report import markdown_table
-
-    head = (f"**Region perturbation**, {title}, {n} image(s), {opts.n_regions} cells of {opts.region_size}x"
-            f"{opts.region_size} replaced by a {opts.blur_kernel}x{opts.blur_kernel} box-blurred copy, most "
-            f"relevant first; normalised area under the softmax curve (lower is better; `random` = random order).\n\n")
-    return head + markdown_table(table, ["method", "auc_mean", "auc_sem", "score_start", "score_end"])
-
-
-def overtaking_markdown(layer_rows, n, title) -> str:
-    from empirical.sanity.report import markdown_table
-
-    ps = [r["P_max"] for r in layer_rows if not np.isnan(r["P_max"])]
-    npf = [r["nonpositive_fraction"] for r in layer_rows]
-    head = (f"**Overtaking (Thm 2, Sec. I/J)**, {title}, {n} image(s), {len(layer_rows)} activation layers: "
-            f"largest overtaking probability over all layers and (q_h, q_l) pairs {max(ps) if ps else float('nan'):.3g}, "
-            f"median of the per-layer maxima {float(np.median(ps)) if ps else float('nan'):.3g}; "
-            f"non-positive activations per layer: mean {np.mean(npf):.2f}, min {np.min(npf):.2f}, "
-            f"max {np.max(npf):.2f}.\n\n")
-    return head + markdown_table(layer_rows, ["level", "layer", "nonpositive_fraction", "V_0.95", "V_0.5",
-                                              "P_max", "P_median"])

@@ -1,76 +1,27 @@
-"""Result files, tables and figures of the sanity checks.
+"""Tables and figures of the sanity checks.
 
-Resumable runs: :class:`ResultStore` keeps ``config.json`` (the run's
-configuration) and ``results.jsonl`` (one JSON record per image, appended and
-fsync'ed as soon as the image is done).  Restarting with the same ``--out``
-skips the images already there; a directory made with a different
-configuration is refused (:class:`InputError`) rather than mixed.
+Resumable result files (``config.json`` + ``results.jsonl``) are kept by
+:class:`empirical.io.ResumableStore` (see :mod:`empirical.sanity.run`).  Tables
+are written atomically; their JSON is strict (an undefined value is ``null``
+with a ``<column>_reason`` or ``<column>_nonfinite`` beside it).
 """
 
 from __future__ import annotations
 
 import csv
-import json
+import io
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
-from boundcheck.errors import InputError
-
-
-# --------------------------------------------------------------------------- store
-class ResultStore:
-    """``config.json`` + append-only ``results.jsonl`` in ``out_dir``."""
-
-    def __init__(self, out_dir, config: dict):
-        self.dir = Path(out_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.config = json.loads(json.dumps(config, sort_keys=True))
-        cfg = self.dir / "config.json"
-        if cfg.exists():
-            try:
-                old = json.loads(cfg.read_text())
-            except json.JSONDecodeError:
-                raise InputError(f"{cfg} is not valid JSON; use a fresh --out directory") from None
-            if old != self.config:
-                keys = sorted(k for k in set(old) | set(self.config) if old.get(k) != self.config.get(k))
-                raise InputError(
-                    f"{self.dir} holds a run with a different configuration (differs in: {', '.join(keys)}); "
-                    f"use another --out directory"
-                )
-        else:
-            tmp = cfg.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.config, indent=2, sort_keys=True))
-            os.replace(tmp, cfg)
-        self.path = self.dir / "results.jsonl"
-
-    def records(self) -> list[dict]:
-        """All complete records (a torn last line from an interrupted write is ignored)."""
-        if not self.path.exists():
-            return []
-        out = []
-        for line in self.path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return out
-
-    def done_ids(self) -> set:
-        return {r["id"] for r in self.records()}
-
-    def append(self, record: dict) -> None:
-        line = json.dumps(record, allow_nan=True)
-        with open(self.path, "a") as f:
-            f.write(line + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+from empirical.io import atomic_path, atomic_write_json, atomic_write_text
 
 
 # --------------------------------------------------------------------------- tables
 def _fmt(v) -> str:
+    if v is None:
+        return "n/a"
     if isinstance(v, float):
         if math.isnan(v):
             return "nan"
@@ -83,13 +34,16 @@ def _fmt(v) -> str:
 def write_tables(rows: list[dict], stem: Path) -> dict:
     """``stem.csv``, ``stem.json`` and ``stem.md`` from a list of flat dicts; returns the paths."""
     stem = Path(stem)
-    cols = list(rows[0]) if rows else []
-    with open(stem.with_suffix(".csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
-        w.writeheader()
-        w.writerows(rows)
-    stem.with_suffix(".json").write_text(json.dumps(rows, indent=1))
-    stem.with_suffix(".md").write_text(markdown_table(rows))
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\r\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(stem.with_suffix(".csv"), buf.getvalue())
+    atomic_write_json(stem.with_suffix(".json"), rows, indent=1, sort_keys=False)
+    atomic_write_text(stem.with_suffix(".md"), markdown_table(rows, [c for c in cols if not c.endswith("_reason")]))
     return {k: str(stem.with_suffix("." + k)) for k in ("csv", "json", "md")}
 
 
@@ -101,6 +55,12 @@ def markdown_table(rows: list[dict], cols: list[str] | None = None) -> str:
     for r in rows:
         lines.append("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
     return "\n".join(lines) + "\n"
+
+
+def save_figure(fig, path, dpi: int = 100) -> None:
+    """``fig.savefig`` as PNG through a temporary file (a kill never leaves half a figure)."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
 
 
 def _plt():
@@ -161,7 +121,7 @@ def plot_randomization(summary: list[dict], out_dir: Path, title: str = "") -> l
         fig.suptitle(f"{title} top-down randomisation, maps normalised by {n.replace('_', ' ')}")
         fig.tight_layout()
         p = Path(out_dir) / f"randomize_{n}.png"
-        fig.savefig(p, dpi=100)
+        save_figure(fig, p, dpi=100)
         plt.close(fig)
         paths.append(str(p))
     return paths
@@ -176,9 +136,12 @@ def faithfulness_summary(records: list[dict]) -> tuple[list[dict], dict]:
         c = np.array([r["curves"][meth] for r in records], dtype=np.float64)
         a = np.array([r["auc"][meth] for r in records], dtype=np.float64)
         curves[meth] = c.mean(axis=0).tolist()
-        sem = float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else float("nan")
-        table.append({"method": meth, "auc_mean": float(a.mean()), "auc_sem": sem, "score_start": float(c[:, 0].mean()),
-                      "score_end": float(c[:, -1].mean()), "n_images": len(a)})
+        sem = float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else None
+        row = {"method": meth, "auc_mean": float(a.mean()), "auc_sem": sem, "score_start": float(c[:, 0].mean()),
+               "score_end": float(c[:, -1].mean()), "n_images": len(a)}
+        if sem is None:
+            row["auc_sem_reason"] = "one image: no standard error"
+        table.append(row)
     table.sort(key=lambda r: r["auc_mean"])
     return table, curves
 
@@ -195,7 +158,7 @@ def plot_faithfulness(curves: dict, path: Path, title: str = "") -> str:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return str(path)
 
@@ -223,7 +186,7 @@ def plot_overtaking(rows: list[dict], labels: list[str], path: Path, title: str 
     axes[0, 0].legend(fontsize=6)
     fig.suptitle(f"{title} Theorem 2 tail probabilities P(Z >= K) against bottom % of activations")
     fig.subplots_adjust(left=0.04, right=0.99, bottom=0.04, top=0.93, wspace=0.3, hspace=0.55)
-    fig.savefig(path, dpi=72)
+    save_figure(fig, path, dpi=72)
     plt.close(fig)
     return str(path)
 
@@ -239,6 +202,6 @@ def plot_nonpositive(labels: list[str], frac: np.ndarray, path: Path, title: str
     ax.set_title(title)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return str(path)
