@@ -34,6 +34,7 @@ run: $(STAMP)
 	$(VENV)/bin/boundcheck main --out report
 
 test: $(STAMP)
+	$(PY) -m ruff check --select F --quiet boundcheck proofs empirical benchmarks tests
 	$(PY) -m pytest -q -n 2 tests
 
 clean:

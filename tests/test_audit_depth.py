@@ -8,8 +8,6 @@ import pytest
 from boundcheck.bounds import lemma7_bounds, lemma8_bounds
 from boundcheck.rules import forward_chain, lrp_beta, lrp_gamma, transition_matrix
 from empirical.audit.depth import (
-    AffineDAG,
-    DagNode,
     chain_dag,
     relevance_depths,
     residual_block_dag,

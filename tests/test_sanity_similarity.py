@@ -67,7 +67,7 @@ def test_compare_keys():
 
 def test_agrees_with_quantus():
     """Quantus 0.6.0: normalise_by_average_second_moment_estimate, normalise_by_max, ssim, spearman."""
-    quantus = pytest.importorskip("quantus")
+    pytest.importorskip("quantus")
     from quantus.functions import normalise_func as qn
     from quantus.functions import similarity_func as qs
 

@@ -40,7 +40,6 @@ N_REGIONS = 30
 
 def box_blur(x, kernel_size: int = BLUR_KERNEL):
     """Box-filtered copy of ``x`` (B, C, H, W) or (C, H, W): mean over the in-image pixels of each window."""
-    import torch
     import torch.nn.functional as F
 
     squeeze = x.dim() == 3
