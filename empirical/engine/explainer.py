@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from boundcheck.errors import InputError
 from boundcheck.rules import DEFAULT_CONVENTIONS, Conventions, parse_rule
-from empirical.engine.graph import canonicalise
+from empirical.engine.graph import INSERTED, canonicalise
 from empirical.engine.kinds import KINDS, LRP_OP_KINDS, UnsupportedModuleError, plan_graph
 from empirical.engine.ops import WeightCache, add_step, lrp_step, pos_neg_sums, sign_part_outputs, symmetric_rule
 
@@ -486,7 +486,7 @@ class Explainer:
                     acc(n[0], rr, n[1])
                 else:
                     acc(n, rr)
-            if record and not isinstance(r, list):
+            if record and not isinstance(r, list) and not node.meta.get(INSERTED):
                 self._record(recs, node, kind, r, rins, pos_sum, neg_sum, K, B)
         if input_rel is None:
             input_rel = torch.zeros((K * B,) + tuple(env[self._nodes[0]].shape[1:]), dtype=v.dtype, device=v.device)

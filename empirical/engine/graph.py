@@ -154,6 +154,10 @@ def canonicalise(model: nn.Module, dtype, device) -> fx.GraphModule:
     return gm
 
 
+#: ``node.meta`` key of the nodes canonicalisation adds (not the user's operations: no LayerRecord)
+INSERTED = "boundcheck_inserted"
+
+
 def _contiguous_before_views(gm: fx.GraphModule) -> None:
     """``t.view(...)`` -> ``t.contiguous().view(...)``.
 
@@ -172,6 +176,7 @@ def _contiguous_before_views(gm: fx.GraphModule) -> None:
             with gm.graph.inserting_before(node):
                 c = gm.graph.call_method("contiguous", (src,))
             c.meta = dict(src.meta)
+            c.meta[INSERTED] = True
             node.replace_input_with(src, c)
             changed = True
     if changed:
