@@ -244,3 +244,19 @@ def test_batchnorm_before_an_unpadded_convolution_is_folded_into_it():
     x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
     assert torch.allclose(ex.logits(x), net.double()(x), rtol=1e-12, atol=1e-12)
     assert _lrp0_vs_gradient_x_input(net, x) < 1e-10
+
+
+def test_untraceable_model_is_one_line():
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            if x.sum() > 0:  # data-dependent control flow
+                return self.fc(x)
+            return -self.fc(x)
+
+    with pytest.raises(UnsupportedModuleError) as exc:
+        Explainer(Branchy())
+    assert "cannot be traced" in str(exc.value) and "\n" not in str(exc.value)

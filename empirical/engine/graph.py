@@ -146,7 +146,10 @@ def canonicalise(model: nn.Module, dtype, device) -> fx.GraphModule:
     try:
         graph = _Tracer().trace(m)
     except Exception as exc:  # noqa: BLE001
-        raise UnsupportedModuleError(f"the model cannot be traced by torch.fx: {exc}") from exc
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise UnsupportedModuleError(
+            f"the model cannot be traced by torch.fx ({type(exc).__name__}: {first}); data-dependent "
+            "Python control flow in forward() is the usual cause") from None
     gm = fx.GraphModule(m, graph)
     _fold_bn(gm)
     _contiguous_before_views(gm)
