@@ -45,6 +45,17 @@ def positive_int(text) -> int:
     return value
 
 
+def positive_int_list(text) -> tuple:
+    """argparse type: comma-separated integers >= 1 (``--m 1,4,16``)."""
+    try:
+        vals = tuple(int(t) for t in str(text).split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not vals or min(vals) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return vals
+
+
 def nonnegative_int(text) -> int:
     """argparse type: an integer >= 0."""
     try:

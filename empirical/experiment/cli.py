@@ -35,18 +35,11 @@ def _csv(kind):
     return parse
 
 
-def _ints(text: str):
-    try:
-        vals = tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--m must be comma-separated integers, got {text!r}") from None
-    if not vals or min(vals) < 1:
-        raise argparse.ArgumentTypeError(f"--m must be positive integers, got {text!r}")
-    return vals
-
 
 def add_arguments(parser: argparse.ArgumentParser, name: str = "empirical") -> None:
-    from empirical.cliargs import add_device_args, add_image_args, add_methods_arg, add_model_args, add_out_arg
+    from empirical.cliargs import (
+        add_device_args, add_image_args, add_methods_arg, add_model_args, add_out_arg, positive_int_list,
+    )
     from empirical.experiment.runner import DEFAULT_M_GRID, PAPER_METHODS
 
     parser.add_argument("action", nargs="?", choices=("run", "merge"), default="run",
@@ -56,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "empirical") -> N
     add_image_args(parser, n_images_default=None)
     add_device_args(parser)
     add_methods_arg(parser, default=PAPER_METHODS)
-    parser.add_argument("--m", type=_ints, default=DEFAULT_M_GRID, help="samples per set, e.g. 25,50,100")
+    parser.add_argument("--m", type=positive_int_list, default=DEFAULT_M_GRID, help="samples per set, e.g. 25,50,100")
     parser.add_argument("--augmentations", type=_csv("augmentation"), default=("gaussian", "photometric"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sigma", type=float, default=1.0, help="Gaussian noise std in network-input space")

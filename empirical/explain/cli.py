@@ -25,18 +25,10 @@ from empirical.explain.average import AUGMENTATIONS
 from empirical.explain.run import DEFAULT_DELTA, DEFAULT_M, DEFAULT_MAX_M, DEFAULT_METHODS, DEFAULT_T
 
 
-def _ints(text: str) -> tuple:
-    try:
-        vals = tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--m must be comma-separated integers, got {text!r}") from None
-    if not vals or min(vals) < 1:
-        raise argparse.ArgumentTypeError(f"--m must be positive integers, got {text!r}")
-    return vals
-
 
 def add_arguments(parser: argparse.ArgumentParser, name: str = "explain") -> None:
     from empirical.cliargs import (
+        positive_int_list,
         add_device_args,
         add_image_args,
         add_methods_arg,
@@ -59,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "explain") -> Non
                    help="gaussian (noise in network-input space), photometric or none (default gaussian)")
     g.add_argument("--sigma", type=float, default=1.0, metavar="S",
                    help="Gaussian noise std in network-input space (default 1)")
-    g.add_argument("--m", type=_ints, default=DEFAULT_M, metavar="M1,M2,...", help="sample sizes, e.g. 1,4,16,64 (the default)")
+    g.add_argument("--m", type=positive_int_list, default=DEFAULT_M, metavar="M1,M2,...", help="sample sizes, e.g. 1,4,16,64 (the default)")
     g.add_argument("--seed", type=int, default=0, metavar="S", help="seeds every sample stream (default 0)")
     g.add_argument("--batch-size", type=int, default=None, metavar="B", help="samples per attribute() call (default 8 on "
                    "the CPU, 64 on CUDA)")
