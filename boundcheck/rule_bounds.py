@@ -108,15 +108,7 @@ def value_range_log10(rule: RuleLike, n, bound: bounds.Bound = "paper", *,
     InputError
         For a rule without a bound, or invalid arguments.
     """
-    lemma = _lemma(rule, allow_gradient=True)
-    n, bound = bounds.require_depth("n", n), bounds.require_bound(bound)
-    if lemma == "lemma7":
-        return bounds.eq31_value_range_log10(rule.params["beta"], n, bound)
-    if lemma == "lemma8":
-        return bounds.eq33_value_range_log10(rule.params["gamma"], n, bound)
-    _no_exact_gradient(bound)
-    norms, L = _gradient_args(weight_norms, lipschitz, n)
-    return bounds.eq32_gradient_range_log10(norms, L)
+    return _value_range(rule, n, bound, weight_norms, lipschitz, log10=True)
 
 
 def value_range(rule: RuleLike, n, bound: bounds.Bound = "paper", *,
@@ -128,15 +120,26 @@ def value_range(rule: RuleLike, n, bound: bounds.Bound = "paper", *,
     InputError
         As :func:`value_range_log10`, or when the value exceeds the float range.
     """
+    return _value_range(rule, n, bound, weight_norms, lipschitz, log10=False)
+
+
+#: lemma -> (rule parameter, eq. (31)/(33) range as log10, as a float)
+_RANGES = {
+    "lemma7": ("beta", bounds.eq31_value_range_log10, bounds.eq31_value_range),
+    "lemma8": ("gamma", bounds.eq33_value_range_log10, bounds.eq33_value_range),
+}
+
+
+def _value_range(rule, n, bound, weight_norms, lipschitz, log10: bool):
+    """The one dispatch behind :func:`value_range_log10` and :func:`value_range`."""
     lemma = _lemma(rule, allow_gradient=True)
     n, bound = bounds.require_depth("n", n), bounds.require_bound(bound)
-    if lemma == "lemma7":
-        return bounds.eq31_value_range(rule.params["beta"], n, bound)
-    if lemma == "lemma8":
-        return bounds.eq33_value_range(rule.params["gamma"], n, bound)
+    if lemma in _RANGES:
+        param, f_log10, f_float = _RANGES[lemma]
+        return (f_log10 if log10 else f_float)(rule.params[param], n, bound)
     _no_exact_gradient(bound)
     norms, L = _gradient_args(weight_norms, lipschitz, n)
-    return bounds.eq32_gradient_range(norms, L)
+    return (bounds.eq32_gradient_range_log10 if log10 else bounds.eq32_gradient_range)(norms, L)
 
 
 def value_range_exact(rule: RuleLike, n, bound: bounds.Bound = "paper", *,
