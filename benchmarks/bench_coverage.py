@@ -1,4 +1,4 @@
-"""Coverage of the engine over torchvision's classifiers, checked against the LRP-0 oracle.
+"""Coverage of the engine over torchvision's classifiers and timm's model modules, checked against the LRP-0 oracle.
 
 For each model (default: every name in ``torchvision.models.list_models(module=
 torchvision.models)``; ``--models`` for a subset), in its OWN subprocess so that
@@ -28,6 +28,26 @@ Usage::
 
     python benchmarks/bench_coverage.py --models squeezenet1_1,mnasnet0_5 --out coverage.json --md coverage.md
     python benchmarks/bench_coverage.py --out coverage.json --md coverage.md --timeout 1800   # all 80
+
+``--zoo timm``: one model per model module of ``timm.models`` (:func:`timm_zoo`: the
+smallest by parameter count, counted on the ``meta`` device, at its default
+``pretrained_cfg['input_size']``), random weights (seed 0), norm-layer statistics and
+affine parameters randomised (:func:`empirical.oracle.randomise_batchnorm_stats`),
+degenerate initialisations redrawn (:func:`redraw_degenerate`: zero heads, ``1e-5``
+layer-scale gammas), float64, one image; per model (:func:`timm_worker`): ``status``
+(``exact`` / ``inexact`` / ``refused`` with the engine's one line / ``traceback`` with
+its last line and frame / ``timeout`` / ``memory`` / ``crashed``), the LRP-0 and gradient
+errors of :func:`empirical.oracle.compare_with_engine`, seconds and peak resident memory.
+Each model runs in its own process, killed past ``--timeout`` (300 s) or ``--max-rss-gib``
+(8); rows are appended to ``--jsonl`` as they finish and models already there are
+skipped, so a sweep resumes; ``--report`` turns a JSONL file into the table and the
+blocker histogram (refusals grouped by the operation or module type they name)::
+
+    python benchmarks/bench_coverage.py --zoo timm --zoo-cache zoo.json --list
+    python benchmarks/bench_coverage.py --zoo timm --zoo-cache zoo.json --threads 1 --jsonl sweep.jsonl
+    python benchmarks/bench_coverage.py --zoo timm --models resnet10t,levit_128s --jsonl some.jsonl
+    python benchmarks/bench_coverage.py --zoo timm --zoo-cache zoo.json --not-exact-in sweep.jsonl --jsonl rerun.jsonl
+    python benchmarks/bench_coverage.py --zoo timm --report sweep.jsonl --md sweep.md
 """
 
 from __future__ import annotations
@@ -502,8 +522,9 @@ def main(argv=None):
     g.add_argument("--jobs", type=int, default=1, help="timm: models measured at once (default 1)")
     g.add_argument("--max-rss-gib", type=float, default=TIMM_MAX_RSS_GIB,
                    help=f"timm: a worker resident above this many GiB is killed (default {TIMM_MAX_RSS_GIB:g})")
-    g.add_argument("--report", metavar="JSONL", help="timm: print (and with --md write) the table and blocker "
-                     "histogram of a sweep's JSONL file, measuring nothing")
+    g.add_argument("--report", metavar="JSONL[,JSONL...]", help="timm: print (and with --md write) the table and "
+                   "blocker histogram of a sweep's JSONL file(s), measuring nothing; with several files, a later "
+                   "file's row for a model replaces an earlier one's (a re-run of the models not yet exact)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     try:
@@ -549,9 +570,14 @@ def main_timm(a):
         print(json.dumps(timm_worker(a.worker, a.threads), allow_nan=False), flush=True)
         return 0
     if a.report:
-        if not Path(a.report).is_file():
-            raise InputError(f"--report: no such file {a.report!r}")
-        table = timm_markdown(read_jsonl(a.report), load_zoo(a.zoo_cache) if a.zoo_cache else None)
+        paths = [q for q in a.report.split(",") if q]
+        missing = [q for q in paths if not Path(q).is_file()]
+        if missing or not paths:
+            raise InputError(f"--report: no such file(s) {missing or a.report!r}")
+        rows: dict = {}
+        for q in paths:  # a later file's row for a model replaces an earlier one's
+            rows.update({r["model"]: r for r in read_jsonl(q)})
+        table = timm_markdown(list(rows.values()), load_zoo(a.zoo_cache) if a.zoo_cache else None)
         if a.md:
             Path(a.md).write_text(table)
         print(table)
@@ -573,7 +599,8 @@ def main_timm(a):
         return 0
     if not a.jsonl:
         raise InputError("--zoo timm needs --jsonl PATH (results are appended as each model finishes)")
-    names = [r["model"] for r in reps]
+    # cheapest first (parameters x input pixels), so that a partial sweep covers the most modules
+    names = [r["model"] for r in sorted(reps, key=lambda r: (r["parameters"] * math.prod(r["input_size"]), r["model"]))]
     if a.models:
         import timm
 
