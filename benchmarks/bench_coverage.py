@@ -461,41 +461,59 @@ def blocker(row):
     return err[:60]
 
 
+STATUS_ORDER = ("exact", "inexact", "refused", "traceback", "timeout", "memory", "crashed")
+
+
 def timm_markdown(rows, zoo=None):
-    """Per-model table, status counts and the blocker histogram of a timm sweep, as Markdown."""
-    order = {"exact": 0, "inexact": 1, "refused": 2, "traceback": 3, "timeout": 4, "memory": 5, "crashed": 6}
+    """Status counts, the blocker histogram, the inexact models and the per-model table of a timm sweep (Markdown).
+
+    The histogram groups the refusals by :func:`blocker` (and the tracebacks by exception
+    type), largest group first, with the models each one affects and one example message.
+    """
+    order = {s: i for i, s in enumerate(STATUS_ORDER)}
     rows = sorted(rows, key=lambda r: (r.get("module") or "", r["model"]))
     counts: dict = {}
     for r in rows:
         counts[r.get("status")] = counts.get(r.get("status"), 0) + 1
+    builds = sum(1 for r in rows if r.get("supported"))
     lines = ["**" + ", ".join(f"{counts[s]} {s}" for s in sorted(counts, key=lambda s: order.get(s, 9)))
-             + f"** of {len(rows)} models" + (f" ({zoo['modules']} modules in timm {zoo['timm_version']})" if zoo else ""),
-             "", ("| module | model | params (M) | input | status | LRP-0 vs oracle | gradient vs autograd | s | "
-                  "peak RSS (MiB) | refusal / error |"), "|---|---|---:|---|---|---:|---:|---:|---:|---|"]
+             + f"** of {len(rows)} models" + (f" ({zoo['modules']} modules in timm {zoo['timm_version']})" if zoo else "")
+             + f"; the engine builds on {builds}.", ""]
+    hist: dict = {}
+    for r in rows:
+        if r.get("status") in ("refused", "traceback", "timeout", "memory", "crashed"):
+            key = (blocker(r) if r["status"] in ("refused", "traceback") else r["status"], r["status"])
+            hist.setdefault(key, []).append(r)
+    if hist:
+        lines += ["| blocker | status | models | which | example |", "|---|---|---:|---|---|"]
+        for (key, status), group in sorted(hist.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+            ex = group[0]
+            msg = (ex.get("error") or "").replace("UnsupportedModuleError: ", "").replace("|", "\\|")[:200]
+            if ex.get("where"):
+                msg += f" (at {ex['where']})"
+            lines.append(f"| `{key}` | {status} | {len(group)} | {', '.join(sorted(r['model'] for r in group))} | "
+                         f"{ex['model']}: {msg} |")
+        lines.append("")
+    inexact = [r for r in rows if r.get("status") == "inexact"]
+    if inexact:
+        lines += ["Runs but not exact (LRP-0 vs oracle, gradient vs autograd, logits vs the model's):", ""]
+        for r in sorted(inexact, key=lambda r: -(r.get("lrp0_oracle_rel_error") or math.inf)):
+            lines.append(f"- {r['model']} ({r.get('module')}): LRP-0 {_fmt(r.get('lrp0_oracle_rel_error'), '.1e')}, "
+                         f"gradient {_fmt(r.get('gradient_rel_error'), '.1e')}, logits {_fmt(r.get('logits_rel_error'), '.1e')}"
+                         + (f", reference norm {r['lrp0_reference_norm']:.1e}" if r.get("lrp0_reference_norm") is not None else ""))
+        lines.append("")
+    lines += [("| module | model | params (M) | input | status | LRP-0 vs oracle | gradient vs autograd | s | "
+               "peak RSS (MiB) | refusal / error |"), "|---|---|---:|---|---|---:|---:|---:|---:|---|"]
     for r in rows:
         size = "×".join(str(s) for s in r["input"][2:]) if r.get("input") else "–"
         params = r.get("parameters")
-        err = (r.get("error") or "").replace("|", "\\|")
+        err = (r.get("error") or "").replace("UnsupportedModuleError: ", "").replace("|", "\\|")
         if r.get("status") == "traceback" and (r.get("where") or r.get("raised_at")):
             err += f" (at {r.get('where') or r.get('raised_at')})"
         lines.append(f"| {r.get('module') or '–'} | {r['model']} | {_fmt(params / 1e6 if params else None, '.2f')} | "
                      f"{size} | {r.get('status')} | {_fmt(r.get('lrp0_oracle_rel_error'), '.1e')} | "
                      f"{_fmt(r.get('gradient_rel_error'), '.1e')} | {_fmt(r.get('seconds', r.get('wall_seconds')), '.1f')} | "
                      f"{_fmt(r.get('peak_rss_mib', r.get('polled_peak_rss_mib')), '.0f')} | {err} |")
-    hist: dict = {}
-    for r in rows:
-        if r.get("status") in ("refused", "traceback", "timeout", "memory", "crashed"):
-            key = (r["status"], blocker(r) if r["status"] in ("refused", "traceback") else r["status"])
-            hist.setdefault(key, []).append(r["model"])
-    lines += ["", "| blocker | status | models | which |", "|---|---|---:|---|"]
-    for (status, key), models in sorted(hist.items(), key=lambda kv: (-len(kv[1]), kv[0])):
-        lines.append(f"| `{key}` | {status} | {len(models)} | {', '.join(sorted(models))} |")
-    inexact = [r for r in rows if r.get("status") == "inexact"]
-    if inexact:
-        lines += ["", "Runs but not exact (LRP-0 vs oracle, gradient vs autograd):", ""]
-        for r in sorted(inexact, key=lambda r: -(r.get("lrp0_oracle_rel_error") or math.inf)):
-            lines.append(f"- {r['model']} ({r.get('module')}): LRP-0 {_fmt(r.get('lrp0_oracle_rel_error'), '.1e')}, "
-                         f"gradient {_fmt(r.get('gradient_rel_error'), '.1e')}, logits {_fmt(r.get('logits_rel_error'), '.1e')}")
     return "\n".join(lines) + "\n"
 
 

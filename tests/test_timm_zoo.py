@@ -106,8 +106,8 @@ def test_report_groups_refusals_and_counts_statuses(bench, tmp_path):
     assert len(read) == 5 and {r["model"]: r["status"] for r in read}["d"] == "exact"  # the last row wins
     text = bench.timm_markdown(rows)
     assert "1 exact, 1 inexact, 2 refused, 1 traceback" in text
-    assert "| `sub` | refused | 2 | b, c |" in text
-    assert "| `RuntimeError` | traceback | 1 | d |" in text
+    assert "| `sub` | refused | 2 | b, c | b: unsupported operation 'sub'" in text
+    assert "| `RuntimeError` | traceback | 1 | d | d: RuntimeError: boom (at f.py:1 in g) |" in text
     assert "- e (m5): LRP-0 5.0e-01" in text
 
 
