@@ -55,6 +55,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import re
 import resource
@@ -384,50 +385,94 @@ def _rss_bytes(pid):
     return 0
 
 
-def run_timm_isolated(name, threads, timeout, max_rss_gib):
-    """Run :func:`timm_worker` in a fresh interpreter, killed past ``timeout`` s or ``max_rss_gib`` resident.
+def _start_forked(name, threads, path):
+    """Fork a child that runs :func:`timm_worker` and writes its row to ``path``; returns the child's pid."""
+    pid = os.fork()
+    if pid == 0:  # the child: measure, write the row, leave without the parent's clean-up
+        code = 0
+        try:
+            Path(path).write_text(json.dumps(timm_worker(name, threads), allow_nan=False))
+        except BaseException as exc:  # noqa: BLE001 - reported through the exit status and stderr
+            code = 1
+            sys.stderr.write(_one_line(exc) + "\n")
+        finally:
+            os._exit(code)
+    return pid
 
-    A timeout, a kill for memory or a crash without a result (segfault, OOM killer)
-    becomes the row's ``status`` (``timeout`` / ``memory`` / ``crashed``), so one model
-    never takes the sweep down.
+
+def preload_timm_worker():
+    """Import what :func:`timm_worker` needs, so that forked workers start at once (no torch operation runs)."""
+    import importlib
+
+    for module in ("timm", "timm.models._registry", "boundcheck.rules", "empirical.engine", "empirical.oracle"):
+        importlib.import_module(module)
+
+
+def run_timm_isolated(name, threads, timeout, max_rss_gib, fork=False):
+    """Run :func:`timm_worker` in its own process, killed past ``timeout`` s or ``max_rss_gib`` resident.
+
+    ``fork=False``: a fresh interpreter (``--worker``); ``fork=True``: a fork of this
+    process, which must have called :func:`preload_timm_worker` and must not run other
+    threads (saves the 5-15 s of imports per model; the child's ``baseline_rss_mib``
+    is then its resident size at the fork, and ``peak_rss_mib - baseline_rss_mib``, the
+    memory the model itself took, is comparable between the two).  A timeout, a kill
+    for memory or a crash without a result (segfault, OOM killer) becomes the row's
+    ``status`` (``timeout`` / ``memory`` / ``crashed``), so one model never takes the
+    sweep down.
     """
+    import signal
     import tempfile
 
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--zoo", "timm", "--worker", name,
-           "--threads", str(threads)]
     t0 = time.perf_counter()
     limit = int(max_rss_gib * 2**30)
     peak = 0
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
-        killed = None
-        while proc.poll() is None:
-            rss = _rss_bytes(proc.pid)
+    killed = None
+    with tempfile.TemporaryDirectory() as tmp:
+        out, err = Path(tmp, "out"), Path(tmp, "err")
+        if fork:
+            pid = _start_forked(name, threads, out)
+            proc = None
+        else:
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--zoo", "timm", "--worker", name,
+                   "--threads", str(threads)]
+            with open(out, "w") as fo, open(err, "w") as fe:
+                proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, text=True)
+            pid = proc.pid
+        while True:
+            if proc is not None:
+                returncode = proc.poll()
+            else:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                returncode = os.waitstatus_to_exitcode(status) if done else None
+            if returncode is not None:
+                break
+            rss = _rss_bytes(pid)
             peak = max(peak, rss)
             if rss > limit:
                 killed = ("memory", f"killed: resident memory {rss / 2**30:.1f} GiB over the {max_rss_gib:g} GiB limit")
             elif time.perf_counter() - t0 > timeout:
                 killed = ("timeout", f"timed out after {timeout:g} s")
             if killed:
-                proc.kill()
-                proc.wait()
+                os.kill(pid, signal.SIGKILL)
+                if proc is not None:
+                    proc.wait()
+                else:
+                    os.waitpid(pid, 0)
                 break
             time.sleep(0.2)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read(), err.read()
+        stdout = out.read_text() if out.exists() else ""
+        stderr = err.read_text() if err.exists() else ""
     wall = time.perf_counter() - t0
     base = {"model": name, "zoo": "timm", "supported": None, "wall_seconds": wall,
-            "polled_peak_rss_mib": peak / 2**20}
+            "polled_peak_rss_mib": peak / 2**20, "process": "fork" if fork else "spawn"}
     if killed:
         return {**base, "status": killed[0], "stage": None, "error": killed[1]}
     lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
+    if returncode != 0 or not lines:
         tail = (stderr.strip().splitlines() or ["no output"])[-1]
-        return {**base, "status": "crashed", "stage": None,
-                "error": f"worker exited {proc.returncode}: {tail[:300]}"}
+        return {**base, "status": "crashed", "stage": None, "error": f"worker exited {returncode}: {tail[:300]}"}
     row = json.loads(lines[-1])
-    row["wall_seconds"] = wall
+    row.update(wall_seconds=wall, process=base["process"])
     return row
 
 
@@ -459,6 +504,13 @@ def blocker(row):
     if row.get("status") == "traceback":
         return err.split(":", 1)[0]
     return err[:60]
+
+
+def _model_rss(row):
+    """MiB the model itself took: the worker's peak resident size minus its size after the imports."""
+    if row.get("peak_rss_mib") is not None and row.get("baseline_rss_mib") is not None:
+        return row["peak_rss_mib"] - row["baseline_rss_mib"]
+    return None
 
 
 STATUS_ORDER = ("exact", "inexact", "refused", "traceback", "timeout", "memory", "crashed")
@@ -503,7 +555,7 @@ def timm_markdown(rows, zoo=None):
                          + (f", reference norm {r['lrp0_reference_norm']:.1e}" if r.get("lrp0_reference_norm") is not None else ""))
         lines.append("")
     lines += [("| module | model | params (M) | input | status | LRP-0 vs oracle | gradient vs autograd | s | "
-               "peak RSS (MiB) | refusal / error |"), "|---|---|---:|---|---|---:|---:|---:|---:|---|"]
+               "peak RSS above imports (MiB) | refusal / error |"), "|---|---|---:|---|---|---:|---:|---:|---:|---|"]
     for r in rows:
         size = "×".join(str(s) for s in r["input"][2:]) if r.get("input") else "–"
         params = r.get("parameters")
@@ -513,7 +565,7 @@ def timm_markdown(rows, zoo=None):
         lines.append(f"| {r.get('module') or '–'} | {r['model']} | {_fmt(params / 1e6 if params else None, '.2f')} | "
                      f"{size} | {r.get('status')} | {_fmt(r.get('lrp0_oracle_rel_error'), '.1e')} | "
                      f"{_fmt(r.get('gradient_rel_error'), '.1e')} | {_fmt(r.get('seconds', r.get('wall_seconds')), '.1f')} | "
-                     f"{_fmt(r.get('peak_rss_mib', r.get('polled_peak_rss_mib')), '.0f')} | {err} |")
+                     f"{_fmt(_model_rss(r), '.0f')} | {err} |")
     return "\n".join(lines) + "\n"
 
 
@@ -538,6 +590,8 @@ def main(argv=None):
     g.add_argument("--not-exact-in", metavar="JSONL", help="timm: only the models whose status is not 'exact' in "
                    "this earlier sweep")
     g.add_argument("--jobs", type=int, default=1, help="timm: models measured at once (default 1)")
+    g.add_argument("--spawn", action="store_true", help="timm: a fresh interpreter per model (default with "
+                   "--jobs 1: a fork of the sweep process, which has imported timm and the engine once)")
     g.add_argument("--max-rss-gib", type=float, default=TIMM_MAX_RSS_GIB,
                    help=f"timm: a worker resident above this many GiB is killed (default {TIMM_MAX_RSS_GIB:g})")
     g.add_argument("--report", metavar="JSONL[,JSONL...]", help="timm: print (and with --md write) the table and "
@@ -637,18 +691,26 @@ def main_timm(a):
           file=sys.stderr, flush=True)
     timeout = TIMM_TIMEOUT if a.timeout is None else a.timeout
 
+    fork = a.jobs == 1 and not a.spawn  # forking from a thread pool is not safe
+    if fork:
+        preload_timm_worker()
+
     def one(name):
-        return run_timm_isolated(name, a.threads, timeout, a.max_rss_gib)
+        return run_timm_isolated(name, a.threads, timeout, a.max_rss_gib, fork=fork)
 
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=a.jobs) as pool, open(a.jsonl, "a") as fh:
-        for row in pool.map(one, todo):
+    pool = ThreadPoolExecutor(max_workers=a.jobs) if a.jobs > 1 else None
+    results = pool.map(one, todo) if pool else (one(n) for n in todo)
+    with open(a.jsonl, "a") as fh:
+        for row in results:
             fh.write(json.dumps(row, allow_nan=False) + "\n")  # after every model: a sweep resumes
             fh.flush()
             print(f"{row['model']}: {row.get('status')} lrp0={row.get('lrp0_oracle_rel_error')} "
                   f"grad={row.get('gradient_rel_error')} {row.get('wall_seconds', 0):.0f}s "
                   f"{(row.get('error') or '')[:160]}", file=sys.stderr, flush=True)
+    if pool:
+        pool.shutdown()
     table = timm_markdown(read_jsonl(a.jsonl), zoo)
     if a.md:
         Path(a.md).write_text(table)
