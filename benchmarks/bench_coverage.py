@@ -357,6 +357,13 @@ def timm_worker(name, threads):
     except InputError as exc:
         row.update(status="refused", stage=stage, error=_one_line(exc))
         row.setdefault("supported", False)
+        if stage == "build":
+            every = every_unsupported(model, row["input"][-1])
+            if every is not None:  # {blocker: [unsupported nodes, one example message]}
+                row["blockers"] = {}
+                for msg in every:
+                    entry = row["blockers"].setdefault(blocker_of(msg), [0, msg[:300]])
+                    entry[0] += 1
     except Exception as exc:  # noqa: BLE001 - a traceback is the measurement
         where, raised_at = _where(exc)
         row.update(status="traceback", stage=stage, error=_one_line(exc), where=where, raised_at=raised_at)
@@ -372,6 +379,17 @@ def timm_worker(name, threads):
     row["seconds"] = time.perf_counter() - t_all
     row["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return row
+
+
+def every_unsupported(model, side):
+    """Every unsupported node of ``model`` (``boundcheck check-model --no-oracle``'s list), not only the
+    first one the engine's build stops at; ``None`` when that check itself fails."""
+    from empirical.checkmodel import check_model
+
+    try:
+        return check_model(model, input_size=side, oracle=False)["unsupported"]
+    except Exception:  # noqa: BLE001 - the first refusal is already recorded
+        return None
 
 
 def _rss_bytes(pid):
@@ -490,20 +508,26 @@ def read_jsonl(path):
 _BLOCKER_PATTERNS = (
     (re.compile(r"unsupported operation '([^']+)'"), "{}"),
     (re.compile(r"unsupported module '[^']*' of type (\w+)"), "{}"),
-    (re.compile(r"cannot be traced by torch\.fx"), "fx trace"),
+    (re.compile(r"cannot be traced by torch\.fx \((\w+)"), "fx trace ({})"),
 )
 
 
-def blocker(row):
-    """The operation or module type a refusal names (``sub``, ``LSTM``, ``fx trace`` ...); else the error's start."""
-    err = row.get("error") or ""
+def blocker_of(message):
+    """The operation or module type an unsupported-node message names (``sub``, ``LSTM``,
+    ``fx trace (TraceError)`` ...); else the message's first 60 characters."""
     for pattern, fmt in _BLOCKER_PATTERNS:
-        m = pattern.search(err)
+        m = pattern.search(message)
         if m:
             return fmt.format(*m.groups())
+    return message[:60]
+
+
+def blocker(row):
+    """:func:`blocker_of` a refusal's message; the exception type of a traceback."""
+    err = row.get("error") or ""
     if row.get("status") == "traceback":
         return err.split(":", 1)[0]
-    return err[:60]
+    return blocker_of(err)
 
 
 def _model_rss(row):
@@ -545,6 +569,20 @@ def timm_markdown(rows, zoo=None):
                 msg += f" (at {ex['where']})"
             lines.append(f"| `{key}` | {status} | {len(group)} | {', '.join(sorted(r['model'] for r in group))} | "
                          f"{ex['model']}: {msg} |")
+        lines.append("")
+    every: dict = {}
+    for r in rows:
+        for key in r.get("blockers") or {}:
+            every.setdefault(key, []).append(r)
+    if every:
+        lines += [("Every blocker of every refused model (the build stops at the first; `boundcheck check-model "
+                   "--no-oracle` lists all): models having it, models it is the ONLY blocker of, unsupported nodes."),
+                  "", "| blocker | models | only blocker of | nodes | which |", "|---|---:|---|---:|---|"]
+        for key, group in sorted(every.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+            only = sorted(r["model"] for r in group if len(r["blockers"]) == 1)
+            nodes = sum(r["blockers"][key][0] for r in group)
+            lines.append(f"| `{key}` | {len(group)} | {len(only)}: {', '.join(only) or '–'} | {nodes} | "
+                         f"{', '.join(sorted(r['model'] for r in group))} |")
         lines.append("")
     inexact = [r for r in rows if r.get("status") == "inexact"]
     if inexact:
@@ -658,8 +696,8 @@ def main_timm(a):
 
     if importlib.util.find_spec("timm") is None:
         raise InputError("--zoo timm needs timm (pip install .[timm])") from None
-    zoo = load_zoo(a.zoo_cache)
-    reps = [r for r in zoo["representatives"] if r["model"]]
+    # --models needs no enumeration (several minutes) unless a cached one is at hand
+    zoo = load_zoo(a.zoo_cache) if a.list or not a.models or (a.zoo_cache and Path(a.zoo_cache).exists()) else None
     if a.list:
         print(f"timm {zoo['timm_version']}: {zoo['models']} models in {zoo['modules']} modules; "
               f"{len(zoo['meta_failures'])} would not build on the meta device")
@@ -672,7 +710,10 @@ def main_timm(a):
     if not a.jsonl:
         raise InputError("--zoo timm needs --jsonl PATH (results are appended as each model finishes)")
     # cheapest first (parameters x input pixels), so that a partial sweep covers the most modules
-    names = [r["model"] for r in sorted(reps, key=lambda r: (r["parameters"] * math.prod(r["input_size"]), r["model"]))]
+    if zoo:
+        reps = [r for r in zoo["representatives"] if r["model"]]
+        names = [r["model"] for r in sorted(reps, key=lambda r: (r["parameters"] * math.prod(r["input_size"]),
+                                                                  r["model"]))]
     if a.models:
         import timm
 

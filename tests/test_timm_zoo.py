@@ -80,7 +80,7 @@ def test_redraw_degenerate_redraws_zero_and_tiny_parameters_but_not_biases(bench
       "no LRP treatment is defined for this operation"), "batch_norm"),
     ("UnsupportedModuleError: unsupported module 'rnn' of type LSTM: no LRP treatment is defined", "LSTM"),
     (("UnsupportedModuleError: the model cannot be traced by torch.fx (TraceError: symbolically traced "
-      "variables cannot be used as inputs to control flow); data-dependent ..."), "fx trace"),
+      "variables cannot be used as inputs to control flow); data-dependent ..."), "fx trace (TraceError)"),
 ])
 def test_blocker_names_the_operation_or_module_type(bench, error, expected):
     assert bench.blocker({"status": "refused", "error": error}) == expected
