@@ -318,6 +318,7 @@ def timm_worker(name, threads):
     says where it ended (``model``: timm's constructor, ``build``: the engine's
     ``Explainer``, ``compare``: :func:`empirical.oracle.compare_with_engine`).
     """
+    import inspect
     import warnings
 
     import timm
@@ -346,7 +347,10 @@ def timm_worker(name, threads):
         x = torch.randn(*row["input"], dtype=torch.float64, generator=torch.Generator().manual_seed(2))
         stage = "build"
         t0 = time.perf_counter()
-        ex = Explainer(model, conventions=Conventions(bias="backward"), dtype=torch.float64)
+        kwargs = {}
+        if "input_shape" in inspect.signature(Explainer).parameters:  # an engine that traces on an example
+            kwargs["input_shape"] = tuple(row["input"][1:])
+        ex = Explainer(model, conventions=Conventions(bias="backward"), dtype=torch.float64, **kwargs)
         row["seconds_build"] = time.perf_counter() - t0
         del ex
         row["supported"] = True
