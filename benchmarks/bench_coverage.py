@@ -385,11 +385,18 @@ def timm_worker(name, threads):
     return row
 
 
+#: models above this many parameters get no full blocker list (check-model's float64 copy would add 8 bytes each)
+EVERY_BLOCKER_MAX_PARAMETERS = 100_000_000
+
+
 def every_unsupported(model, side):
     """Every unsupported node of ``model`` (``boundcheck check-model --no-oracle``'s list), not only the
-    first one the engine's build stops at; ``None`` when that check itself fails."""
+    first one the engine's build stops at; ``None`` when that check itself fails or the model has more
+    than :data:`EVERY_BLOCKER_MAX_PARAMETERS` parameters (its memory must not cost the row)."""
     from empirical.checkmodel import check_model
 
+    if sum(p.numel() for p in model.parameters()) > EVERY_BLOCKER_MAX_PARAMETERS:
+        return None
     try:
         return check_model(model, input_size=side, oracle=False)["unsupported"]
     except Exception:  # noqa: BLE001 - the first refusal is already recorded
