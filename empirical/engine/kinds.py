@@ -247,6 +247,8 @@ ROUTE_METHODS = {
     "__getitem__",
 }
 META_METHODS = {"size", "dim", "numel", "__len__"}
+#: methods whose second argument is a shape/dtype reference, not a value
+SHAPE_REFERENCE_METHODS = {"view_as", "reshape_as", "expand_as", "type_as"}
 SOFTMAX_METHODS = {"softmax"}
 MATMUL_METHODS = {"matmul", "bmm", "__matmul__"}
 
@@ -295,7 +297,12 @@ class _Planner:
         return [a for a in node.all_input_nodes if a not in self.meta]
 
     def dep_args(self, node):
-        return [a for a in node.all_input_nodes if self.dep.get(a)]
+        """The input-dependent tensors a node computes from (a ``*_as(other)``
+        method's ``other`` only lends its shape or dtype)."""
+        ins = node.all_input_nodes
+        if node.op == "call_method" and node.target in SHAPE_REFERENCE_METHODS and len(node.args) > 1:
+            ins = [a for a in ins if a is not node.args[1]]
+        return [a for a in ins if self.dep.get(a)]
 
     def plan(self, node, kind, rel=None, **kw) -> NodePlan:
         if rel is None:
@@ -406,9 +413,11 @@ class _Planner:
         if isinstance(mod, MAXPOOL_MODULES):
             return self.plan(node, "maxpool", sign="keeps", note="max pooling, winner-take-all")
         if isinstance(mod, ROUTE_MODULES):
+            self.propagate(node)
             keeps = not isinstance(mod, nn.ConstantPad2d) or mod.value >= 0
             return self.plan(node, "route", sign="keeps" if keeps else None, note="data movement")
         if isinstance(mod, IDENTITY_MODULES):
+            self.propagate(node)
             return self.plan(node, "pass", sign="keeps", note="identity in eval mode")
         if isinstance(mod, GATE_ACTIVATION_MODULES):
             self.gates.add(node)
