@@ -19,7 +19,15 @@ from boundcheck.errors import InputError
 from boundcheck.rules import DEFAULT_CONVENTIONS, Conventions, parse_rule
 from empirical.engine.graph import INSERTED, canonicalise
 from empirical.engine.kinds import KINDS, LRP_OP_KINDS, UnsupportedModuleError, plan_graph
-from empirical.engine.ops import WeightCache, add_step, lrp_step, pos_neg_sums, sign_part_outputs, symmetric_rule
+from empirical.engine.ops import (
+    WeightCache,
+    add_step,
+    lrp_step,
+    pos_neg_sums,
+    product_split,
+    sign_part_outputs,
+    symmetric_rule,
+)
 
 __all__ = ["Explainer", "Attribution", "LayerRecord", "PAPER_METHODS", "parse_method", "UnsupportedModuleError"]
 
@@ -176,8 +184,11 @@ class Explainer:
     def _build_graph(self, input_shape):
         """Canonical copy, traced on an example of ``input_shape`` (C, H, W), and its plan."""
         gm = canonicalise(self._model, self.dtype, self.device, input_shape)
-        if self.channels_last:
-            gm.to(memory_format=torch.channels_last)
+        if self.channels_last:  # 4-d weights and buffers only (a folded constant may have any rank)
+            with torch.no_grad():
+                for t in list(gm.parameters()) + list(gm.buffers()):
+                    if t.dim() == 4:
+                        t.data = t.data.contiguous(memory_format=torch.channels_last)
         for mod in gm.modules():
             if hasattr(mod, "inplace"):
                 mod.inplace = False
@@ -497,7 +508,7 @@ class Explainer:
                     pos_sum, neg_sum = pos_neg_sums(O)
             elif kind == "add":
                 ins = list(p.rel_inputs)
-                vals = [env[a] for a in ins]
+                vals = [env[a] if s_ > 0 else -env[a] for a, s_ in zip(ins, p.signs or (1,) * len(ins))]
                 outs, O = add_step(vals, r, rules, self.conventions, K, nonneg=[a in self._nonneg for a in ins])
                 rins.extend(zip(ins, outs))
                 if record:
@@ -509,6 +520,13 @@ class Explainer:
                         continue
                 rin = p.op.backward(store[node], r, rules, self.conventions)
                 rins.append((p.rel_inputs[0], rin))
+            elif kind == "product":
+                a, b = p.rel_inputs
+                if a is b:  # t * t: both halves reach t
+                    rins.append((a, r))
+                else:
+                    fn = lambda u, w, _n=node: self._call(_n, *_swap_in(_n, env, {a: u, b: w}))  # noqa: E731
+                    rins.extend(zip((a, b), product_split(fn, env[a], env[b], r, K)))
             elif kind in ("pass", "gate"):
                 rins.append((p.rel_inputs[0], r))
             elif kind in ("route", "maxpool"):
@@ -577,6 +595,12 @@ class Explainer:
 
 _NOT_INPLACE = {operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul,
                 operator.itruediv: operator.truediv}
+
+
+def _swap_in(node, env, values):
+    """``node``'s arguments from ``env``, with the nodes of ``values`` replaced."""
+    load = lambda n: values[n] if n in values else env[n]  # noqa: E731
+    return fx.node.map_arg(node.args, load), fx.node.map_arg(node.kwargs, load)
 
 
 def _fetch_attr(mod, target):

@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from empirical.engine.kinds import LEAF_TYPES, UnsupportedModuleError  # noqa: F401 (re-exported)
 from empirical.engine.spellings import lift_functional
-from empirical.engine.tracing import ConcreteTracer, fold_constants
+from empirical.engine.tracing import ConcreteTracer, fold_constants, inline_default_arguments
 
 #: the example input's (C, H, W) when the caller gives none (a model that asks
 #: Python about shapes is traced again for every other input shape)
@@ -179,6 +179,10 @@ def canonicalise(model: nn.Module, dtype, device, input_shape=None) -> fx.GraphM
             why += "; data-dependent Python control flow in forward() is the usual cause"
         raise UnsupportedModuleError(f"the model cannot be traced by torch.fx {why}") from None
     gm = fx.GraphModule(m, graph)
+    try:
+        inline_default_arguments(gm)
+    except ValueError as exc:
+        raise UnsupportedModuleError(f"the model cannot be explained: {exc}") from None
     fold_constants(gm, tracer.values)
     tracer.values.clear()
     lift_functional(gm)

@@ -204,6 +204,25 @@ def _unpatched_modules():
         nn.Module.__call__, nn.Module.__getattr__ = patched
 
 
+def inline_default_arguments(gm: fx.GraphModule) -> None:
+    """``forward(x, attn_mask=None, is_causal=False)``: the model is explained as a
+    function of its first argument; the others take their default values.
+
+    Raises ValueError naming an extra argument without a default."""
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    for node in placeholders[1:]:
+        if not node.args:
+            raise ValueError(f"forward() argument '{node.target}' has no default value (only the input is given)")
+        default = node.args[0]
+        for user in list(node.users):
+            user.args = map_aggregate(user.args, lambda a, _n=node, _d=default: _d if a is _n else a)
+            user.kwargs = map_aggregate(user.kwargs, lambda a, _n=node, _d=default: _d if a is _n else a)
+        gm.graph.erase_node(node)
+    if len(placeholders) > 1:
+        gm.graph.lint()
+        gm.recompile()
+
+
 def input_dependent(graph: fx.Graph) -> set:
     """Nodes reached from a placeholder (everything else is a constant of the input)."""
     dep = set()
