@@ -220,7 +220,7 @@ IDENTITY_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Alp
 )
 GATE_ACTIVATION_MODULES = (nn.Sigmoid, nn.Hardsigmoid)
 ROUTE_MODULES = (nn.Flatten, nn.Unflatten, nn.ZeroPad2d, nn.ConstantPad2d, nn.ZeroPad1d, nn.ConstantPad1d,
-                 nn.ZeroPad3d, nn.ConstantPad3d, nn.PixelShuffle, nn.PixelUnshuffle, nn.ChannelShuffle)
+                 nn.ZeroPad3d, nn.ConstantPad3d, nn.PixelShuffle, nn.PixelUnshuffle, nn.ChannelShuffle, nn.Unfold)
 UPSAMPLE_MODULES = (nn.Upsample,)
 MAXPOOL_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
                    nn.AdaptiveMaxPool3d)
@@ -241,7 +241,7 @@ ROUTE_FUNCTIONS = {
     torch.narrow, torch.movedim, torch.unbind, torch.flip, torch.tensor_split, torch.hstack, torch.vstack,
     torch.repeat_interleave, torch.tile, torch.gather, torch.index_select, torch.take_along_dim,
     F.pixel_shuffle, F.pixel_unshuffle, torch.channel_shuffle, torch.broadcast_to, torch.t, torch.atleast_2d,
-    torch.concatenate, torch.moveaxis, torch.unflatten, torch.diagonal,
+    torch.concatenate, torch.moveaxis, torch.unflatten, torch.diagonal, F.unfold,
 } | ({_patch_merging_pad} if _patch_merging_pad is not None else set())
 MAXPOOL_FUNCTIONS = {F.max_pool1d, F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
                      F.adaptive_max_pool3d, torch.max_pool1d, torch.max_pool2d, torch.max_pool3d}
