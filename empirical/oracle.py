@@ -62,9 +62,19 @@ Normalisation (statistics held constant, the elementwise affine part kept)
     ``instance_norm`` (input statistics), ``rms_norm`` likewise; ``batch_norm``
     with running statistics is already affine (eval mode), with batch statistics
     (no running buffers) those are detached.
+Statistics (held constant)
+    ``Tensor.norm``, ``torch.norm``, ``torch.linalg.vector_norm``/``norm``
+    (``F.normalize`` divides by ``Tensor.norm``): outputs detached, like the
+    normalisation statistics (ConvNeXt-V2's GRN, cosine attention, XCiT).
+Products of two input-dependent tensors (AttnLRP's uniform rule)
+    ``*``/``mul``, ``@``/``matmul``/``bmm``, two-operand ``einsum``: when both
+    factors carry gradient, each factor's gradient is halved (``t/2 + (t/2).detach()``
+    has ``t``'s value exactly), so each receives half of the product's relevance
+    (gMLP's spatial gating, SwiGLU).  Gates and attention weights are detached
+    above, so their products are untouched; a product of ``t`` with itself keeps
+    the plain derivative.
 Max pooling, everything else
-    Plain autograd (max pooling: winner-take-all).  Products of two tensors that
-    are not gates or attention weights get the product rule.
+    Plain autograd (max pooling: winner-take-all).
 
 References
 ----------
@@ -118,6 +128,18 @@ _ACTIVATIONS = _registry([
     "leaky_relu", "softplus", "tanh",
 ])
 _GATES = _registry(["sigmoid", "hardsigmoid", "expit", "softmax"])
+#: statistics held constant like LayerNorm's (``F.normalize`` divides by ``Tensor.norm``)
+_HELD_STATISTICS = {f for f in _candidates("norm") + [torch.linalg.vector_norm, torch.linalg.norm, torch.linalg.matrix_norm]}
+#: products of two tensors: with both factors input-dependent, each factor's gradient is halved
+_PRODUCTS = set(_candidates("mul") + _candidates("matmul") + _candidates("bmm") + [
+    torch.Tensor.__mul__, torch.Tensor.__rmul__, torch.Tensor.__matmul__, torch.Tensor.__rmatmul__,
+    torch.einsum])
+
+
+def _half_gradient(t):
+    """``t`` with the same value and half the gradient (``t/2`` is exact, so is the sum)."""
+    h = t * 0.5
+    return h + h.detach()
 _SIGNATURES: dict = {}
 
 
@@ -356,6 +378,17 @@ class OracleMode(TorchFunctionMode):
             return _write_back(target, value.detach())
         if func in _REPLACED:
             return _REPLACED[func](*args, **kwargs)
+        if func in _HELD_STATISTICS:
+            return func(*args, **kwargs).detach()
+        if func in _PRODUCTS:
+            ops = list(args[1:]) if func is torch.einsum else list(args)
+            flat = ops[0] if func is torch.einsum and len(ops) == 1 and isinstance(ops[0], (list, tuple)) else ops
+            live = [t for t in flat if torch.is_tensor(t) and t.requires_grad]
+            if len(live) == 2 and live[0] is not live[1]:
+                halved = [_half_gradient(t) if torch.is_tensor(t) and t.requires_grad else t for t in flat]
+                if func is torch.einsum:
+                    return func(args[0], *halved) if flat is ops else func(args[0], halved)
+                return func(*halved, **kwargs)
         return func(*args, **kwargs)
 
 

@@ -8,11 +8,24 @@ Every modelling choice, in one place
 ====================================
 
 Canonicalisation (once, in ``Explainer.__init__``; the user's model is never modified)
-    deep copy -> ``eval()`` -> dtype/device -> parameters frozen ->
+    deep copy (tensors an earlier forward pass cached with autograd history are
+    copied detached) -> ``eval()`` -> dtype/device -> parameters frozen ->
     efficientnet_lite's ``Conv2dStaticSamePadding`` replaced by
-    ``Sequential(ZeroPad2d, Conv2d)`` -> traced by ``torch.fx`` (leaf modules:
-    torch.nn modules, torchvision ``SqueezeExcitation``, ``StochasticDepth``,
-    ``ShiftedWindowAttention[V2]``) -> every eval-mode BatchNorm whose input is a
+    ``Sequential(ZeroPad2d, Conv2d)`` -> traced by ``torch.fx`` with concrete
+    shapes (:mod:`empirical.engine.tracing`: the traced program also runs on an
+    example input of ``Explainer(input_shape=...)``, default (3, 224, 224), and
+    Python's questions about shapes, dtypes and devices get the example's answer;
+    questions about values stay errors; a graph that asked is specialised and
+    traced again, once, for every other input shape; leaf modules: torch.nn
+    modules, torchvision ``SqueezeExcitation``, ``StochasticDepth``,
+    ``ShiftedWindowAttention[V2]``) -> ``forward``'s further arguments take
+    their defaults -> every tensor computed from parameters and buffers only
+    (weight standardisation, re-parametrised convolutions, concatenated q/k/v
+    biases, relative-position biases gathered from their tables) folded into one
+    constant -> one spelling per operation (:mod:`empirical.engine.spellings`:
+    ``F.conv1d/2d/3d``, ``torch.conv*``, ``F.linear``, ``F.batch_norm`` and
+    ``torch.batch_norm`` with constant parameters become the modules they
+    compute) -> every eval-mode BatchNorm whose input is a
     Conv2d/Linear used only by it is folded into that layer ([P1] Sec. 3.1.2:
     "batch-normalization layers are fused"; the bias is kept for the forward
     pass) -> ``contiguous()`` inserted before every ``view`` (the one operation
@@ -29,16 +42,26 @@ The node kinds (``empirical.engine.kinds.KINDS``; depth = rule ops on a relevanc
     ==========  ==========  =====  ==============================================================
     kind        treatment   depth  nodes
     ==========  ==========  =====  ==============================================================
-    conv        affine      1      ``nn.Conv2d`` (zero padding, ints/"valid"/symmetric "same")
+    conv        affine      1      ``nn.Conv1d/2d/3d`` and their functional forms (zero padding,
+                                   ints/"valid"/symmetric "same")
     linear      affine      1      ``nn.Linear`` (any leading axes)
-    avgpool     affine      1      average pooling modules/functions, ``mean`` over given axes
-    add         affine      1      ``a + b`` of two input-dependent tensors (weights 1)
+    avgpool     affine      1      average pooling modules/functions (1-3 d), ``mean``/``sum`` over
+                                   given axes (never the batch axis), (bi/tri)linear and area
+                                   resampling (weights >= 0)
+    add         affine      1      ``a + b`` of two input-dependent tensors (weights 1); ``a - b``
+                                   as the summands ``a`` and ``-b`` (exact for every rule weighing
+                                   pp/nn and pn/np alike: all rules of [P1])
     diag        affine      1      ``s*z + c``: unfoldable BatchNorm (eval), LayerNorm /
                                    LayerNorm2d / ``F.layer_norm`` / GroupNorm with statistics
                                    constant, layer scale ``param * z``, ``z * const``,
-                                   ``z / const``, ``z + const``, ``-z`` (``normalisation="affine"``)
+                                   ``z / const``, ``z + const``, ``-z``, ``addcmul``/``addcdiv`` with
+                                   constant factors, ``F.normalize`` and ``z * stat`` / ``z / stat``
+                                   with a norm-derived statistic held constant (ConvNeXt-V2's GRN)
+                                   (``normalisation="affine"``)
     attnsum     attention   1      ``softmax(...) @ v`` / ``einsum`` / ``* `` with the softmax
-                                   weights held constant (a linear map with weights >= 0)
+                                   weights held constant (a linear map with weights >= 0);
+                                   ``F.scaled_dot_product_attention`` (masks, ``scale``,
+                                   ``is_causal``, grouped-query heads): ``A @ v`` with ``A`` held
     attention   attention   3      ``nn.MultiheadAttention`` (ViT), torchvision
                                    ``ShiftedWindowAttention[V2]`` (Swin V1/V2): value
                                    projection, ``A @ V``, output projection
@@ -50,16 +73,25 @@ The node kinds (``empirical.engine.kinds.KINDS``; depth = rule ops on a relevanc
                                    with a sigmoid/hardsigmoid output: all relevance to ``x``
     route       route       0      view/reshape/flatten/permute/transpose/swapaxes/roll/pad/
                                    getitem/cat/stack/chunk/split/squeeze/unsqueeze/expand/
-                                   narrow/unbind, ``_patch_merging_pad``: autograd's VJP
+                                   narrow/unbind/flip/repeat/gather/index_select/unfold/pixel
+                                   shuffle, nearest resampling, ``_patch_merging_pad``: autograd's
+                                   VJP (``*_as(other)``: ``other`` lends its shape only)
     maxpool     route       0      max pooling: all relevance to the arg-max input
-    weights     none        0      softmax outputs and attention logits (no relevance)
+    product     split       0      a product (``*``, ``@``, ``einsum``) of two input-dependent
+                                   factors that is none of the above and reaches the output
+                                   (gMLP's spatial gating, SwiGLU, MambaOut's gated conv): each
+                                   factor receives half, ``R_a = a * VJP_a(R / Z) / 2`` (AttnLRP's
+                                   uniform rule; the oracle halves each factor's gradient)
+    weights     none        0      softmax outputs, attention logits, norms and what is computed
+                                   from statistics only (no relevance)
     const/meta  none        0      parameters and what is computed from them only (e.g. ViT's
                                    class token: relevance reaching it is dropped like a bias's);
                                    shapes, sizes, assertions
     ==========  ==========  =====  ==============================================================
 
-    A product of two input-dependent tensors that is neither a gate nor an
-    attention-weighted sum, and does not only feed a softmax, is unsupported.
+    A quotient of two input-dependent tensors whose divisor is not a held
+    statistic is unsupported, and so is every operation without an entry (LSTM,
+    ``exp``, bicubic resampling, a sum over the batch axis).
     ``Conventions.normalisation`` (beside ``bias`` and ``zero_denominator``)
     chooses between ``"affine"`` (default; makes LRP-0 with ``bias="backward"``
     equal x times the modified gradient on every architecture) and ``"pass"``

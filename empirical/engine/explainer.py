@@ -19,7 +19,15 @@ from boundcheck.errors import InputError
 from boundcheck.rules import DEFAULT_CONVENTIONS, Conventions, parse_rule
 from empirical.engine.graph import INSERTED, canonicalise
 from empirical.engine.kinds import KINDS, LRP_OP_KINDS, UnsupportedModuleError, plan_graph
-from empirical.engine.ops import WeightCache, add_step, lrp_step, pos_neg_sums, sign_part_outputs, symmetric_rule
+from empirical.engine.ops import (
+    WeightCache,
+    add_step,
+    lrp_step,
+    pos_neg_sums,
+    product_split,
+    sign_part_outputs,
+    symmetric_rule,
+)
 
 __all__ = ["Explainer", "Attribution", "LayerRecord", "PAPER_METHODS", "parse_method", "UnsupportedModuleError"]
 
@@ -114,7 +122,8 @@ class Explainer:
     """
 
     def __init__(self, model, conventions: Conventions = DEFAULT_CONVENTIONS, dtype=torch.float32, device=None,
-                 allow_tf32: bool = False, channels_last: bool | None = None, weight_cache_bytes="auto"):
+                 allow_tf32: bool = False, channels_last: bool | None = None, weight_cache_bytes="auto",
+                 input_shape=None):
         """``allow_tf32``: let CUDA convolutions/matmuls use TF32 (10-bit mantissa).
         Off by default: with TF32 the float32 maps on an H100 differed from float64
         by up to 10% (gradients) and more (LRP-gamma near condition-(29) violations)
@@ -134,7 +143,15 @@ class Explainer:
         three weight-sized copies besides its canonical model (``W+``, ``W-``,
         and at most one copy's worth of combined weights) on large networks,
         while the paper networks keep all their combined weights (ResNet-50's
-        six methods: 0.5 GiB in float32); ``None``: no limit; an int: bytes."""
+        six methods: 0.5 GiB in float32); ``None``: no limit; an int: bytes.
+
+        ``input_shape``: ``(C, H, W)`` of the example the model is traced on
+        (default ``(3, 224, 224)``, :mod:`empirical.engine.tracing`).  It matters
+        only for a model whose ``forward`` asks Python about shapes (TF "same"
+        padding, window partitions, ``len(x)``): such a graph holds for its
+        example's shape, and the explainer traces it again, once, for each other
+        input shape it is given.  Unsupported operations are refused here, on
+        this example."""
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(conventions, Conventions):
@@ -151,22 +168,41 @@ class Explainer:
         if channels_last is None:
             channels_last = self.device.type == "cpu"
         self.channels_last = bool(channels_last)
-        self.gm = canonicalise(model, dtype, self.device)
-        if self.channels_last:
-            self.gm.to(memory_format=torch.channels_last)
-        self._modules = dict(self.gm.named_modules())
-        for mod in self._modules.values():
-            if hasattr(mod, "inplace"):
-                mod.inplace = False
-        self.plan = plan_graph(self.gm, conventions)
         if weight_cache_bytes == "auto":
-            weight_cache_bytes = max(AUTO_CACHE_FLOOR, sum(p.numel() * p.element_size() for p in self.gm.parameters()))
+            nbytes = sum(p.numel() for p in model.parameters()) * (torch.finfo(dtype).bits // 8)
+            weight_cache_bytes = max(AUTO_CACHE_FLOOR, nbytes)
         elif weight_cache_bytes is not None and (not isinstance(weight_cache_bytes, int) or weight_cache_bytes < 0):
             raise InputError(f"weight_cache_bytes must be 'auto', None or an int >= 0, got {weight_cache_bytes!r}")
         self.weight_cache = WeightCache(weight_cache_bytes)
-        for p in self.plan.plans.values():
+        self._model = model  # traced again only for a model specialised to its example's shape
+        self._graphs = {}
+        self._use_graph(self._build_graph(input_shape))
+        if self.gm.specialised_shape is None:
+            self._model = None  # one graph serves every input shape
+
+    # ------------------------------------------------------------------ graph analysis
+    def _build_graph(self, input_shape):
+        """Canonical copy, traced on an example of ``input_shape`` (C, H, W), and its plan."""
+        gm = canonicalise(self._model, self.dtype, self.device, input_shape)
+        if self.channels_last:  # 4-d weights and buffers only (a folded constant may have any rank)
+            with torch.no_grad():
+                for t in list(gm.parameters()) + list(gm.buffers()):
+                    if t.dim() == 4:
+                        t.data = t.data.contiguous(memory_format=torch.channels_last)
+        for mod in gm.modules():
+            if hasattr(mod, "inplace"):
+                mod.inplace = False
+        plan = plan_graph(gm, self.conventions)
+        for p in plan.plans.values():
             if p.op is not None and hasattr(p.op, "_cache"):
                 p.op.budget = self.weight_cache
+        return gm, plan
+
+    def _use_graph(self, graph):
+        self.gm, self.plan = graph
+        if self.gm.specialised_shape is not None:
+            self._graphs[self.gm.specialised_shape] = graph
+        self._modules = dict(self.gm.named_modules())
         self._nodes = self.plan.nodes
         self._plans = self.plan.plans
         self._kinds = {n: p.kind for n, p in self._plans.items()}
@@ -174,7 +210,15 @@ class Explainer:
         self._nonneg = self.plan.nonneg  # inputs whose sign check is skipped
         self._release = self._release_plan()
 
-    # ------------------------------------------------------------------ graph analysis
+    def _graph_for(self, shape):
+        """A model whose ``forward`` asked Python about its example's shape is traced
+        again (once) for every other input shape (C, H, W)."""
+        spec = self.gm.specialised_shape
+        if spec is None or tuple(shape) == spec:
+            return
+        shape = tuple(shape)
+        self._use_graph(self._graphs.get(shape) or self._build_graph(shape))
+
     def _release_plan(self):
         """``{node: [values to drop after it in the LRP forward pass]}`` (liveness).
 
@@ -311,6 +355,7 @@ class Explainer:
             x = x.contiguous(memory_format=torch.channels_last)
         if not bool(torch.isfinite(x).all()):
             raise InputError("x must be finite")
+        self._graph_for(x.shape[1:])
         return x
 
     def _output_node(self):
@@ -463,7 +508,7 @@ class Explainer:
                     pos_sum, neg_sum = pos_neg_sums(O)
             elif kind == "add":
                 ins = list(p.rel_inputs)
-                vals = [env[a] for a in ins]
+                vals = [env[a] if s_ > 0 else -env[a] for a, s_ in zip(ins, p.signs or (1,) * len(ins))]
                 outs, O = add_step(vals, r, rules, self.conventions, K, nonneg=[a in self._nonneg for a in ins])
                 rins.extend(zip(ins, outs))
                 if record:
@@ -475,6 +520,13 @@ class Explainer:
                         continue
                 rin = p.op.backward(store[node], r, rules, self.conventions)
                 rins.append((p.rel_inputs[0], rin))
+            elif kind == "product":
+                a, b = p.rel_inputs
+                if a is b:  # t * t: both halves reach t
+                    rins.append((a, r))
+                else:
+                    fn = lambda u, w, _n=node: self._call(_n, *_swap_in(_n, env, {a: u, b: w}))  # noqa: E731
+                    rins.extend(zip((a, b), product_split(fn, env[a], env[b], r, K)))
             elif kind in ("pass", "gate"):
                 rins.append((p.rel_inputs[0], r))
             elif kind in ("route", "maxpool"):
@@ -507,11 +559,11 @@ class Explainer:
         outs = list(out) if isinstance(out, (tuple, list)) else [out]
         rs = r if isinstance(r, list) else [r]
         pairs = [(o, g) for o, g in zip(outs, rs) if g is not None]
-        B = env[src[0]].shape[0]
         results = {a: [] for a in src}
-        for k in range(K):
+        for k in range(K):  # rows of each output: K stacked blocks (the op may merge the batch axis)
             grads = torch.autograd.grad(
-                [o for o, _ in pairs], [leaves[a] for a in src], [g[k * B : (k + 1) * B] for _, g in pairs],
+                [o for o, _ in pairs], [leaves[a] for a in src],
+                [g[k * o.shape[0] : (k + 1) * o.shape[0]] for o, g in pairs],
                 retain_graph=k < K - 1, allow_unused=True,
             )
             for a, g in zip(src, grads):
@@ -543,6 +595,12 @@ class Explainer:
 
 _NOT_INPLACE = {operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul,
                 operator.itruediv: operator.truediv}
+
+
+def _swap_in(node, env, values):
+    """``node``'s arguments from ``env``, with the nodes of ``values`` replaced."""
+    load = lambda n: values[n] if n in values else env[n]  # noqa: E731
+    return fx.node.map_arg(node.args, load), fx.node.map_arg(node.kwargs, load)
 
 
 def _fetch_attr(mod, target):

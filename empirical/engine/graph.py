@@ -14,13 +14,12 @@ import torch.nn as nn
 
 
 from empirical.engine.kinds import LEAF_TYPES, UnsupportedModuleError  # noqa: F401 (re-exported)
+from empirical.engine.spellings import lift_functional
+from empirical.engine.tracing import ConcreteTracer, fold_constants, inline_default_arguments
 
-
-class _Tracer(fx.Tracer):
-    def is_leaf_module(self, m, qualname):
-        if isinstance(m, LEAF_TYPES):
-            return True
-        return super().is_leaf_module(m, qualname)
+#: the example input's (C, H, W) when the caller gives none (a model that asks
+#: Python about shapes is traced again for every other input shape)
+DEFAULT_INPUT_SHAPE = (3, 224, 224)
 
 
 def _static_same_padding_to_plain(model: nn.Module) -> None:
@@ -129,13 +128,32 @@ def _fold_bn_into_next(gm: fx.GraphModule, modules, calls) -> None:
         gm.graph.erase_node(node)
 
 
-def canonicalise(model: nn.Module, dtype, device) -> fx.GraphModule:
-    """Deep copy -> eval -> dtype/device -> same-padding convs made explicit -> fx trace -> BN folded
+def copy_model(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy`` that also copies a model holding tensors computed with
+    autograd outside its parameters (a cache filled by an earlier forward pass,
+    e.g. timm LeViT's attention-bias cache): those are copied detached."""
+    memo = {}
+    for mod in model.modules():
+        for value in vars(mod).values():
+            for t in value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else (value,):
+                if torch.is_tensor(t) and t.grad_fn is not None:
+                    memo[id(t)] = t.detach().clone()
+    return copy.deepcopy(model, memo)
+
+
+def canonicalise(model: nn.Module, dtype, device, input_shape=None) -> fx.GraphModule:
+    """Deep copy -> eval -> dtype/device -> same-padding convs made explicit -> traced
+    (:class:`empirical.engine.tracing.ConcreteTracer` on an example of ``input_shape``)
+    -> constants folded -> functional layers lifted to their modules -> BN folded
     -> ``contiguous()`` before every ``view``.
 
-    The user's ``model`` is never modified.
+    ``input_shape``: ``(C, H, W)`` of the example input (default
+    :data:`DEFAULT_INPUT_SHAPE`).  The returned graph's ``specialised_shape`` is
+    that shape when its ``forward`` asked Python about a value (then the graph
+    holds for inputs of that shape only), else ``None``.  The user's ``model``
+    is never modified.
     """
-    m = copy.deepcopy(model)
+    m = copy_model(model)
     m.eval()
     m.to(dtype=dtype)
     if device is not None:
@@ -143,17 +161,35 @@ def canonicalise(model: nn.Module, dtype, device) -> fx.GraphModule:
     for p in m.parameters():
         p.requires_grad_(False)
     _static_same_padding_to_plain(m)
+    shape = tuple(input_shape) if input_shape is not None else DEFAULT_INPUT_SHAPE
+    example = torch.zeros((1,) + shape, dtype=dtype, device=device)
+    example.normal_(generator=torch.Generator(device=example.device).manual_seed(0))
+    tracer = ConcreteTracer(LEAF_TYPES, example)
     try:
-        graph = _Tracer().trace(m)
+        graph = tracer.trace(m)
+    except UnsupportedModuleError:
+        raise
     except Exception as exc:  # noqa: BLE001
         first = (str(exc).strip().splitlines() or [""])[0]
-        raise UnsupportedModuleError(
-            f"the model cannot be traced by torch.fx ({type(exc).__name__}: {first}); data-dependent "
-            "Python control flow in forward() is the usual cause") from None
+        why = f"({type(exc).__name__}: {first})"
+        if tracer.example_error is not None:
+            why += (f"; the example input of shape {(1,) + shape} could not be evaluated ({tracer.example_error}): "
+                    "give the model's input shape (input_shape / --input-size)")
+        else:
+            why += "; data-dependent Python control flow in forward() is the usual cause"
+        raise UnsupportedModuleError(f"the model cannot be traced by torch.fx {why}") from None
     gm = fx.GraphModule(m, graph)
+    try:
+        inline_default_arguments(gm)
+    except ValueError as exc:
+        raise UnsupportedModuleError(f"the model cannot be explained: {exc}") from None
+    fold_constants(gm, tracer.values)
+    tracer.values.clear()
+    lift_functional(gm)
     _fold_bn(gm)
     _contiguous_before_views(gm)
     gm.eval()
+    gm.specialised_shape = shape if tracer.specialised else None
     return gm
 
 

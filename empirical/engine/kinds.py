@@ -58,6 +58,7 @@ import torch.nn.functional as F
 
 from boundcheck.errors import InputError
 from boundcheck.rules import Conventions
+from empirical.engine.tracing import SHAPE
 
 
 class UnsupportedModuleError(InputError):
@@ -110,7 +111,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("output", "none", 0, False, "network output"),
     Kind("const", "none", 0, False, "constant (parameter, buffer, or computed from them only)"),
     Kind("meta", "none", 0, False, "shape/size arithmetic, assertions"),
-    Kind("conv", "affine", 1, False, "2-d convolution (BatchNorm folded)"),
+    Kind("conv", "affine", 1, False, "1-, 2- or 3-d convolution (BatchNorm folded)"),
     Kind("linear", "affine", 1, False, "fully connected layer (BatchNorm folded)"),
     Kind("avgpool", "affine", 1, False, "average pooling / mean over axes (weights >= 0)"),
     Kind("add", "affine", 1, True, "sum of two input-dependent tensors (weights 1)"),
@@ -122,7 +123,10 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("gate", "gate", 0, False, "x * g(x): all relevance to x, none through the gate g"),
     Kind("route", "route", 0, True, "data movement (vector-Jacobian product)"),
     Kind("maxpool", "route", 0, True, "max pooling (winner-take-all)"),
-    Kind("weights", "none", 0, False, "attention logits/weights (constant in the backward pass)"),
+    Kind("product", "split", 0, True, "product of two input-dependent factors that is neither a gate, nor "
+                                      "attention-weighted, nor scaled by a held statistic: each factor receives "
+                                      "half of the relevance (AttnLRP's uniform rule)"),
+    Kind("weights", "none", 0, False, "attention logits/weights and statistics (constant in the backward pass)"),
     Kind("unsupported", "unsupported", 0, False, "no treatment defined (only in plan_graph(collect=True))"),
 )}
 
@@ -160,6 +164,7 @@ class NodePlan:
     operand: int = 0
     sign: str | None = None
     path: str = ""
+    signs: tuple | None = None  # kind "add": the summands' signs (a difference a - b: (1, -1))
     note: str = ""
 
 
@@ -214,9 +219,13 @@ IDENTITY_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Alp
     t for t in (StochasticDepth,) if t is not None
 )
 GATE_ACTIVATION_MODULES = (nn.Sigmoid, nn.Hardsigmoid)
-ROUTE_MODULES = (nn.Flatten, nn.Unflatten, nn.ZeroPad2d, nn.ConstantPad2d)
-MAXPOOL_MODULES = (nn.MaxPool2d, nn.AdaptiveMaxPool2d, nn.MaxPool1d)
-AVGPOOL_MODULES = (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AvgPool1d, nn.AdaptiveAvgPool1d)
+ROUTE_MODULES = (nn.Flatten, nn.Unflatten, nn.ZeroPad2d, nn.ConstantPad2d, nn.ZeroPad1d, nn.ConstantPad1d,
+                 nn.ZeroPad3d, nn.ConstantPad3d, nn.PixelShuffle, nn.PixelUnshuffle, nn.ChannelShuffle, nn.Unfold)
+UPSAMPLE_MODULES = (nn.Upsample,)
+MAXPOOL_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+                   nn.AdaptiveMaxPool3d)
+AVGPOOL_MODULES = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
+                   nn.AdaptiveAvgPool3d)
 NONNEG_MODULES = (nn.ReLU, nn.ReLU6)
 
 ACTIVATION_FUNCTIONS = {
@@ -229,24 +238,42 @@ NONNEG_FUNCTIONS = {F.relu, F.relu6, torch.relu}
 ROUTE_FUNCTIONS = {
     torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.swapaxes, torch.cat, torch.concat,
     torch.roll, F.pad, operator.getitem, torch.chunk, torch.split, torch.squeeze, torch.unsqueeze, torch.stack,
-    torch.narrow, torch.movedim, torch.unbind,
+    torch.narrow, torch.movedim, torch.unbind, torch.flip, torch.tensor_split, torch.hstack, torch.vstack,
+    torch.repeat_interleave, torch.tile, torch.gather, torch.index_select, torch.take_along_dim,
+    F.pixel_shuffle, F.pixel_unshuffle, torch.channel_shuffle, torch.broadcast_to, torch.t, torch.atleast_2d,
+    torch.concatenate, torch.moveaxis, torch.unflatten, torch.diagonal, F.unfold,
 } | ({_patch_merging_pad} if _patch_merging_pad is not None else set())
-MAXPOOL_FUNCTIONS = {F.max_pool2d, F.adaptive_max_pool2d}
-AVGPOOL_FUNCTIONS = {F.avg_pool2d, F.adaptive_avg_pool2d}
+MAXPOOL_FUNCTIONS = {F.max_pool1d, F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
+                     F.adaptive_max_pool3d, torch.max_pool1d, torch.max_pool2d, torch.max_pool3d}
+AVGPOOL_FUNCTIONS = {F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d,
+                     F.adaptive_avg_pool3d, torch.avg_pool1d}
 META_FUNCTIONS = {getattr, len, torch._assert}
 SOFTMAX_FUNCTIONS = {F.softmax, torch.softmax}
+SDPA_FUNCTIONS = {F.scaled_dot_product_attention}
+SUM_FUNCTIONS = {torch.sum}
+SUM_METHODS = {"sum"}
+#: statistics of a tensor: held constant like LayerNorm's (a norm, and what is computed from norms only)
+NORM_FUNCTIONS = {torch.norm, torch.linalg.vector_norm, torch.linalg.norm}
+NORM_METHODS = {"norm"}
+NORMALIZE_FUNCTIONS = {F.normalize}
+INTERPOLATE_FUNCTIONS = {F.interpolate, F.upsample, F.upsample_nearest, F.upsample_bilinear}
+ADDCMUL = {torch.addcmul, "addcmul"}
+ADDCDIV = {torch.addcdiv, "addcdiv"}
 MATMUL_FUNCTIONS = {operator.matmul, torch.matmul, torch.bmm, torch.einsum}
 
-ACTIVATION_METHODS = {"relu", "relu_", "tanh", "gelu"}
+ACTIVATION_METHODS = {"relu", "relu_", "tanh", "gelu", "tanh_"}
 IDENTITY_METHODS = {"contiguous", "clone", "detach", "to", "float", "double", "type_as"}
 GATE_ACTIVATION_METHODS = {"sigmoid", "sigmoid_"}
 NONNEG_METHODS = {"relu", "relu_"}
 ROUTE_METHODS = {
     "view", "reshape", "flatten", "permute", "transpose", "chunk", "split", "squeeze", "unsqueeze", "roll",
     "narrow", "unflatten", "expand", "expand_as", "swapaxes", "movedim", "view_as", "reshape_as", "unbind",
-    "__getitem__",
+    "__getitem__", "flip", "repeat", "repeat_interleave", "tile", "gather", "index_select", "tensor_split",
+    "moveaxis", "t", "broadcast_to", "diagonal", "unfold",
 }
 META_METHODS = {"size", "dim", "numel", "__len__"}
+#: methods whose second argument is a shape/dtype reference, not a value
+SHAPE_REFERENCE_METHODS = {"view_as", "reshape_as", "expand_as", "type_as"}
 SOFTMAX_METHODS = {"softmax"}
 MATMUL_METHODS = {"matmul", "bmm", "__matmul__"}
 
@@ -288,6 +315,7 @@ class _Planner:
         self.meta = set()   # python values (shapes, sizes)
         self.softmax = set()  # attention weights (softmax outputs, moved/dropped only)
         self.gates = set()  # sigmoid-type outputs (moved only)
+        self.stats = set()  # statistics held constant (norms, and what is computed from them only)
         self.plans = {}
 
     # ------------------------------------------------------------------ helpers
@@ -295,7 +323,12 @@ class _Planner:
         return [a for a in node.all_input_nodes if a not in self.meta]
 
     def dep_args(self, node):
-        return [a for a in node.all_input_nodes if self.dep.get(a)]
+        """The input-dependent tensors a node computes from (a ``*_as(other)``
+        method's ``other`` only lends its shape or dtype)."""
+        ins = node.all_input_nodes
+        if node.op == "call_method" and node.target in SHAPE_REFERENCE_METHODS and len(node.args) > 1:
+            ins = [a for a in ins if a is not node.args[1]]
+        return [a for a in ins if self.dep.get(a)]
 
     def plan(self, node, kind, rel=None, **kw) -> NodePlan:
         if rel is None:
@@ -361,7 +394,7 @@ class _Planner:
         from empirical.engine import ops
 
         mod = self.modules[node.target]
-        if type(mod) is nn.Conv2d:
+        if type(mod) in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
             if mod.padding_mode != "zeros":
                 raise self.unsupported(node, f"padding_mode={mod.padding_mode!r} (only zero padding)")
             try:
@@ -403,12 +436,16 @@ class _Planner:
                 raise self.unsupported(node, str(exc)) from None
             return self.plan(node, "attention", rel=(handler.value_node,), op=handler,
                              note="multi-head attention, value path")
+        if isinstance(mod, UPSAMPLE_MODULES):
+            return self.interpolation(node, mod.mode, lambda z, _m=mod: _m(z))
         if isinstance(mod, MAXPOOL_MODULES):
             return self.plan(node, "maxpool", sign="keeps", note="max pooling, winner-take-all")
         if isinstance(mod, ROUTE_MODULES):
+            self.propagate(node)
             keeps = not isinstance(mod, nn.ConstantPad2d) or mod.value >= 0
             return self.plan(node, "route", sign="keeps" if keeps else None, note="data movement")
         if isinstance(mod, IDENTITY_MODULES):
+            self.propagate(node)
             return self.plan(node, "pass", sign="keeps", note="identity in eval mode")
         if isinstance(mod, GATE_ACTIVATION_MODULES):
             self.gates.add(node)
@@ -432,8 +469,27 @@ class _Planner:
         from empirical.engine import ops
 
         t = node.target
+        held = self.held_statistic(node)
+        if held is not None:
+            return held
         if _is(node, ADD) or _is(node, SUB):
             return self.add_or_sub(node)
+        if _is(node, SDPA_FUNCTIONS):
+            return self.sdpa(node)
+        if _is(node, SUM_FUNCTIONS) or _is(node, SUM_METHODS):
+            return self.reduce_sum(node)
+        if _is(node, ADDCMUL) or _is(node, ADDCDIV):
+            return self.addc(node)
+        if _is(node, NORMALIZE_FUNCTIONS):
+            return self.normalize(node)
+        if _is(node, INTERPOLATE_FUNCTIONS):
+            a = list(node.args) + [None] * 4
+            mode = node.kwargs.get("mode", a[3] if a[3] is not None else "nearest")
+            if t is F.upsample_bilinear:
+                mode = "bilinear"
+            elif t is F.upsample_nearest:
+                mode = "nearest"
+            return self.interpolation(node, mode, None)
         if _is(node, MUL) or _is(node, DIV):
             return self.product(node)
         if _is(node, NEG):
@@ -458,10 +514,11 @@ class _Planner:
                                           a[4] if a[4] is not None else kw.get("eps", 1e-5))
             return self.elementwise(node, build, "group_norm, statistics constant")
         if _is(node, AVGPOOL_FUNCTIONS):
-            op = ops.PoolOp(lambda z, _n=node: _n.target(z, *_n.args[1:], **_n.kwargs))
+            gmd = None
             if t is F.adaptive_avg_pool2d and _pair(node.args[1] if len(node.args) > 1 else node.kwargs.get("output_size")) == (1, 1):
-                op = ops.PoolOp(op.fn, global_mean_dims=((-2, -1), True))
-            return self.plan(node, "avgpool", op=op, sign="keeps", note="average pooling, rule applied")
+                gmd = ((-2, -1), True)
+            return self.plan(node, "avgpool", build=_call_with(node, gmd), sign="keeps",
+                             note="average pooling, rule applied")
         if (node.op == "call_function" and t is torch.mean) or (node.op == "call_method" and t == "mean"):
             return self.mean(node)
         if _is(node, SOFTMAX_FUNCTIONS) or _is(node, SOFTMAX_METHODS):
@@ -488,6 +545,106 @@ class _Planner:
             return self.plan(node, "route", rel=self.dep_args(node), sign="keeps" if keeps else None,
                              note="data movement")
         raise self.unsupported(node, "no LRP treatment is defined for this operation")
+
+    # ------------------------------------------------------------------ operations
+    def held_statistic(self, node):
+        """A norm of an input-dependent tensor, or arithmetic on statistics only: a
+        statistic held constant in the backward pass (like LayerNorm's)."""
+        if _is(node, NORM_FUNCTIONS) or _is(node, NORM_METHODS):
+            self.stats.add(node)
+            return self.plan(node, "weights", rel=(), note="norm: a statistic held constant")
+        ins = self.dep_args(node)
+        if ins and all(a in self.stats for a in ins) and not _is(node, SDPA_FUNCTIONS):
+            self.stats.add(node)
+            return self.plan(node, "weights", rel=(), note="computed from statistics only: held constant")
+        return None
+
+    def sdpa(self, node):
+        """``F.scaled_dot_product_attention``: ``A @ v`` with ``A`` held constant."""
+        from empirical.engine import ops
+
+        names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+        a = dict(zip(names, node.args))
+        a.update(node.kwargs)
+        if "value" not in dict(zip(names, node.args)):
+            raise self.unsupported(node, "scaled_dot_product_attention with the value passed by keyword")
+        if not self.dep.get(a["value"]):
+            return self.plan(node, "const", rel=())
+
+        def build(args, kw):
+            b = dict(zip(names, args))
+            b.update(kw)
+            q, k, v = b["query"], b["key"], b["value"]
+            A = ops.sdpa_weights(q, k, b.get("attn_mask"), bool(b.get("is_causal", False)), b.get("scale"),
+                                 bool(b.get("enable_gqa", False)))
+            return ops.MatmulConstOp(A, groups=A.shape[-3] // v.shape[-3] if v.dim() >= 3 else 1)
+        return self.plan(node, "attnsum", rel=(a["value"],), build=build, operand=2,
+                         note="fused attention A @ v, weights held constant")
+
+    def reduce_sum(self, node):
+        from empirical.engine import ops
+
+        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", None)
+        keepdim = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+        if dims is None or isinstance(dims, fx.Node) or isinstance(keepdim, fx.Node) or "dtype" in node.kwargs:
+            raise self.unsupported(node, "a sum over all axes (it would mix the samples of a batch) or over "
+                                         "axes computed at run time")
+        dims = (dims,) if isinstance(dims, int) else tuple(dims)
+        src = node.args[0] if isinstance(node.args[0], fx.Node) else None
+        nd = len(src.meta[SHAPE]) if src is not None and SHAPE in src.meta else None
+        if 0 in dims or (nd is not None and any(d % nd == 0 for d in dims)):
+            raise self.unsupported(node, "a sum over the batch axis")
+        op = ops.PoolOp(lambda z, _d=dims, _k=keepdim: z.sum(dim=_d, keepdim=_k))
+        return self.plan(node, "avgpool", op=op, sign="keeps", note="sum over axes (weights 1), rule applied")
+
+    def addc(self, node):
+        """``torch.addcmul(c, t1, t2, value=v)`` = ``c + v t1 t2`` (``addcdiv``: ``c + v t1 / t2``)
+        with one input-dependent operand: an elementwise affine map."""
+        from empirical.engine import ops
+
+        div = _is(node, ADDCDIV)
+        args = list(node.args) + [None] * 3
+        dep = [i for i, a in enumerate(args[:3]) if isinstance(a, fx.Node) and self.dep.get(a)]
+        if len(dep) != 1 or (div and dep[0] == 2):
+            raise self.unsupported(node, "addcmul/addcdiv with more than one input-dependent operand "
+                                         "or an input-dependent divisor")
+        i = dep[0]
+
+        def build(args_, kw, _i=i, _div=div):
+            c, t1, t2 = (list(args_) + [None] * 3)[:3]
+            v = kw.get("value", 1)
+            if _i == 0:
+                return ops.DiagOp(c.new_tensor(1.0), v * (t1 / t2 if _div else t1 * t2))
+            other = (1.0 / t2) if _div else (t2 if _i == 1 else t1)
+            return ops.DiagOp(v * other, c)
+        return self.elementwise(node, build, "addcmul/addcdiv with constant factors", operand=i)
+
+    def normalize(self, node):
+        """``F.normalize(x, p, dim, eps)`` = ``x / max(||x||_p, eps)`` with the norm held constant."""
+        from empirical.engine import ops
+
+        def build(args, kw):
+            a = list(args) + [None] * 4
+            p = kw.get("p", a[1] if a[1] is not None else 2.0)
+            dim = kw.get("dim", a[2] if a[2] is not None else 1)
+            eps = kw.get("eps", a[3] if a[3] is not None else 1e-12)
+            z = args[0]
+            return ops.DiagOp(1.0 / z.norm(p, dim, keepdim=True).clamp_min(eps))
+        return self.elementwise(node, build, "normalize, norm held constant")
+
+    def interpolation(self, node, mode, fn):
+        """Resampling: nearest is data movement; (bi/tri)linear and area are linear maps
+        with weights >= 0 (the rule is applied); bicubic has negative weights."""
+        from empirical.engine import ops
+
+        if mode in ("nearest", "nearest-exact"):
+            self.propagate(node)
+            return self.plan(node, "route", sign="keeps", note=f"{mode} resampling: data movement")
+        if mode in ("linear", "bilinear", "trilinear", "area"):
+            how = dict(op=ops.PoolOp(fn)) if fn is not None else dict(build=_call_with(node))
+            return self.plan(node, "avgpool", sign="keeps", note=f"{mode} resampling (weights >= 0), rule applied",
+                             **how)
+        raise self.unsupported(node, f"{mode} resampling (negative interpolation weights)")
 
     def propagate(self, node):
         """Attention weights and gates stay what they are through data movement."""
@@ -519,8 +676,9 @@ class _Planner:
             raise self.unsupported(node, "a sum with a scaling factor (alpha)")
         sub = _is(node, SUB)
         if len(dep) == 2:
-            if sub:
-                raise self.unsupported(node, "a difference of two input-dependent tensors")
+            if sub:  # a - b = a + (-1) b: the summand -b (exact for rules weighing pp/nn and pn/np alike)
+                return self.plan(node, "add", rel=tuple(dep), signs=(1, -1),
+                                 note="difference a - b (summands a and -b), rule applied")
             return self.plan(node, "add", rel=tuple(dep), note="residual sum, rule applied")
         operand = 0 if dep[0] is node.args[0] else 1
         rsub = sub and (operand == 1 or node.target == "__rsub__")
@@ -595,19 +753,43 @@ class _Planner:
                 self.plans[node] = NodePlan("gate", rel_inputs=(other,), path=module_path(node),
                                             note="gate x*g(x): relevance to x")
                 continue
-            self.plans[node] = NodePlan("weights?", rel_inputs=(), path=module_path(node))
-        # a product of two input-dependent tensors without a held factor must not carry relevance
-        relevant = self.relevant_nodes()
+            stat = [x for x in (a, b) if x in self.stats]
+            if len(stat) == 1 and not matmul and (_is(node, MUL) or (_is(node, DIV) and stat[0] is node.args[1])):
+                other = b if stat[0] is a else a
+                operand = list(node.args).index(other)
+                div = _is(node, DIV)
+
+                def build(args, kw, _o=operand, _div=div):
+                    return ops.DiagOp(1.0 / args[1 - _o] if _div else args[1 - _o])
+                if self.conv.normalisation == "pass":
+                    self.plans[node] = NodePlan("pass", rel_inputs=(other,), path=module_path(node),
+                                                note="scaled by a statistic (normalisation='pass': relevance unchanged)")
+                else:
+                    self.plans[node] = NodePlan("diag", rel_inputs=(other,), build=build, operand=operand,
+                                                path=module_path(node),
+                                                note="scaled by a statistic held constant, rule applied")
+                continue
+            self.plans[node] = NodePlan("weights?", rel_inputs=(a, b), path=module_path(node))
+        # A product of two input-dependent factors without a held one: attention logits
+        # when no relevance reaches it, else AttnLRP's uniform rule (half to each factor);
+        # a factor of a split product can make further products relevant (fixpoint).
+        while True:
+            relevant = self.relevant_nodes()
+            split = [n for n in pending if self.plans[n].kind == "weights?" and n in relevant]
+            if not split:
+                break
+            for node in split:
+                if _is(node, MUL) or _is(node, MATMUL_FUNCTIONS) or _is(node, MATMUL_METHODS):
+                    self.plans[node].kind = "product"
+                    self.plans[node].note = "product of two input-dependent factors: half the relevance to each"
+                    continue
+                exc = self.unsupported(node, "a quotient of two input-dependent tensors (neither is a statistic "
+                                             "held constant)")
+                if not self.collect:
+                    raise exc
+                self.failed(node, exc)
         for node in pending:
             if self.plans[node].kind == "weights?":
-                if node in relevant:
-                    exc = self.unsupported(
-                        node, "a product of two input-dependent tensors that is neither a gate x*sigmoid(...) nor "
-                              "an attention-weighted sum (softmax(...) @ v)")
-                    if not self.collect:
-                        raise exc
-                    self.failed(node, exc)
-                    continue
                 self.plans[node] = NodePlan("weights", path=module_path(node), note="attention logits")
         for node in self.nodes:
             if self.plans[node].kind == "weights" and node in relevant:
@@ -641,6 +823,17 @@ class _Planner:
                 if ins and all(a in out for a in ins):
                     out.add(node)
         return out
+
+
+def _call_with(node, global_mean_dims=None):
+    """Builder of a linear operator ``z -> target(z, *rest)`` with the call's own
+    run-time arguments (sizes may come from the input's shape)."""
+    from empirical.engine import ops
+
+    def build(args, kw):
+        rest = tuple(args[1:])
+        return ops.PoolOp(lambda z: _apply(node.target, node.op, (z,) + rest, kw), global_mean_dims=global_mean_dims)
+    return build
 
 
 def _rows_like(held, z):

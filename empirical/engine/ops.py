@@ -177,7 +177,7 @@ class _SignedOp:
 
 
 def conv_padding(module) -> tuple:
-    """A Conv2d's padding as two integers (``"valid"``; ``"same"`` where it is symmetric).
+    """A convolution's padding as integers (``"valid"``; ``"same"`` where it is symmetric).
 
     Raises ValueError for ``"same"`` padding that needs more zeros on one side
     (an even effective kernel size): not expressible as ``padding=(p, q)``.
@@ -186,7 +186,7 @@ def conv_padding(module) -> tuple:
     if not isinstance(pad, str):
         return tuple(pad)
     if pad == "valid":
-        return (0, 0)
+        return (0,) * len(module.kernel_size)
     out = []
     for k, d in zip(module.kernel_size, module.dilation):
         total = d * (k - 1)
@@ -197,18 +197,22 @@ def conv_padding(module) -> tuple:
 
 
 class ConvOp(_SignedOp):
-    """A 2-d convolution ``y = conv(z, W) + b`` (BatchNorm already folded)."""
+    """A 1-, 2- or 3-d convolution ``y = conv(z, W) + b`` (BatchNorm already folded)."""
 
     kind = "conv"
 
-    def __init__(self, module: torch.nn.Conv2d):
+    _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+    _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+
+    def __init__(self, module):
         W = module.weight.detach()
+        self.nd = W.dim() - 2
         self.stride, self.dilation, self.groups = module.stride, module.dilation, module.groups
         self.padding = conv_padding(module)
         self.bias = None if module.bias is None else module.bias.detach()
         self.cout = W.shape[0]
         fmt = _fmt_of(W)  # the canonical model's memory format (Explainer(channels_last=...))
-        self.bias_shape = (self.cout, 1, 1)
+        self.bias_shape = (self.cout,) + (1,) * self.nd
         if self.groups == 1:  # both weight parts in ONE call ([W+; W-] along the output channels)
             self.W2 = torch.cat([W.clamp(min=0), W.clamp(max=0)]).contiguous(memory_format=fmt)
             self._split_w2()
@@ -219,7 +223,7 @@ class ConvOp(_SignedOp):
         self._cache = {}
 
     def _conv(self, z, W):
-        return F.conv2d(z, W, None, self.stride, self.padding, self.dilation, self.groups)
+        return self._CONV[self.nd](z, W, None, self.stride, self.padding, self.dilation, self.groups)
 
     def parts(self, z):
         if self.W2 is not None:
@@ -240,15 +244,15 @@ class ConvOp(_SignedOp):
 
     def _out_pad(self, in_hw, out_hw):
         pads = []
-        for i in range(2):
+        for i in range(self.nd):
             k = self.Wp.shape[2 + i]
             base = (out_hw[i] - 1) * self.stride[i] - 2 * self.padding[i] + self.dilation[i] * (k - 1) + 1
             pads.append(in_hw[i] - base)
         return tuple(pads)
 
     def _convT(self, g, W, in_shape):
-        op = self._out_pad(in_shape[-2:], g.shape[-2:])
-        return F.conv_transpose2d(g, W, None, self.stride, self.padding, op, self.groups, self.dilation)
+        op = self._out_pad(in_shape[-self.nd:], g.shape[-self.nd:])
+        return self._CONV_T[self.nd](g, W, None, self.stride, self.padding, op, self.groups, self.dilation)
 
     @property
     def _multi_dim(self):
@@ -467,23 +471,70 @@ def groupnorm_diag(z, groups, weight, bias, eps) -> DiagOp:
 
 
 class MatmulConstOp(_NonNegOp):
-    """``y = A @ v`` with a constant non-negative matrix ``A`` (attention weights)."""
+    """``y = A @ v`` with a constant non-negative matrix ``A`` (attention weights);
+    ``groups > 1``: ``v`` has one head per group of ``A``'s heads (grouped-query attention)."""
 
     kind = "attention"
 
-    def __init__(self, A):
-        self.A = A
+    def __init__(self, A, groups=1):
+        self.A, self.groups = A, groups
 
     def _rep(self, n):
         k = n // self.A.shape[0]
         return self.A if k == 1 else self.A.repeat(k, *([1] * (self.A.dim() - 1)))
 
     def parts(self, z):
+        if self.groups > 1:
+            z = z.repeat_interleave(self.groups, -3)
         o = self._rep(z.shape[0]) @ z
         return o, None, o
 
     def transpose(self, g, in_shape):
-        return self._rep(g.shape[0]).transpose(-2, -1) @ g
+        t = self._rep(g.shape[0]).transpose(-2, -1) @ g
+        return t if self.groups == 1 else t.unflatten(-3, (-1, self.groups)).sum(-3)
+
+
+def sdpa_weights(q, k, attn_mask=None, is_causal=False, scale=None, enable_gqa=False):
+    """The attention weights ``A = softmax(q k^T scale + mask)`` of
+    ``F.scaled_dot_product_attention`` (``scale`` default ``1/sqrt(E)``; a boolean
+    ``attn_mask`` marks the entries that take part, a float one is added;
+    ``is_causal``: lower-triangular; ``enable_gqa``: key heads shared by groups of
+    query heads).  The fused kernel's output is ``A @ v``: affine in ``v`` with
+    weights ``>= 0`` once ``A`` is held constant."""
+    if enable_gqa and k.shape[-3] != q.shape[-3]:
+        k = k.repeat_interleave(q.shape[-3] // k.shape[-3], -3)
+    s = (1.0 / q.shape[-1] ** 0.5) if scale is None else scale
+    logits = (q @ k.transpose(-2, -1)) * s
+    L, S = q.shape[-2], k.shape[-2]
+    if is_causal:
+        keep = torch.ones(L, S, dtype=torch.bool, device=q.device).tril()
+        logits = logits.masked_fill(~keep, float("-inf"))
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            logits = logits.masked_fill(~attn_mask, float("-inf"))
+        else:
+            logits = logits + attn_mask
+    return torch.softmax(logits, dim=-1)
+
+
+def product_split(fn, a, b, R, K):
+    """AttnLRP's uniform rule at a product ``Z = fn(a, b)`` of two input-dependent
+    factors (elementwise, ``@``, ``einsum``): each factor receives half of the
+    relevance, ``R_a = a * VJP_a(R / Z) / 2`` and ``R_b = b * VJP_b(R / Z) / 2``
+    (``0/0 := 0``).  As a modified gradient: the gradient to each factor halved,
+    which is what the LRP-0 oracle does.  ``R`` holds ``K`` stacked rules."""
+    la, lb = a.detach().requires_grad_(True), b.detach().requires_grad_(True)
+    with torch.enable_grad():
+        Z = fn(la, lb)
+    n = Z.shape[0]
+    outs_a, outs_b = [], []
+    for k in range(K):
+        Rk = R[k * n : (k + 1) * n]
+        g = torch.nan_to_num(Rk / Z.detach(), nan=0.0, posinf=0.0, neginf=0.0)
+        ga, gb = torch.autograd.grad(Z, (la, lb), g, retain_graph=k < K - 1, allow_unused=True)
+        outs_a.append(torch.zeros_like(a) if ga is None else a * ga * 0.5)
+        outs_b.append(torch.zeros_like(b) if gb is None else b * gb * 0.5)
+    return torch.cat(outs_a), torch.cat(outs_b)
 
 
 def linear_vjp(fn, shape, g):

@@ -1,0 +1,179 @@
+"""One spelling per operation: functional calls with constant parameters become their modules.
+
+``F.conv2d(x, w, b, ...)``, ``torch.conv2d``, ``F.linear(x, w, b)``,
+``F.batch_norm(x, running_mean, running_var, w, b, training=False, ...)`` and
+``torch.batch_norm`` compute exactly what ``nn.Conv2d``, ``nn.Linear`` and
+``nn.BatchNorm2d`` compute when their parameters are constants of the input
+(parameters, buffers, or tensors computed from them only: :func:`
+empirical.engine.tracing.fold_constants` has turned those into buffers).
+:func:`lift_functional` rewrites each such call into a call of the module
+(sharing the tensors, no copy), so that everything downstream — BatchNorm
+folding ([P1] Sec. 3.1.2), the node-kind table, the depth — sees one spelling
+and gives it one treatment.
+
+:data:`LIFTS` is the table: callable -> (argument names in the callable's own
+order, the module builder).  A call whose weight depends on the input (a
+hypernetwork) is left alone and refused by the node-kind table.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+from empirical.engine.kinds import module_path
+from empirical.engine.tracing import SHAPE
+
+_CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+_CONV_DEFAULTS = {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1}
+_LINEAR_ARGS = ("input", "weight", "bias")
+_F_BN_ARGS = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
+_TORCH_BN_ARGS = ("input", "weight", "bias", "running_mean", "running_var", "training", "momentum", "eps",
+                  "cudnn_enabled")
+_BN_DEFAULTS = {"weight": None, "bias": None, "training": False, "momentum": 0.1, "eps": 1e-5}
+
+
+def _bind(node, names, defaults):
+    a = dict(defaults)
+    a.update(zip(names, node.args))
+    a.update(node.kwargs)
+    return a
+
+
+def _const_tensor(gm, v):
+    """The tensor of a ``get_attr`` node (None for None); ``False`` when ``v`` is not constant."""
+    if v is None:
+        return None
+    if isinstance(v, fx.Node) and v.op == "get_attr":
+        obj = gm
+        for part in v.target.split("."):
+            obj = getattr(obj, part)
+        return obj if torch.is_tensor(obj) else False
+    return False
+
+
+def _param(t):
+    return nn.Parameter(t, requires_grad=False)
+
+
+def _conv_module(gm, node, a):
+    W = _const_tensor(gm, a["weight"])
+    b = _const_tensor(gm, a["bias"])
+    if W is False or W is None or b is False:
+        return None
+    if any(isinstance(a[k], fx.Node) for k in ("stride", "padding", "dilation", "groups")):
+        return None
+    nd = W.dim() - 2
+    cls = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}.get(nd)
+    if cls is None:
+        return None
+    groups = a["groups"]
+    m = cls(W.shape[1] * groups, W.shape[0], tuple(W.shape[2:]), stride=a["stride"], padding=a["padding"],
+            dilation=a["dilation"], groups=groups, bias=b is not None, device="meta")
+    m.weight = _param(W)
+    if b is not None:
+        m.bias = _param(b)
+    return m
+
+
+def _linear_module(gm, node, a):
+    W = _const_tensor(gm, a["weight"])
+    b = _const_tensor(gm, a["bias"])
+    if W is False or W is None or W.dim() != 2 or b is False:
+        return None
+    m = nn.Linear(W.shape[1], W.shape[0], bias=b is not None, device="meta")
+    m.weight = _param(W)
+    if b is not None:
+        m.bias = _param(b)
+    return m
+
+
+def _bn_module(gm, node, a):
+    mean, var = _const_tensor(gm, a["running_mean"]), _const_tensor(gm, a["running_var"])
+    w, b = _const_tensor(gm, a["weight"]), _const_tensor(gm, a["bias"])
+    if a["training"] is not False or any(t is None or t is False for t in (mean, var)) or w is False or b is False:
+        return None
+    if isinstance(a["eps"], fx.Node):
+        return None
+    shape = a["input"].meta.get(SHAPE) if isinstance(a["input"], fx.Node) else None
+    cls = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}.get(len(shape) if shape else 4)
+    m = cls(mean.shape[0], eps=float(a["eps"]), affine=False, device="meta")
+    m.running_mean, m.running_var = mean, var
+    m.num_batches_tracked = None
+    if w is not None or b is not None:
+        m.affine = True
+        m.weight = _param(w if w is not None else torch.ones_like(mean))
+        m.bias = _param(b if b is not None else torch.zeros_like(mean))
+    return m
+
+
+#: callable -> (its argument names, defaults, module builder)
+LIFTS = {
+    F.conv1d: (_CONV_ARGS, _CONV_DEFAULTS, _conv_module),
+    F.conv2d: (_CONV_ARGS, _CONV_DEFAULTS, _conv_module),
+    F.conv3d: (_CONV_ARGS, _CONV_DEFAULTS, _conv_module),
+    torch.conv1d: (_CONV_ARGS, _CONV_DEFAULTS, _conv_module),
+    torch.conv2d: (_CONV_ARGS, _CONV_DEFAULTS, _conv_module),
+    torch.conv3d: (_CONV_ARGS, _CONV_DEFAULTS, _conv_module),
+    F.linear: (_LINEAR_ARGS, {"bias": None}, _linear_module),
+    F.batch_norm: (_F_BN_ARGS, _BN_DEFAULTS, _bn_module),
+    torch.batch_norm: (_TORCH_BN_ARGS, _BN_DEFAULTS, _bn_module),
+}
+
+
+def _free_name(gm, path, what):
+    """``<module path>.<function>`` (the user's module path stays in every message), made unique."""
+    base = what if path in ("", "<root>") else f"{path}.{what}"
+    name, i = base, 1
+    while _exists(gm, name):
+        name, i = f"{base}_{i}", i + 1
+    return name
+
+
+def _exists(gm, dotted):
+    obj = gm
+    for part in dotted.split("."):
+        if not hasattr(obj, part):
+            return False
+        obj = getattr(obj, part)
+    return True
+
+
+def lift_functional(gm: fx.GraphModule) -> int:
+    """Rewrite the calls of :data:`LIFTS` with constant parameters into module calls.
+
+    Returns the number of rewritten nodes.
+    """
+    lifted = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function":
+            continue
+        try:
+            entry = LIFTS.get(node.target)
+        except TypeError:  # unhashable target
+            entry = None
+        if entry is None:
+            continue
+        names, defaults, build = entry
+        a = _bind(node, names, defaults)
+        if not isinstance(a.get("input"), fx.Node):
+            continue
+        mod = build(gm, node, a)
+        if mod is None:
+            continue
+        name = _free_name(gm, module_path(node), node.target.__name__)
+        gm.add_submodule(name, mod)
+        with gm.graph.inserting_before(node):
+            new = gm.graph.call_module(name, (a["input"],))
+        new.meta = dict(node.meta)
+        new.meta.setdefault("nn_module_stack", node.meta.get("nn_module_stack"))
+        node.replace_all_uses_with(new)
+        gm.graph.erase_node(node)
+        lifted += 1
+    if lifted:
+        gm.graph.eliminate_dead_code()
+        gm.graph.lint()
+        gm.recompile()
+    return lifted

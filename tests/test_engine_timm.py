@@ -1,0 +1,130 @@
+"""timm networks: every operation spelling the engine learnt for them, against the LRP-0 oracle.
+
+A fast slice of the timm coverage sweep (``benchmarks/bench_coverage.py --zoo
+timm``): timm's own tiny test models (random weights, float64, statistics
+randomised) and a small network built from timm's layers for the blockers those
+do not reach (a shape-dependent ``forward``, an ECA gate, PoolFormer's
+``pool(x) - x``, SwiGLU's two-branch product).  Exactness is the LRP-0
+identity of :mod:`empirical.oracle`, which shares no code with the engine.
+"""
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from empirical.engine import Explainer, UnsupportedModuleError
+from empirical.oracle import compare_with_engine, randomise_batchnorm_stats
+
+timm = pytest.importorskip("timm")
+
+pytestmark = pytest.mark.torch
+
+TOL = 1e-8
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _timm_model(name):
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False)
+    randomise_batchnorm_stats(model, generator=torch.Generator().manual_seed(1))
+    for mod in model.modules():  # zero-initialised heads would make every map 0 (a trivially exact comparison)
+        if isinstance(mod, nn.Linear) and not bool(mod.weight.abs().sum()):
+            nn.init.normal_(mod.weight, std=0.05)
+    return model
+
+
+# model -> the blocker of the baseline engine it covers
+TIMM_CASES = {
+    "test_efficientnet": "functional F.batch_norm (BatchNormAct2d)",
+    "test_vit": "fused scaled_dot_product_attention, default forward() arguments",
+    "test_vit_relpos": "attention with a relative-position bias folded from its table",
+    "test_nfnet": "weight-standardised convolution (weight computed in forward)",
+    "test_mambaout": "gated convolution: a product of two input-dependent branches",
+    "test_coatnet": "functional batch_norm, relative-position attention, F.linear",
+}
+
+
+@pytest.mark.parametrize("name", sorted(TIMM_CASES))
+def test_timm_test_model_lrp0_equals_the_oracle(name):
+    r = compare_with_engine(_timm_model(name), torch.randn(1, 3, 160, 160, generator=torch.Generator().manual_seed(2)))
+    assert r["lrp0_reference_norm"] > 0
+    assert r["lrp0_oracle_rel_error"] <= TOL, (name, TIMM_CASES[name], r)
+    assert r["gradient_rel_error"] <= 1e-10, (name, r)
+
+
+class TimmBlocks(nn.Module):
+    """A small network from timm's layers: TF-"same" padding computed from the input
+    shape (``Conv2dSame``), ECA's ``x * sigmoid(conv1d(...)).view(...).expand_as(x)``,
+    PoolFormer's token mixer ``pool(x) - x``, a SwiGLU MLP and a GRN-style product
+    with a held norm."""
+
+    def __init__(self):
+        super().__init__()
+        from timm.layers import EcaModule, SwiGLU, create_conv2d
+
+        self.conv = create_conv2d(3, 8, 3, stride=2, padding="same")
+        self.eca = EcaModule(8)
+        self.pool = nn.AvgPool2d(3, 1, 1, count_include_pad=False)
+        self.mlp = SwiGLU(8, 16)
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = F.gelu(self.conv(x))
+        x = self.eca(x)
+        x = x + (self.pool(x) - x)
+        t = x.flatten(2).transpose(1, 2)
+        t = t + self.mlp(t)
+        n = torch.norm(t, p=2, dim=1, keepdim=True)
+        t = t + t * (n / (n.mean(-1, keepdim=True) + 1e-6))
+        return self.head(t.mean(1))
+
+
+@pytest.mark.parametrize("hw", [17, 24])
+def test_timm_blocks_lrp0_equals_the_oracle_at_two_input_sizes(hw):
+    torch.manual_seed(0)
+    model = TimmBlocks().double()
+    r = compare_with_engine(model, torch.randn(2, 3, hw, hw, dtype=torch.float64))
+    assert r["lrp0_reference_norm"] > 0
+    assert r["lrp0_oracle_rel_error"] <= TOL, r
+
+
+def test_a_shape_dependent_forward_is_traced_again_for_each_input_shape():
+    torch.manual_seed(0)
+    ex = Explainer(TimmBlocks(), dtype=torch.float64, input_shape=(3, 17, 17))
+    assert ex.gm.specialised_shape == (3, 17, 17)  # Conv2dSame asks Python about the padding
+    a = ex.attribute(torch.randn(1, 3, 17, 17), ["lrp_zero"]).maps["lrp_zero"]
+    b = ex.attribute(torch.randn(1, 3, 24, 24), ["lrp_zero"]).maps["lrp_zero"]
+    assert ex.gm.specialised_shape == (3, 24, 24) and a.shape[-1] == 17 and b.shape[-1] == 24
+    assert set(ex._graphs) == {(3, 17, 17), (3, 24, 24)}
+
+
+def test_the_engine_does_not_modify_the_callers_timm_model():
+    model = _timm_model("test_efficientnet")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    Explainer(model, dtype=torch.float64).attribute(torch.randn(1, 3, 64, 64), ["lrp_beta_1", "lrp_zero"])
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(type(m) is not nn.Module for m in model.modules())  # nothing lifted into the caller's model
+
+
+def test_lstm_is_refused_with_its_module_path():
+    class Seq(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(4, 4)
+            self.rnn = nn.LSTM(4, 4, batch_first=True)
+
+        def forward(self, x):
+            return self.rnn(self.proj(x))[0][:, -1]
+
+    with pytest.raises(UnsupportedModuleError, match="'rnn' of type LSTM") as exc:
+        Explainer(Seq(), input_shape=(3, 4))
+    assert "\n" not in str(exc.value)
