@@ -73,6 +73,10 @@ Products of two input-dependent tensors (AttnLRP's uniform rule)
     (gMLP's spatial gating, SwiGLU).  Gates and attention weights are detached
     above, so their products are untouched; a product of ``t`` with itself keeps
     the plain derivative.
+Quotients of two input-dependent tensors (divisor held constant)
+    ``a / b`` with both carrying gradient (``/``, ``div``, ``true_divide``): ``b``
+    detached, a normalisation like LayerNorm's (EfficientViT's linear attention
+    ``(v k^T) q / (1^T k^T q)``).
 Max pooling, everything else
     Plain autograd (max pooling: winner-take-all).
 
@@ -134,6 +138,10 @@ _HELD_STATISTICS = {f for f in _candidates("norm") + [torch.linalg.vector_norm, 
 _PRODUCTS = set(_candidates("mul") + _candidates("matmul") + _candidates("bmm") + [
     torch.Tensor.__mul__, torch.Tensor.__rmul__, torch.Tensor.__matmul__, torch.Tensor.__rmatmul__,
     torch.einsum])
+
+
+#: quotients of two input-dependent tensors: the divisor is held constant (a normalisation)
+_QUOTIENTS = set(_candidates("div") + _candidates("true_divide") + [torch.Tensor.__truediv__])
 
 
 def _half_gradient(t):
@@ -380,6 +388,8 @@ class OracleMode(TorchFunctionMode):
             return _REPLACED[func](*args, **kwargs)
         if func in _HELD_STATISTICS:
             return func(*args, **kwargs).detach()
+        if func in _QUOTIENTS and len(args) >= 2 and all(torch.is_tensor(t) and t.requires_grad for t in args[:2]):
+            return func(args[0], args[1].detach(), *args[2:], **kwargs)
         if func in _PRODUCTS:
             ops = list(args[1:]) if func is torch.einsum else list(args)
             flat = ops[0] if func is torch.einsum and len(ops) == 1 and isinstance(ops[0], (list, tuple)) else ops

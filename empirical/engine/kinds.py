@@ -316,6 +316,7 @@ class _Planner:
         self.softmax = set()  # attention weights (softmax outputs, moved/dropped only)
         self.gates = set()  # sigmoid-type outputs (moved only)
         self.stats = set()  # statistics held constant (norms, and what is computed from them only)
+        self.mixed = set()  # attention weights mixed by further operations (talking heads): held, any sign
         self.plans = {}
 
     # ------------------------------------------------------------------ helpers
@@ -386,9 +387,20 @@ class _Planner:
         if not dep:
             return self.plan(node, "const", rel=())
         self.dep[node] = True
+        ins = self.dep_args(node)
+        if ins and all(a in self.softmax or a in self.mixed for a in ins) and not self.keeps_weights(node):
+            self.mixed.add(node)
+            return self.plan(node, "weights", rel=(), note="attention weights mixed after the softmax: held constant")
         if node.op == "call_module":
             return self.classify_module(node)
         return self.classify_call(node)
+
+    def keeps_weights(self, node) -> bool:
+        """Data movement, identity and softmax keep attention weights what they are (>= 0)."""
+        if node.op == "call_module":
+            return isinstance(self.modules[node.target], ROUTE_MODULES + IDENTITY_MODULES + (nn.Softmax,))
+        return any(_is(node, f) for f in (ROUTE_FUNCTIONS, ROUTE_METHODS, IDENTITY_FUNCTIONS, IDENTITY_METHODS,
+                                          SOFTMAX_FUNCTIONS, SOFTMAX_METHODS))
 
     def classify_module(self, node) -> NodePlan:
         from empirical.engine import ops
@@ -559,6 +571,19 @@ class _Planner:
             return self.plan(node, "weights", rel=(), note="computed from statistics only: held constant")
         return None
 
+    def const_matmul(self, node, operand):
+        """``z @ W`` with a constant 2-d ``W``: the linear layer ``F.linear(z, W^T)``."""
+        from empirical.engine import ops
+
+        other = node.args[1 - operand] if len(node.args) == 2 else None
+        shape = other.meta.get(SHAPE) if isinstance(other, fx.Node) else None
+        if operand != 0 or node.target is torch.einsum or shape is None or len(shape) != 2:
+            raise self.unsupported(node, "a matrix product with a constant matrix other than z @ W (2-d W)")
+
+        def build(args, kw):
+            return ops.LinearOp(args[1].transpose(0, 1))
+        return self.plan(node, "linear", rel=(node.args[0],), build=build, note="z @ W with W constant, rule applied")
+
     def sdpa(self, node):
         """``F.scaled_dot_product_attention``: ``A @ v`` with ``A`` held constant."""
         from empirical.engine import ops
@@ -651,6 +676,8 @@ class _Planner:
         ins = self.dep_args(node)
         if ins and all(a in self.softmax for a in ins):
             self.softmax.add(node)
+        elif ins and all(a in self.softmax or a in self.mixed for a in ins):
+            self.mixed.add(node)
         if ins and all(a in self.gates for a in ins):
             self.gates.add(node)
 
@@ -703,7 +730,7 @@ class _Planner:
             if operand is None:
                 raise self.unsupported(node, "the input-dependent operand must be positional")
             if matmul:
-                raise self.unsupported(node, "a matrix product with a constant matrix (write it as nn.Linear)")
+                return self.const_matmul(node, operand)
             if _is(node, DIV) and operand != 0:
                 raise self.unsupported(node, "division by an input-dependent tensor")
             div = _is(node, DIV)
@@ -726,8 +753,20 @@ class _Planner:
         for node in pending:
             a, b = self.plans[node].rel_inputs
             matmul = _is(node, MATMUL_FUNCTIONS) or _is(node, MATMUL_METHODS)
-            held = [x for x in (a, b) if x in self.softmax]
+            held = [x for x in (a, b) if x in self.softmax or x in self.mixed]
             gate = [x for x in (a, b) if x in self.gates]
+            if len(held) == 1 and held[0] in self.mixed and matmul:
+                other = b if held[0] is a else a
+                if _is(node, {"einsum"}) or node.target is torch.einsum or other is not node.args[1]:
+                    self.plans[node] = NodePlan("weights?", rel_inputs=(a, b), path=module_path(node))
+                    continue
+
+                def build(args, kw):
+                    return ops.HeldMatmulOp(args[0])
+                self.plans[node] = NodePlan("attnsum", rel_inputs=(other,), build=build, operand=1,
+                                            path=module_path(node),
+                                            note="sum weighted by mixed attention weights (any sign) held constant")
+                continue
             if len(held) == 1:
                 other = b if held[0] is a else a
                 operand = list(node.args).index(other)
@@ -754,6 +793,8 @@ class _Planner:
                                             note="gate x*g(x): relevance to x")
                 continue
             stat = [x for x in (a, b) if x in self.stats]
+            if _is(node, DIV) and not stat and node.args[1] in (a, b) and node.args[0] in (a, b):
+                stat = [node.args[1]]  # a / b: the divisor held constant, a normalisation (linear attention)
             if len(stat) == 1 and not matmul and (_is(node, MUL) or (_is(node, DIV) and stat[0] is node.args[1])):
                 other = b if stat[0] is a else a
                 operand = list(node.args).index(other)
