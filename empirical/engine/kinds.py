@@ -343,18 +343,27 @@ class _Planner:
         """``collect=True``: record the error, keep the node in the graph (relevance stops)."""
         self.dep[node] = True
         self.errors.append(str(exc))
+        self.failures.append((self.index[node], exc))
         self.plans[node] = NodePlan("unsupported", path=module_path(node), note=str(exc))
 
     # ------------------------------------------------------------------ pass 1: forward
     def run(self) -> GraphPlan:
+        """Both passes collect every failure; without ``collect`` the first one in
+        graph order is raised (a product resolved in pass 2 can precede a pass-1 failure)."""
+        self.index = {n: i for i, n in enumerate(self.nodes)}
+        self.failures = []
+        collect, self.collect = self.collect, True
         for node in self.nodes:
             try:
                 self.plans[node] = self.classify(node)
             except UnsupportedModuleError as exc:
-                if not self.collect or node.op in ("placeholder", "output"):
+                if node.op in ("placeholder", "output"):
                     raise
                 self.failed(node, exc)
         self.resolve_products()
+        self.collect = collect
+        if self.failures and not collect:
+            raise min(self.failures, key=lambda f: f[0])[1]
         plan = GraphPlan(nodes=self.nodes, plans=self.plans, unsupported=self.errors)
         plan.depth = relevance_depths(plan)
         plan.nonneg = self.nonneg_nodes()
