@@ -26,7 +26,8 @@ The model
     :class:`torch.overrides.TorchFunctionMode` active during that forward pass.
 Activations (derivative -> secant ``sigma(z)/z``, ``:= 0`` at ``z = 0``)
     ``relu``, ``relu6``/``hardtanh``, ``gelu``, ``silu``, ``hardswish``, ``mish``,
-    ``elu``, ``selu``, ``celu``, ``leaky_relu``, ``softplus``, ``tanh``, whether
+    ``elu``, ``selu``, ``celu``, ``leaky_relu``, ``softplus``, ``tanh``, ``z ** c``
+    with a constant exponent (``pow``; StarReLU's ``relu(x) ** 2``), whether
     called as modules (``nn.ReLU`` ... call these functions), from
     ``torch.nn.functional``, ``torch`` or as ``Tensor`` methods, including the
     in-place variants (evaluated out of place and copied into their input).  The
@@ -140,6 +141,8 @@ _PRODUCTS = set(_candidates("mul") + _candidates("matmul") + _candidates("bmm") 
     torch.einsum])
 
 
+#: ``z ** c`` (constant exponent): an activation, derivative -> secant ``z**c / z``
+_POWERS = set(_candidates("pow") + [torch.Tensor.__pow__])
 #: quotients of two input-dependent tensors: the divisor is held constant (a normalisation)
 _QUOTIENTS = set(_candidates("div") + _candidates("true_divide") + [torch.Tensor.__truediv__])
 
@@ -386,6 +389,9 @@ class OracleMode(TorchFunctionMode):
             return _write_back(target, value.detach())
         if func in _REPLACED:
             return _REPLACED[func](*args, **kwargs)
+        if (func in _POWERS and len(args) == 2 and torch.is_tensor(args[0]) and args[0].requires_grad
+                and isinstance(args[1], (int, float)) and not kwargs):
+            return _Secant.apply(args[0], func(args[0].detach(), args[1]))
         if func in _HELD_STATISTICS:
             return func(*args, **kwargs).detach()
         if func in _QUOTIENTS and len(args) >= 2 and all(torch.is_tensor(t) and t.requires_grad for t in args[:2]):

@@ -257,6 +257,8 @@ NORM_FUNCTIONS = {torch.norm, torch.linalg.vector_norm, torch.linalg.norm}
 NORM_METHODS = {"norm"}
 NORMALIZE_FUNCTIONS = {F.normalize}
 INTERPOLATE_FUNCTIONS = {F.interpolate, F.upsample, F.upsample_nearest, F.upsample_bilinear}
+#: ``z ** c`` with a constant exponent: an elementwise nonlinearity (StarReLU's ``relu(x) ** 2``)
+POW = {torch.pow, operator.pow, "pow", "__pow__"}
 ADDCMUL = {torch.addcmul, "addcmul"}
 ADDCDIV = {torch.addcdiv, "addcdiv"}
 MATMUL_FUNCTIONS = {operator.matmul, torch.matmul, torch.bmm, torch.einsum}
@@ -477,7 +479,7 @@ class _Planner:
         if isinstance(mod, ACTIVATION_MODULES):
             sign = "nonneg" if type(mod) in NONNEG_MODULES else None
             return self.plan(node, "pass", sign=sign, note="activation, relevance unchanged")
-        raise self.unsupported(node, "no LRP treatment is defined for this module type")
+        return self.untreated(node, "no LRP treatment is defined for this module type")
 
     def elementwise(self, node, build, note, operand=0):
         if self.conv.normalisation == "pass":
@@ -499,6 +501,10 @@ class _Planner:
             return self.sdpa(node)
         if _is(node, SUM_FUNCTIONS) or _is(node, SUM_METHODS):
             return self.reduce_sum(node)
+        if _is(node, POW) and len(node.args) == 2 and isinstance(node.args[1], (int, float)) and (
+                isinstance(node.args[0], fx.Node) and self.dep.get(node.args[0])):
+            return self.plan(node, "pass", rel=(node.args[0],), note="power with a constant exponent: an "
+                                                                      "activation, relevance unchanged")
         if _is(node, ADDCMUL) or _is(node, ADDCDIV):
             return self.addc(node)
         if _is(node, NORMALIZE_FUNCTIONS):
@@ -565,9 +571,15 @@ class _Planner:
                 keeps = mode == "constant" and not isinstance(value, fx.Node) and (value or 0) >= 0
             return self.plan(node, "route", rel=self.dep_args(node), sign="keeps" if keeps else None,
                              note="data movement")
-        raise self.unsupported(node, "no LRP treatment is defined for this operation")
+        return self.untreated(node, "no LRP treatment is defined for this operation")
 
     # ------------------------------------------------------------------ operations
+    def untreated(self, node, why):
+        """An operation without a treatment: an error only if relevance reaches it
+        (decided with the products, :meth:`resolve_products`); one that only feeds
+        attention logits, statistics or held divisors needs none."""
+        return NodePlan("untreated?", path=module_path(node), note=str(self.unsupported(node, why)))
+
     def held_statistic(self, node):
         """A norm of an input-dependent tensor, or arithmetic on statistics only: a
         statistic held constant in the backward pass (like LayerNorm's)."""
@@ -842,6 +854,14 @@ class _Planner:
             if self.plans[node].kind == "weights?":
                 self.plans[node] = NodePlan("weights", path=module_path(node), note="attention logits")
         for node in self.nodes:
+            p = self.plans[node]
+            if p.kind == "untreated?":
+                if node in relevant:
+                    self.failed(node, UnsupportedModuleError(p.note))
+                else:
+                    self.plans[node] = NodePlan("weights", path=p.path,
+                                                note="no relevance reaches it, so it needs no treatment")
+        for node in self.nodes:
             if self.plans[node].kind == "weights" and node in relevant:
                 exc = self.unsupported(node, "a softmax whose output is used as a value, not as attention weights")
                 if not self.collect:
@@ -857,7 +877,7 @@ class _Planner:
             p = self.plans[node]
             if node.op == "output" or node in out:
                 out.add(node)
-                if p.kind in ("weights?", "weights"):
+                if p.kind in ("weights?", "weights", "untreated?"):
                     continue
                 out.update(p.rel_inputs)
         return out
