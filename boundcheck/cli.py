@@ -57,6 +57,57 @@ def build_parser(argv_command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _out_entries(out) -> set | None:
+    """Every path under ``--out`` (relative), or None when it does not exist: the state a refusal restores."""
+    import os
+    from pathlib import Path
+
+    if out is None:
+        return None
+    root = Path(out)
+    if not root.is_dir():
+        return None
+    found = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = Path(dirpath).relative_to(root)
+        found.update(str(rel / n) for n in dirnames + filenames)
+    return found
+
+
+#: files a run writes before its first unit of work (configuration, empty result files): removing them on
+#: a refusal loses nothing computed
+_SETUP_FILES = frozenset({"config.json"})
+
+
+def restore_out(out, before: set | None) -> None:
+    """Put ``--out`` back as a refused run found it: remove what the run created, when that is only set-up.
+
+    Files a refused run created are removed only when each is a configuration file (:data:`_SETUP_FILES`)
+    or empty, so results already computed are never lost; folders it created are removed when empty.
+    """
+    import shutil
+    from pathlib import Path
+
+    if out is None:
+        return
+    root = Path(out)
+    if not root.is_dir():
+        return
+    after = _out_entries(root) or set()
+    new = sorted(after - (before or set()), key=lambda r: -r.count("/"))
+    new_files = [root / r for r in new if (root / r).is_file()]
+    if any(p.name not in _SETUP_FILES and p.stat().st_size > 0 for p in new_files):
+        return  # work was done: keep it (a resume continues from it)
+    for p in new_files:
+        p.unlink()
+    for r in new:
+        d = root / r
+        if d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
+    if before is None and not any(root.iterdir()):
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
@@ -70,10 +121,17 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         module = importlib.import_module(COMMANDS[args.command][0])
         if args.command in ALLOCATION_HEAVY:
-            from empirical.runtime import retain_freed_memory
+            from empirical.runtime import quiet_third_party_warnings, retain_freed_memory
 
             retain_freed_memory()
-        return int(module.run(args) or 0)
+            quiet_third_party_warnings()
+        out = getattr(args, "out", None) if args.command in ALLOCATION_HEAVY else None
+        before = _out_entries(out)
+        try:
+            return int(module.run(args) or 0)
+        except (InputError, FileNotFoundError, NotADirectoryError, PermissionError):
+            restore_out(out, before)  # a refused run leaves --out as it found it
+            raise
     except InputError as exc:
         print(f"boundcheck: error: {exc}", file=sys.stderr)
         return 2

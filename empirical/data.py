@@ -343,3 +343,27 @@ def load_image(path):
 def _first_line(exc) -> str:
     lines = [t.strip() for t in str(exc).splitlines() if t.strip()]
     return lines[0][:300] if lines else "unreadable"
+
+
+#: where each source's labels come from (said when a label does not fit the model)
+_LABEL_ORIGIN = {
+    "foolbox": "the shipped photo's file name (imagenet_<k>_<label>.jpg)",
+    "imagenet-val-flat": "the --labels file",
+    "imagenet-val-wnid": "the image's wnid folder",
+}
+
+
+def check_labels(items, num_classes: int, source: dict | None = None) -> None:
+    """Refuse, before any work, an image label outside ``[0, num_classes)`` (one line).
+
+    The attribution target is an image's label when it has one, else the model's prediction;
+    the message names where the label came from and how to get a target the model has.
+    """
+    kind = (source or {}).get("kind", "")
+    for it in items:
+        if it.label is not None and not 0 <= it.label < num_classes:
+            origin = _LABEL_ORIGIN.get(kind, "the image source")
+            raise InputError(
+                f"image {it.id}: its label {it.label} (from {origin}) is outside the model's {num_classes} classes; "
+                "give unlabelled images (--images DIR or --image FILE), whose target is the model's prediction"
+            )

@@ -140,7 +140,7 @@ class LoadedModel:
     @property
     def weights_label(self) -> str:
         """``"trained weights"`` or ``"random weights"``: what every report says about the weights."""
-        return "trained weights" if self.trained else "random weights"
+        return weights_label(self.trained)
 
 
 def _one_line(exc: BaseException, limit: int = 300) -> str:
@@ -882,6 +882,25 @@ def _resolve(spec, *args) -> LoadedModel:
     close = difflib.get_close_matches(spec, [*names, LITE0], n=5, cutoff=0.5)
     hint = f"closest: {', '.join(close)}" if close else f"{len(names) + 1} names, see list_classifiers()"
     raise InputError(f"unknown model {spec!r} ({hint}); or give FILE.py:build / package.module:build")
+
+
+def trained_weights(spec: str, weights=None, random_weights: bool = False) -> bool:
+    """Whether ``spec`` with these options runs on trained weights (known before loading anything).
+
+    ``random_weights`` -> False; ``weights`` FILE -> True; a user model (``FILE.py:build`` /
+    ``package.module:build``) without a file -> False (its callable initialises it); a built-in
+    name (torchvision, Lite0, ``timm:NAME``) -> True (the cache / shipped file, or an error).
+    """
+    if random_weights:
+        return False
+    if weights is not None:
+        return True
+    return not (":" in str(spec) and not str(spec).startswith(TIMM_PREFIX))
+
+
+def weights_label(trained: bool) -> str:
+    """The words every report uses: ``"trained weights"`` or ``"random weights"``."""
+    return "trained weights" if trained else "random weights"
 
 
 def load_model(name: str, weights: str | os.PathLike | None = None, pretrained: bool = True) -> LoadedModel:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from boundcheck.errors import InputError
@@ -148,6 +148,10 @@ def validate(opts: AuditOptions) -> AuditOptions:
         raise InputError(f"--weights file not found: {opts.weights}")
     if opts.weights is not None and not opts.pretrained:
         raise InputError("--random-weights and --weights exclude each other")
+    from empirical.models import trained_weights
+
+    # what the run really uses: a user model without --weights is randomly initialised by its callable
+    opts = replace(opts, pretrained=trained_weights(opts.model, opts.weights, not opts.pretrained))
     device = opts.device
     if device == "auto":
         import torch
@@ -232,8 +236,8 @@ def run_audit(opts: AuditOptions, model=None) -> dict:
     t0 = time.perf_counter()
     if opts.device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda requested but CUDA is not available")
-    items, _ = list_images(imagenet_val=opts.imagenet_val, labels=opts.labels, images=opts.images, n=opts.n_images,
-                           image_files=list(opts.image_files) if opts.image_files else None)
+    items, source = list_images(imagenet_val=opts.imagenet_val, labels=opts.labels, images=opts.images,
+                                n=opts.n_images, image_files=list(opts.image_files) if opts.image_files else None)
     if opts.threads:
         torch.set_num_threads(int(opts.threads))
     if model is not None:
@@ -241,6 +245,9 @@ def run_audit(opts: AuditOptions, model=None) -> dict:
     else:
         lm = resolve_model(opts.model, weights=opts.weights, random_weights=not opts.pretrained,
                            num_classes=opts.num_classes, input_size=opts.input_size, mean=opts.mean, std=opts.std)
+    from empirical.data import check_labels
+
+    check_labels(items, len(lm.categories), source)
     store = ResumableStore(out, opts.config()) if out is not None else None
     memory: list[dict] = []
     hist_path = out / HIST_FILE if out is not None else None

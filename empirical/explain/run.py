@@ -27,7 +27,6 @@ import hashlib
 import json
 import math
 import re
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -346,6 +345,9 @@ def run_explain(opts: ExplainOptions, loaded=None, explainer=None) -> dict:
 
         loaded = resolve_model(opts.model, weights=opts.weights, random_weights=not opts.pretrained,
                                num_classes=opts.num_classes, input_size=opts.input_size, mean=opts.mean, std=opts.std)
+    from empirical.data import check_labels
+
+    check_labels(items, len(loaded.categories), source)
     check_or_write_config(out, config)  # written once the model has loaded
     dtype = torch.float64 if opts.dtype == "float64" else torch.float32
     if explainer is None:
@@ -362,16 +364,12 @@ def run_explain(opts: ExplainOptions, loaded=None, explainer=None) -> dict:
     read_jsonl(rec_path, repair=True)
     done = {r["id"] for r in read_jsonl(rec_path)}
     todo = [it for it in items if it.id not in done]
-    bar = None
     per_image = (2 if opts.split_half else 1) * max(grid)
-    if opts.progress:
-        from tqdm import tqdm
+    from empirical.runtime import progress_bar
 
-        bar = tqdm(total=len(todo) * per_image, unit="sample", file=sys.stderr, dynamic_ncols=True,
-                   desc=f"explain {opts.model}")
     t0, written, status = time.time(), 0, "complete"
     aug_title = opts.augmentation + (f" σ={opts.sigma:g}" if opts.augmentation == "gaussian" else "")
-    try:
+    with progress_bar(opts.progress, total=len(todo) * per_image, unit="sample", desc=f"explain {opts.model}") as bar:
         for it in todo:
             x01 = loaded.to_unit(load_image(it.path))
 
@@ -393,9 +391,6 @@ def run_explain(opts: ExplainOptions, loaded=None, explainer=None) -> dict:
             if opts.stop_after is not None and written >= opts.stop_after and written < len(todo):
                 status = "stopped"
                 break
-    finally:
-        if bar is not None:
-            bar.close()
     records = sorted(read_jsonl(rec_path), key=lambda r: r["index"])
     summary = write_summary(out, config, records, theory, depth)
     return {"status": status, "written": written, "seconds": time.time() - t0, "records": records,

@@ -133,6 +133,9 @@ def load_inputs(opts: SanityOptions):
     items, src = list_images(imagenet_val=opts.imagenet_val, labels=opts.labels, images=opts.images,
                              image_files=list(opts.image_files) if opts.image_files else None,
                              n=opts.n_images)
+    from empirical.data import check_labels
+
+    check_labels(items, len(lm.categories), src)
     return lm, items, src
 
 
