@@ -35,13 +35,15 @@ CONSERVATION_TOL = 1e-9
 
 
 def add_arguments(parser, name: str = "check-model") -> None:
-    from empirical.cliargs import add_model_args, positive_int
+    from empirical.cliargs import add_deprecated_alias, add_model_args, positive_int
 
     parser.add_argument("model_spec", metavar="MODEL", nargs="?", default=None,
                         help="the model (same forms as --model; default efficientnet-lite0)")
     add_model_args(parser, default=None)
     parser.add_argument("--seed", type=int, default=0, help="seed of the random input (default 0)")
-    parser.add_argument("--batch", type=positive_int, default=1, help="random inputs in the batch (default 1)")
+    parser.add_argument("--batch-size", dest="batch", type=positive_int, default=1, metavar="B",
+                        help="random inputs in the batch (default 1)")
+    add_deprecated_alias(parser, "--batch", "--batch-size", dest="batch", type=positive_int)
     parser.add_argument("--no-oracle", dest="oracle", action="store_false", default=True,
                         help="only the operation table (no forward/backward pass)")
     parser.add_argument("--normalisation", choices=("affine", "pass"), default="affine",

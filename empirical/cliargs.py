@@ -96,6 +96,58 @@ class _DeprecatedTrue(argparse.Action):
         setattr(namespace, self.dest, True)
 
 
+class _DeprecatedAlias(argparse.Action):
+    """An older spelling of an option: one notice line on stderr, then the value is stored under the
+    new option's ``dest`` (``append=True``: added to the list/tuple already there)."""
+
+    def __init__(self, option_strings, dest, replacement: str, append: bool = False, **kwargs):
+        self.replacement, self.append = replacement, append
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{option_string} is deprecated; use {self.replacement}", file=sys.stderr)
+        if self.append:
+            seen = getattr(namespace, f"_{self.dest}_by_alias", False)
+            old = tuple(getattr(namespace, self.dest, None) or ()) if seen else ()
+            values = (*old, *(values if isinstance(values, (list, tuple)) else (values,)))
+            setattr(namespace, f"_{self.dest}_by_alias", True)
+        setattr(namespace, self.dest, values)
+
+
+def add_deprecated_alias(parser, old: str, replacement: str, dest: str, append: bool = False, **kwargs):
+    """Keep ``old`` working as a hidden alias of ``replacement`` (same ``dest``), with a notice line."""
+    return parser.add_argument(old, dest=dest, action=_DeprecatedAlias, replacement=replacement, append=append,
+                               help=argparse.SUPPRESS, **kwargs)
+
+
+#: the one spelling of each option shared by several torch commands (older spellings are deprecated
+#: aliases): every one passes through ``torchrun`` unharmed, i.e. none is a prefix of a torchrun option
+SHARED_SPELLINGS = {
+    "sample sizes (a grid)": "--m-grid",
+    "deviation t of the theory's m": "--deviation",
+    "attribution methods / rules": "--methods",
+    "augmentations": "--augmentation",
+    "samples per call": "--batch-size",
+}
+
+
+def csv_list(text) -> tuple:
+    """argparse type: a non-empty comma-separated list of words."""
+    items = tuple(t.strip() for t in str(text).split(",") if t.strip())
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    return items
+
+
+def add_m_grid_arg(parser, default, help: str):
+    """``--m-grid M1,M2,...`` (older spelling ``--m``, which torchrun's own parser takes for an
+    abbreviation of its ``--master-addr`` / ``--max-restarts`` / ``--module`` ...)."""
+    a = parser.add_argument("--m-grid", dest="m", type=positive_int_list, default=default, metavar="M1,M2,...",
+                            help=help)
+    add_deprecated_alias(parser, "--m", "--m-grid", dest="m", type=positive_int_list)
+    return a
+
+
 # --------------------------------------------------------------------------- model
 
 

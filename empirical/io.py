@@ -17,6 +17,11 @@
   ``<key>_nonfinite`` beside it says which (``"nan"``, ``"inf"``, ``"-inf"``);
   :func:`restore_nonfinite` reverses it when the records are read back.  Numpy
   scalars and arrays become plain numbers and lists.
+* **Integers any reader can load**: Python's ``json.loads`` refuses integers of
+  more than 4,300 digits by default (``sys.get_int_max_str_digits``).  Such an
+  integer is written as its exact decimal string, and inside a dict the key
+  ``<key>_log10`` beside it holds its base-10 logarithm as a float (unless the
+  record already has ``log10_<key>``).
 * **Resumable store** (:class:`ResumableStore`): ``config.json`` (written on the
   first run) and ``results.jsonl``; a resume with a different configuration is
   refused with one line that names the differing keys.
@@ -44,6 +49,8 @@ __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_wri
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.jsonl"
 NONFINITE_SUFFIX = "_nonfinite"
+#: the most digits of an integer written as a JSON number (Python's default ``int_max_str_digits``)
+JSON_INT_MAX_DIGITS = 4300
 _TMP_RX = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$")
 
 
@@ -175,7 +182,9 @@ def json_safe(obj):
 
     Non-finite floats become ``None``; inside a dict the key ``<key>_nonfinite``
     records which value it was (unless the caller already gave a reason
-    ``<key>_reason``).  Numpy scalars/arrays become Python numbers/lists, tuples
+    ``<key>_reason``).  An integer beyond :data:`JSON_INT_MAX_DIGITS` digits
+    becomes its exact decimal string, with ``<key>_log10`` beside it in a dict
+    (unless ``log10_<key>`` is there).  Numpy scalars/arrays become Python numbers/lists, tuples
     lists, keys strings.
     """
     try:
@@ -191,6 +200,10 @@ def json_safe(obj):
                 out[k] = None
                 if f"{k}_reason" not in obj:
                     out[f"{k}{NONFINITE_SUFFIX}"] = _nonfinite_tag(v)
+            elif _huge_int(v):
+                out[k] = json_safe(v)
+                if f"log10_{k}" not in obj:
+                    out[f"{k}_log10"] = math.log10(abs(v)) if v else 0.0
             else:
                 out[k] = json_safe(v)
         return out
@@ -201,7 +214,20 @@ def json_safe(obj):
     obj = _scalar(obj, np)
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
+    if _huge_int(obj):
+        from boundcheck.hoeffding import int_to_str
+
+        return int_to_str(obj)
     return obj
+
+
+def _huge_int(v) -> bool:
+    """An int with more than :data:`JSON_INT_MAX_DIGITS` decimal digits."""
+    if not isinstance(v, int) or isinstance(v, bool) or abs(v) < 10**JSON_INT_MAX_DIGITS:
+        return False
+    from boundcheck.hoeffding import len_digits
+
+    return len_digits(v) > JSON_INT_MAX_DIGITS
 
 
 def _scalar(v, np):

@@ -164,11 +164,11 @@ def _validate(opts: RunOptions) -> None:
     from empirical.experiment.statistics import GRAD_METHODS, LRP_METHODS
 
     if not opts.m_grid or any(int(m) < 1 for m in opts.m_grid):
-        raise InputError(f"--m must be positive integers, got {opts.m_grid}")
+        raise InputError(f"--m-grid must be positive integers, got {opts.m_grid}")
     opts.m_grid = tuple(sorted({int(m) for m in opts.m_grid}))
     bad = [a for a in opts.augmentations if a not in AUGMENTATIONS]
     if bad or not opts.augmentations:
-        raise InputError(f"--augmentations must be from {','.join(AUGMENTATIONS)}, got {','.join(opts.augmentations)}")
+        raise InputError(f"--augmentation must be from {','.join(AUGMENTATIONS)}, got {','.join(opts.augmentations)}")
     opts.augmentations = tuple(dict.fromkeys(opts.augmentations))
     opts.methods = tuple(dict.fromkeys(opts.methods))
     from empirical.engine import parse_method

@@ -10,7 +10,7 @@ network's depth, paper and exact), and a convergence plot.
 Examples::
 
     boundcheck explain --out runs/explain                              # first shipped photo, Lite0
-    boundcheck explain --out runs/p --image cat.jpg --image dog.jpg --augmentation photometric --m 1,4,16
+    boundcheck explain --out runs/p --image cat.jpg --image dog.jpg --augmentation photometric --m-grid 1,4,16
     boundcheck explain --out runs/t --target-s2 0.1 --max-m 256         # double m until s2 <= 0.1
 
 Re-running the same command continues where it stopped.
@@ -28,7 +28,8 @@ from empirical.explain.run import DEFAULT_DELTA, DEFAULT_M, DEFAULT_MAX_M, DEFAU
 
 def add_arguments(parser: argparse.ArgumentParser, name: str = "explain") -> None:
     from empirical.cliargs import (
-        positive_int_list,
+        add_deprecated_alias,
+        add_m_grid_arg,
         add_device_args,
         add_image_args,
         add_methods_arg,
@@ -51,12 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "explain") -> Non
                    help="gaussian (noise in network-input space), photometric or none (default gaussian)")
     g.add_argument("--sigma", type=float, default=1.0, metavar="S",
                    help="Gaussian noise std in network-input space (default 1)")
-    g.add_argument("--m", type=positive_int_list, default=DEFAULT_M, metavar="M1,M2,...", help="sample sizes, e.g. 1,4,16,64 (the default)")
+    add_m_grid_arg(g, DEFAULT_M, help="sample sizes, e.g. 1,4,16,64 (the default)")
     g.add_argument("--seed", type=int, default=0, metavar="S", help="seeds every sample stream (default 0)")
     g.add_argument("--batch-size", type=int, default=None, metavar="B", help="samples per attribute() call (default 8 on "
                    "the CPU, 64 on CUDA)")
-    g.add_argument("--t", type=float, default=DEFAULT_T, metavar="T",
+    g.add_argument("--deviation", dest="t", type=float, default=DEFAULT_T, metavar="T",
                    help=f"deviation t for the theory's m (default {DEFAULT_T})")
+    add_deprecated_alias(g, "--t", "--deviation", dest="t", type=float)
     g.add_argument("--delta", type=float, default=DEFAULT_DELTA, metavar="D",
                    help=f"failure probability (default {DEFAULT_DELTA})")
     g.add_argument("--target-s2", type=float, default=None, metavar="X",

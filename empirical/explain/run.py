@@ -134,7 +134,7 @@ def validate(opts: ExplainOptions):
     opts = dataclasses.replace(opts)
     grid = tuple(opts.m_grid)
     if not grid or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in grid):
-        raise InputError(f"--m must be positive integers, got {','.join(map(str, grid)) or '(none)'}")
+        raise InputError(f"--m-grid must be positive integers, got {','.join(map(str, grid)) or '(none)'}")
     opts.m_grid = tuple(sorted(set(grid)))
     if not opts.methods:
         raise InputError("--methods must name at least one method")
@@ -144,7 +144,7 @@ def validate(opts: ExplainOptions):
     if opts.augmentation not in AUGMENTATIONS:
         raise InputError(f"--augmentation must be one of {', '.join(AUGMENTATIONS)}, got {opts.augmentation!r}")
     opts.sigma = _real("--sigma", opts.sigma, lo=0.0)
-    opts.t = _real("--t", opts.t, lo=0.0)
+    opts.t = _real("--deviation", opts.t, lo=0.0)
     opts.delta = _real("--delta", opts.delta, lo=0.0, hi=1.0)
     if opts.target_s2 is not None:
         opts.target_s2 = _real("--target-s2", opts.target_s2, lo=0.0)
@@ -347,7 +347,8 @@ def run_explain(opts: ExplainOptions, loaded=None, explainer=None) -> dict:
                                num_classes=opts.num_classes, input_size=opts.input_size, mean=opts.mean, std=opts.std)
     from empirical.data import check_labels
 
-    check_labels(items, len(loaded.categories), source)
+    if hasattr(loaded, "categories"):
+        check_labels(items, len(loaded.categories), source)
     check_or_write_config(out, config)  # written once the model has loaded
     dtype = torch.float64 if opts.dtype == "float64" else torch.float32
     if explainer is None:
