@@ -58,7 +58,25 @@ class ImageItem:
 
 
 class UnreadableImage(Exception):
-    """An image file that cannot be decoded (recorded and skipped by the runner)."""
+    """An image file that cannot be decoded (recorded and skipped by every command).
+
+    ``reason`` is the cause without the file name (records hold the id and path beside it);
+    ``str(exc)`` is ``"<file name>: <reason>"``, the name said once.
+    """
+
+    def __init__(self, path, reason: str):
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"{self.path.name}: {reason}")
+
+
+def no_readable_image(skipped) -> InputError:
+    """The one wording of "every image was unreadable": the count and the first cause.
+
+    ``skipped``: records with ``path`` (or ``id``) and ``error``.
+    """
+    first = skipped[0] if skipped else {}
+    where = first.get("path") or first.get("id") or "?"
+    return InputError(f"no readable image ({len(skipped)} skipped; first: {where}: {first.get('error', 'unreadable')})")
 
 
 def _is_image(p: Path) -> bool:
@@ -320,7 +338,7 @@ def load_image(path):
     p = Path(path)
     try:
         if p.stat().st_size == 0:
-            raise UnreadableImage(f"{p.name}: empty file (0 bytes)")
+            raise UnreadableImage(p, "empty file (0 bytes)")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(p) as im:
@@ -328,20 +346,24 @@ def load_image(path):
                 limit = Image.MAX_IMAGE_PIXELS
                 if limit is not None and w * h > limit:
                     raise UnreadableImage(
-                        f"{p.name}: header claims {w}x{h} pixels, over the {limit} pixel limit (decompression bomb?)"
+                        p, f"header claims {w}x{h} pixels, over the {limit} pixel limit (decompression bomb?)"
                     )
                 im.load()
                 return to_rgb(im)
     except UnreadableImage:
         raise
     except Image.DecompressionBombError as exc:
-        raise UnreadableImage(f"{p.name}: decompression bomb ({_first_line(exc)})") from None
+        raise UnreadableImage(p, f"decompression bomb ({_first_line(exc, p)})") from None
     except Exception as exc:  # PIL raises many types for corrupt data
-        raise UnreadableImage(f"{p.name}: {type(exc).__name__}: {_first_line(exc)}") from None
+        raise UnreadableImage(p, f"{type(exc).__name__}: {_first_line(exc, p)}") from None
 
 
-def _first_line(exc) -> str:
-    lines = [t.strip() for t in str(exc).splitlines() if t.strip()]
+def _first_line(exc, path=None) -> str:
+    """First line of an exception's message, without the file's path (the caller names the file once)."""
+    text = str(exc)
+    if path is not None:
+        text = text.replace(f" '{path}'", "").replace(f' "{path}"', "").replace(str(path), Path(path).name)
+    lines = [t.strip() for t in text.splitlines() if t.strip()]
     return lines[0][:300] if lines else "unreadable"
 
 

@@ -342,28 +342,40 @@ class ResumableStore:
     def __init__(self, out_dir, config: dict, compare=None, results: str = RESULTS_FILE, key: str = "id",
                  hints: dict | None = None, sort_keys: bool = False):
         self.dir = check_output_dir(out_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        clean_stale_temps(self.dir)
         self.config = _normalised(config)
         self.key = key
         self.sort_keys = sort_keys
-        cfg = self.dir / CONFIG_FILE
-        if cfg.exists():
-            try:
-                old = json.loads(cfg.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise InputError(f"{cfg} is unreadable; remove it (and the results) or use another --out") from None
-            diff = config_differences(old, self.config, compare)
-            if diff:
-                what = ", ".join(f"{k}: {_short(old.get(k))} -> {_short(self.config.get(k))}" for k in diff[:4])
-                more = f" and {len(diff) - 4} more" if len(diff) > 4 else ""
-                hint = "".join(f" ({(hints or {})[k]})" for k in diff if k in (hints or {}))
-                raise InputError(f"{self.dir} holds a run with a different configuration (differs in: {what}{more})"
-                                 f"{hint}; use another --out or the same options")
-        else:
-            atomic_write_json(cfg, self.config, indent=1)
+        exists = self.check(self.dir, self.config, compare, hints)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        clean_stale_temps(self.dir)
+        if not exists:
+            atomic_write_json(self.dir / CONFIG_FILE, self.config, indent=1)
         self.path = self.dir / results
         read_jsonl(self.path, repair=True)  # cut a torn last line before appending
+
+    @staticmethod
+    def check(out_dir, config: dict, compare=None, hints: dict | None = None) -> bool:
+        """Refuse (one line) a folder holding a run with another configuration, writing nothing.
+
+        Returns True when ``out_dir`` holds a run with this configuration (a resume), False when it
+        holds none.  Called by the constructor, and on its own before an expensive load.
+        """
+        cfg = Path(out_dir) / CONFIG_FILE
+        if not cfg.exists():
+            return False
+        try:
+            old = json.loads(cfg.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise InputError(f"{cfg} is unreadable; remove it (and the results) or use another --out") from None
+        new = _normalised(config)
+        diff = config_differences(old, new, compare)
+        if diff:
+            what = ", ".join(f"{k}: {_short(old.get(k))} -> {_short(new.get(k))}" for k in diff[:4])
+            more = f" and {len(diff) - 4} more" if len(diff) > 4 else ""
+            hint = "".join(f" ({(hints or {})[k]})" for k in diff if k in (hints or {}))
+            raise InputError(f"{Path(out_dir)} holds a run with a different configuration (differs in: {what}{more})"
+                             f"{hint}; use another --out or the same options")
+        return True
 
     def records(self) -> list[dict]:
         """All complete records, non-finite values restored (a torn last line is ignored)."""

@@ -292,7 +292,7 @@ def test_python_api_on_a_module_and_a_tensor(tmp_path):
     (["--augmentation", "blur"], "--augmentation"),
     (["--methods", "nonsense"], "unknown method"),
     (["--image", "MISSING.png"], "not found"),
-    (["--image", "BAD.jpg"], "cannot read image"),
+    (["--image", "BAD.jpg"], "no readable image"),
     (["--images", "IMGDIR", "--image", "GOOD.png"], "give one of"),
     (["--delta", "2"], "--delta"),
     (["--deviation", "0"], "--deviation"),

@@ -260,7 +260,7 @@ def run_audit(opts: AuditOptions, model=None) -> dict:
         try:
             rec, h = audit_image(ex, lm, item, opts, opts.device, tdtype, want_hist=hist is None)
         except UnreadableImage as exc:
-            rec, h = {"id": item.id, "index": item.index, "skipped": str(exc).splitlines()[0] or "unreadable"}, None
+            rec, h = {"id": item.id, "index": item.index, "skipped": exc.reason}, None
         if h is not None:
             hist = h
             if hist_path is not None:  # before the record: a stored first record implies its histogram
@@ -278,8 +278,9 @@ def run_audit(opts: AuditOptions, model=None) -> dict:
     records = [r for r in ordered if "skipped" not in r]
     skipped = [{"id": r["id"], "error": r["skipped"]} for r in ordered if "skipped" in r]
     if not records:
-        first = f"; first: {skipped[0]['id']}: {skipped[0]['error']}" if skipped else ""
-        raise InputError(f"audit: none of the {len(items)} image(s) is readable{first}")
+        from empirical.data import no_readable_image
+
+        raise no_readable_image(skipped)
     try:
         fx_depth, fx_err = torch_network_depth(lm.model), None
     except InputError as exc:  # pragma: no cover - depends on the model

@@ -301,8 +301,8 @@ def run_experiment(opts: RunOptions, explainer=None, loaded=None) -> dict:
                     imgs.append((it, loaded.to_unit(load_image(it.path))))
                 except (UnreadableImage, OSError) as exc:
                     if it.id not in done:
-                        append_jsonl(out / SKIPPED_FILE, {"index": it.index, "id": it.id, "path": it.path,
-                                                         "error": str(exc).splitlines()[0] if str(exc) else "unreadable"})
+                        why = exc.reason if isinstance(exc, UnreadableImage) else (str(exc).splitlines() or ["unreadable"])[0]
+                        append_jsonl(out / SKIPPED_FILE, {"index": it.index, "id": it.id, "path": it.path, "error": why})
                         done.add(it.id)
                         if bar is not None:
                             bar.update(1)
@@ -350,9 +350,9 @@ def merge(out, make_plots: bool = True) -> dict:
     skipped = read_jsonl(out / SKIPPED_FILE)
     if not records:
         if skipped:
-            first = skipped[0]
-            raise InputError(f"{out}: every image is unreadable ({len(skipped)} skipped; first: {first.get('id')}: "
-                             f"{first.get('error')})")
+            from empirical.data import no_readable_image
+
+            raise no_readable_image(skipped)
         raise InputError(f"{out}: no results to merge yet")
     aug, mg, meth = cfg["augmentations"], cfg["m_grid"], cfg["methods"]
     rows = summarise(records, cfg["model"], aug, mg, meth)

@@ -100,6 +100,7 @@ def run(args) -> int:
     torch.set_num_threads(args.threads or max(1, min(torch.get_num_threads(), 16)))
     res = run_explain(options_from_args(args))
     print(res["summary"])
-    print(f"{res['status']}: {res['written']} image(s) written to {res['out']} ({res['seconds']:.1f} s)",
+    skipped = f", {len(res['skipped'])} unreadable image(s) skipped" if res.get("skipped") else ""
+    print(f"{res['status']}: {res['written']} image(s) written to {res['out']}{skipped} ({res['seconds']:.1f} s)",
           file=sys.stderr)
     return 0

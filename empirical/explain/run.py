@@ -7,7 +7,11 @@ Output folder layout
     refused (one line, exit 2).
 ``records.jsonl``
     One JSON line per finished image (written after its files, fsync'ed): the
-    unit of resumability.  A restart skips the images it lists.
+    unit of resumability.  A restart skips the images it lists.  Written
+    through the shared store :class:`empirical.io.ResumableStore`.
+``skipped.jsonl``
+    One line per image that cannot be decoded (id, path, reason): skipped and
+    recorded, as by every command; the summary states the count.
 ``<image>/<method>_m<m>.npy``
     The averaged map (H, W) float32 of the first m samples (set 1).
 ``<image>/<method>_m<m>.png``
@@ -24,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
 import re
 import time
@@ -40,7 +43,7 @@ DEFAULT_T, DEFAULT_DELTA = 0.01, 0.05
 DEFAULT_MAX_M = 1024
 #: images explained when neither --images nor --image is given (the shipped photos)
 DEFAULT_N_SHIPPED = 1
-CONFIG_FILE, RECORDS_FILE = "config.json", "records.jsonl"
+RECORDS_FILE = "records.jsonl"
 #: configuration keys a resume must repeat
 _CONFIG_KEYS = ("model", "weights", "pretrained", "num_classes", "input_size", "mean", "std", "image_ids_sha256",
                 "methods", "augmentation", "sigma", "m_grid", "seed", "dtype", "allow_tf32", "batch_size", "t",
@@ -121,14 +124,15 @@ def validate(opts: ExplainOptions):
     Returns
     -------
     ``(options, items, source)``: a normalised copy of ``opts`` (sorted m grid, methods without
-    repeats, floats), the images and a description of their source; ``opts`` is not modified.
+    repeats, floats), the readable images and a description of their source (``source["skipped"]``:
+    the images that cannot be decoded, each with its reason); ``opts`` is not modified.
 
     Raises
     ------
     InputError
         One line naming the first problem found.
     """
-    from empirical.data import UnreadableImage, load_image
+    from empirical.data import UnreadableImage, load_image, no_readable_image
     from empirical.engine import parse_method
 
     opts = dataclasses.replace(opts)
@@ -171,12 +175,18 @@ def validate(opts: ExplainOptions):
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a folder")
     items, source = list_items(opts)
+    readable, skipped = [], []
     for it in items:
         try:
             load_image(it.path)
+            readable.append(it)
         except UnreadableImage as exc:
-            raise InputError(f"cannot read image {it.path}: {str(exc).splitlines()[0]}") from None
-    return opts, items, source
+            skipped.append({"index": it.index, "id": it.id, "path": it.path, "error": exc.reason})
+    if not readable:
+        raise no_readable_image(skipped)
+    if skipped:
+        source = {**source, "skipped": skipped}
+    return opts, readable, source
 
 
 def image_stem(image_id: str) -> str:
@@ -205,37 +215,8 @@ def build_config(opts: ExplainOptions, items, source: dict, weights: str) -> dic
             "items": [it.to_dict() for it in items]}
 
 
-def check_or_write_config(out: Path, config: dict, write: bool = True) -> None:
-    """Check that ``config.json`` (if any) has the same keys (one-line refusal), else write it (``write``)."""
-    from empirical.experiment.runner import atomic_write_text
-
-    path = out / CONFIG_FILE
-    if path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            raise InputError(f"{path} is unreadable; remove the folder to start afresh") from None
-        diff = [k for k in _CONFIG_KEYS if old.get(k) != config.get(k)]
-        if diff:
-            what = ", ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in diff[:3])
-            raise InputError(f"{out} holds an explain run with a different configuration ({what}); "
-                             "use another --out or the same options")
-        return
-    if write:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(config, indent=1, sort_keys=True) + "\n")
-
-
-def _write_line(path: Path, obj: dict) -> None:
-    import os
-
-    from empirical.explain.stats import json_safe
-
-    line = json.dumps(json_safe(obj), sort_keys=True, allow_nan=False) + "\n"
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(line)
-        fh.flush()
-        os.fsync(fh.fileno())
+#: explains a refused resume when the code that computes the maps changed
+_HINTS = {"code": "the code that computes the maps changed since that run"}
 
 
 # ----------------------------------------------------------------------------- per image
@@ -330,16 +311,17 @@ def run_explain(opts: ExplainOptions, loaded=None, explainer=None) -> dict:
     import torch
 
     from empirical.data import load_image
-    from empirical.experiment.runner import read_jsonl, resolve_device
+    from empirical.experiment.runner import SKIPPED_FILE, resolve_device
     from empirical.explain.average import average_maps
+    from empirical.io import ResumableStore, append_jsonl, check_output_dir, read_jsonl
 
     opts, items, source = validate(opts)
     device = resolve_device(None if opts.device == "auto" else opts.device, 0, 1)
-    out = Path(opts.out)
+    out = check_output_dir(opts.out)
     # the configuration is checked before the model is loaded (a refused resume costs nothing)
     wdesc = str(Path(opts.weights).resolve()) if opts.weights else ("random" if not opts.pretrained else "default")
     config = build_config(opts, items, source, wdesc)
-    check_or_write_config(out, config, write=False)
+    ResumableStore.check(out, config, compare=_CONFIG_KEYS, hints=_HINTS)
     if loaded is None:
         from empirical.models import resolve_model
 
@@ -349,7 +331,11 @@ def run_explain(opts: ExplainOptions, loaded=None, explainer=None) -> dict:
 
     if hasattr(loaded, "categories"):
         check_labels(items, len(loaded.categories), source)
-    check_or_write_config(out, config)  # written once the model has loaded
+    # written once the model has loaded and the labels fit it
+    store = ResumableStore(out, config, compare=_CONFIG_KEYS, results=RECORDS_FILE, hints=_HINTS, sort_keys=True)
+    for rec in source.get("skipped", ()):
+        if rec["id"] not in {r["id"] for r in read_jsonl(out / SKIPPED_FILE)}:
+            append_jsonl(out / SKIPPED_FILE, rec)
     dtype = torch.float64 if opts.dtype == "float64" else torch.float32
     if explainer is None:
         from empirical.engine import Explainer
@@ -361,9 +347,7 @@ def run_explain(opts: ExplainOptions, loaded=None, explainer=None) -> dict:
     grid = tuple(opts.m_grid)
     theory = theory_block(opts.methods, depth, opts.t, opts.delta, grid)
 
-    rec_path = out / RECORDS_FILE
-    read_jsonl(rec_path, repair=True)
-    done = {r["id"] for r in read_jsonl(rec_path)}
+    done = store.done_keys()
     todo = [it for it in items if it.id not in done]
     per_image = (2 if opts.split_half else 1) * max(grid)
     from empirical.runtime import progress_bar
@@ -387,15 +371,16 @@ def run_explain(opts: ExplainOptions, loaded=None, explainer=None) -> dict:
             title = f"{it.id}, {opts.model}, {aug_title}, target {res.target}"
             outputs = write_image_outputs(out / image_stem(it.id), x01, res, opts.methods, grid, title, theory,
                                           heatmaps=opts.heatmaps)
-            _write_line(rec_path, image_record(it, res, opts.methods, grid, outputs, opts.target_s2))
+            store.append(image_record(it, res, opts.methods, grid, outputs, opts.target_s2))
             written += 1
             if opts.stop_after is not None and written >= opts.stop_after and written < len(todo):
                 status = "stopped"
                 break
-    records = sorted(read_jsonl(rec_path), key=lambda r: r["index"])
-    summary = write_summary(out, config, records, theory, depth)
+    records = sorted(store.records(), key=lambda r: r["index"])
+    skipped = read_jsonl(out / SKIPPED_FILE)
+    summary = write_summary(out, config, records, theory, depth, skipped=skipped)
     return {"status": status, "written": written, "seconds": time.time() - t0, "records": records,
-            "theory": theory, "depth": depth, "summary": summary, "out": str(out)}
+            "skipped": skipped, "theory": theory, "depth": depth, "summary": summary, "out": str(out)}
 
 
 # ----------------------------------------------------------------------------- summary
@@ -410,24 +395,24 @@ def _theory_cell(th: dict, form: str) -> str:
     return f["m_text"] if f else "no finite bound"
 
 
-def write_summary(out: Path, config: dict, records: list, theory: dict, depth: int) -> str:
+def write_summary(out: Path, config: dict, records: list, theory: dict, depth: int, skipped=()) -> str:
     """``explain.json`` and ``explain.md`` from all records; returns the Markdown."""
-    from empirical.experiment.runner import atomic_write_text
-    from empirical.explain.stats import json_safe
+    from empirical.io import atomic_write_json, atomic_write_text
 
     meta = {k: config[k] for k in ("model", "weights", "methods", "augmentation", "sigma", "m_grid", "seed", "dtype",
                                    "t", "delta", "target_s2", "max_m")}
     meta["depth_n"] = depth
-    doc = {"config": meta, "theory": theory, "images": records,
+    doc = {"config": meta, "theory": theory, "images": records, "skipped": list(skipped),
            "notes": {"theory": "eq. (24): m for per-pixel deviation t with probability >= 1-delta, the rule's value "
                                "range (eq. (31)/(33)) at depth n, paper form and exact solution of the recursion",
                      "measured": "s1 (eq. 38), s2 (eq. 39) of two disjoint sets of m samples of this image; "
                                  + UNGUARANTEED}}
-    atomic_write_text(out / "explain.json", json.dumps(json_safe(doc), indent=1, sort_keys=True, allow_nan=False) + "\n")
+    atomic_write_json(out / "explain.json", doc, indent=1, sort_keys=True)
     t, d = config["t"], config["delta"]
     lines = [f"**Averaged attribution maps**, {config['model']} (depth n = {depth}), augmentation "
              f"`{config['augmentation']}`" + (f" σ = {config['sigma']:g}" if config["augmentation"] == "gaussian" else "")
-             + f", seed {config['seed']}, m = {', '.join(map(str, config['m_grid']))}; {len(records)} image(s).",
+             + f", seed {config['seed']}, m = {', '.join(map(str, config['m_grid']))}; {len(records)} image(s)"
+             + (f", {len(skipped)} unreadable image(s) skipped (skipped.jsonl)." if skipped else "."),
              "",
              f"What the theory guarantees (eq. (24), per pixel, t = {t:g}, δ = {d:g}, value range at depth n = {depth}) "
              "next to what one image shows (split-half s1, s2, eq. (38)/(39): " + UNGUARANTEED + ").",
@@ -443,7 +428,7 @@ def write_summary(out: Path, config: dict, records: list, theory: dict, depth: i
                   "", "| method | m | s1 | s2 | ‖mean‖₂ | colour limit q | theory m (exact) | theory m (paper) |",
                   "|---|---|---|---|---|---|---|---|"]
         for meth, e in r["methods"].items():
-            for m, row in e["m"].items():
+            for m, row in sorted(e["m"].items(), key=lambda kv: int(kv[0])):  # JSON keys are text: 1, 2, 4, 16
                 lines.append(f"| {meth} | {m} | {_fmt(row['s1'])} | {_fmt(row['s2'])} | {_fmt(row['norm1'])} | "
                              f"{_fmt(row['limit'])} | {_theory_cell(theory[meth], 'exact')} | "
                              f"{_theory_cell(theory[meth], 'paper')} |")

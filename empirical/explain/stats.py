@@ -127,16 +127,3 @@ def finite_or_none(value, reason: str, reasons: dict, key: str):
         reasons[key] = reason
         return None
     return float(value)
-
-
-def json_safe(obj):
-    """A copy of ``obj`` with every non-finite float replaced by None (tuples become lists, keys str)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
-        return json_safe(obj.item())
-    return obj

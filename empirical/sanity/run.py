@@ -151,7 +151,7 @@ def load_batch(lm, items):
             xs.append(lm.preprocess(load_image(it.path)))
             kept.append(it)
         except UnreadableImage as exc:
-            skipped.append((it, str(exc)))
+            skipped.append((it, exc.reason))
     x = torch.stack(xs) if xs else None
     return x, kept, skipped
 
@@ -220,14 +220,21 @@ def run_check(opts: SanityOptions) -> dict:
                   f"({time.time() - t0:.0f} s)", flush=True)
     stored = store.records()
     records = [r for r in stored if "skipped" not in r]
+    bad = [r for r in stored if "skipped" in r]
     if not records:
-        bad = [r for r in stored if "skipped" in r]
-        why = f"; first: {bad[0]['id']}: {bad[0]['skipped']}" if bad else ""
-        raise InputError(f"sanity {opts.command}: none of the {len(items)} image(s) is readable{why}")
+        from empirical.data import no_readable_image
+
+        raise no_readable_image([{"id": r["id"], "error": r["skipped"]} for r in bad])
     result = finalise(opts, ctx, records, Path(opts.out))
     result["seconds"] = time.time() - t0
     result["n_images"] = len(records)
-    result["n_skipped"] = len(stored) - len(records)
+    result["n_skipped"] = len(bad)
+    if bad:  # the count in the summary, as every command shows it (the records are in results.jsonl)
+        from empirical.io import atomic_write_text
+
+        result["summary"] += (f"\n{len(bad)} unreadable image(s) skipped (first: {bad[0]['id']}: "
+                              f"{bad[0]['skipped']}; all in results.jsonl).\n")
+        atomic_write_text(Path(opts.out) / "summary.md", result["summary"])
     return result
 
 
