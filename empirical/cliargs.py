@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
-import tempfile
-from pathlib import Path
 
 from boundcheck.errors import InputError
+from empirical.io import check_output_dir
 
 DEFAULT_MODEL = "efficientnet-lite0"
 DEVICES = ("auto", "cpu", "cuda")
@@ -286,43 +284,6 @@ def add_methods_arg(parser, default=None):
 
 
 # --------------------------------------------------------------------------- output folder and numbers
-
-
-def _nearest_existing(p: Path) -> Path:
-    for q in (p, *p.parents):
-        if q.exists():
-            return q
-    return Path(".")
-
-
-def check_output_dir(path) -> Path:
-    """Refuse, before any work, an output folder that cannot be written.
-
-    Refused (one line, :class:`InputError`): an existing file, a folder in which
-    no file can be created (tested by creating and removing a temporary file),
-    and a path whose nearest existing ancestor is a file or not writable.  The
-    folder itself is not created here.
-
-    Returns
-    -------
-    Path : the path, user-expanded
-    """
-    if path is None or not str(path).strip():
-        raise InputError("--out needs a folder path")
-    p = Path(os.path.expanduser(str(path)))
-    if p.exists() and not p.is_dir():
-        raise InputError(f"--out {p} is an existing file, not a folder")
-    probe = _nearest_existing(p.absolute())
-    if not probe.is_dir():
-        raise InputError(f"--out {p} cannot be created: {probe} is a file")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".write-test-", dir=probe)
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError as exc:
-        where = "folder" if probe == p.absolute() else "parent folder"
-        raise InputError(f"--out {p}: {where} {probe} is not writable ({exc.strerror or exc})") from None
-    return p
 
 
 def _out_type(text) -> str:

@@ -25,8 +25,9 @@
 * **Resumable store** (:class:`ResumableStore`): ``config.json`` (written on the
   first run) and ``results.jsonl``; a resume with a different configuration is
   refused with one line that names the differing keys.
-* :func:`check_output_dir` (the one of :mod:`empirical.cliargs`) /
-  :func:`check_output_file`: is ``--out`` usable, checked before any work.
+* :func:`check_output_dir` / :func:`check_output_file`: is ``--out`` usable,
+  checked before any work (:mod:`empirical.cliargs` uses them; this module
+  imports nothing above it).
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ import secrets
 from pathlib import Path
 
 from boundcheck.errors import InputError
-from empirical.cliargs import check_output_dir
 
 __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "clean_stale_temps",
            "json_safe", "dumps_strict", "restore_nonfinite", "append_jsonl", "read_jsonl", "ResumableStore",
@@ -59,6 +59,38 @@ def _nearest_existing(path: Path) -> Path:
     p = path
     while not p.exists() and p != p.parent:
         p = p.parent
+    return p
+
+
+def check_output_dir(path) -> Path:
+    """Refuse, before any work, an output folder that cannot be written.
+
+    Refused (one line, :class:`InputError`): an existing file, a folder in which
+    no file can be created (tested by creating and removing a temporary file),
+    and a path whose nearest existing ancestor is a file or not writable.  The
+    folder itself is not created here.
+
+    Returns
+    -------
+    Path : the path, user-expanded
+    """
+    import tempfile
+
+    if path is None or not str(path).strip():
+        raise InputError("--out needs a folder path")
+    p = Path(os.path.expanduser(str(path)))
+    if p.exists() and not p.is_dir():
+        raise InputError(f"--out {p} is an existing file, not a folder")
+    probe = _nearest_existing(p.absolute())
+    if not probe.is_dir():
+        raise InputError(f"--out {p} cannot be created: {probe} is a file")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".write-test-", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        where = "folder" if probe == p.absolute() else "parent folder"
+        raise InputError(f"--out {p}: {where} {probe} is not writable ({exc.strerror or exc})") from None
     return p
 
 

@@ -19,10 +19,10 @@ from boundcheck.errors import InputError
 
 #: command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "samples": ("boundcheck.cli_hoeffding", "required number of samples m for deviation t and confidence 1-delta (eq. 24)"),
-    "deviation": ("boundcheck.cli_hoeffding", "deviation t reached with m samples at confidence 1-delta (eq. 23)"),
-    "range": ("boundcheck.cli_hoeffding", "per-depth value-range bounds, paper and exact (Lemma 7/8, eq. 31-33)"),
-    "report": ("boundcheck.report", "Markdown report of the bounds for the paper's settings"),
+    "samples": ("boundcheck.cli.hoeffding", "required number of samples m for deviation t and confidence 1-delta (eq. 24)"),
+    "deviation": ("boundcheck.cli.hoeffding", "deviation t reached with m samples at confidence 1-delta (eq. 23)"),
+    "range": ("boundcheck.cli.hoeffding", "per-depth value-range bounds, paper and exact (Lemma 7/8, eq. 31-33)"),
+    "report": ("boundcheck.cli.report", "Markdown report of the bounds for the paper's settings"),
     "prove": ("proofs.cli", "sympy certificates of the proofs' steps"),
     "fuzz": ("boundcheck.fuzz.cli", "hypothesis search for counterexamples to every claim"),
     "empirical": ("empirical.experiment.cli", "the convergence experiment of Section 6 (torch)"),
@@ -30,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sanity": ("empirical.sanity.cli", "model randomisation, faithfulness and overtaking checks of the supplement (torch)"),
     "explain": ("empirical.explain.cli", "averaged attribution maps over augmentations: heatmaps, montages, s1/s2 vs the theory's m (torch)"),
     "check-model": ("empirical.checkmodel", "is a network supported, and is the engine exact on it (torch)"),
-    "main": ("boundcheck.mainjob", "the main job: report, verdicts and the embedded empirical default"),
+    "main": ("boundcheck.cli.mainjob", "the main job: report, verdicts and the embedded empirical default"),
 }
 
 
