@@ -6,7 +6,7 @@ what the command needs::
 
     add_model_args(parser)           --model --weights --random-weights --num-classes --input-size --mean --std
     add_image_args(parser)           --images --image --imagenet-val --labels --n-images
-    add_device_args(parser)          --device {auto,cpu,cuda} --dtype {float32,float64} --allow-tf32
+    add_device_args(parser)          --device {auto,cpu,cuda,cuda:N} --dtype {float32,float64} --allow-tf32
     add_methods_arg(parser)          --methods a,b,c
     add_out_arg(parser)              --out DIR (checked writable before any work)
     add_threads_arg(parser)          --threads N
@@ -23,10 +23,10 @@ import sys
 
 from boundcheck.errors import InputError
 from empirical.io import check_output_dir
+from empirical.options import DTYPES
 
 DEFAULT_MODEL = "efficientnet-lite0"
-DEVICES = ("auto", "cpu", "cuda")
-DTYPES = ("float32", "float64")
+DEVICES = ("auto", "cpu", "cuda")  # and cuda:N (empirical.options.check_device)
 
 
 # --------------------------------------------------------------------------- value types
@@ -174,13 +174,10 @@ def add_model_args(parser, default: str = DEFAULT_MODEL):
 
 
 def model_from_args(args):
-    """:func:`empirical.models.resolve_model` of the parsed model options -> ``LoadedModel``."""
-    from empirical.models import resolve_model
+    """The :class:`empirical.models.ModelSpec` of the parsed model options, resolved -> ``LoadedModel``."""
+    from empirical.options import model_spec
 
-    return resolve_model(
-        args.model, weights=args.weights, random_weights=bool(getattr(args, "random_weights", False)),
-        num_classes=args.num_classes, input_size=args.input_size, mean=args.mean, std=args.std,
-    )
+    return model_spec(args).resolve()
 
 
 # --------------------------------------------------------------------------- images
@@ -218,37 +215,41 @@ def images_from_args(args):
 
 
 def add_device_args(parser):
-    """``--device {auto,cpu,cuda}`` (default auto) ``--dtype {float32,float64}`` (default float32) ``--allow-tf32``."""
+    """``--device {auto,cpu,cuda,cuda:N}`` (default auto) ``--dtype {float32,float64}`` (default float32) ``--allow-tf32``."""
     g = parser.add_argument_group("device")
-    g.add_argument("--device", choices=DEVICES, default="auto", help="auto (default): cuda if available, else cpu")
+    g.add_argument("--device", type=_device_type, default="auto", metavar="{auto,cpu,cuda,cuda:N}",
+                   help="auto (default): cuda if available, else cpu")
     g.add_argument("--dtype", choices=DTYPES, default="float32", help="floating-point type of model and input")
     g.add_argument("--allow-tf32", dest="allow_tf32", action="store_true", default=False,
                    help="CUDA only: TF32 convolutions/matmuls (faster, less exact); no effect on the CPU")
     return g
 
 
+def _device_type(text) -> str:
+    from empirical.options import check_device
+
+    try:
+        return check_device(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("--device must be", "must be")) from None
+
+
 def device_from_args(args):
-    """The ``torch.device`` of ``--device``; InputError when cuda is asked for but not available."""
+    """The ``torch.device`` of ``--device`` (:func:`empirical.options.resolve_device`)."""
     import torch
 
-    name = getattr(args, "device", None) or "auto"
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available; use --device cpu or auto")
-    if name not in DEVICES:
-        raise InputError(f"--device must be one of {', '.join(DEVICES)}, got {name!r}")
-    return torch.device(name)
+    from empirical.options import resolve_device
+
+    return torch.device(resolve_device(getattr(args, "device", None)))
 
 
 def dtype_from_args(args):
-    """The ``torch.dtype`` of ``--dtype``."""
+    """The ``torch.dtype`` of ``--dtype`` (:func:`empirical.options.check_dtype`)."""
     import torch
 
-    name = getattr(args, "dtype", None) or "float32"
-    if name not in DTYPES:
-        raise InputError(f"--dtype must be one of {', '.join(DTYPES)}, got {name!r}")
-    return getattr(torch, name)
+    from empirical.options import check_dtype
+
+    return getattr(torch, check_dtype(getattr(args, "dtype", None)))
 
 
 # --------------------------------------------------------------------------- methods

@@ -25,6 +25,11 @@
 * **Resumable store** (:class:`ResumableStore`): ``config.json`` (written on the
   first run) and ``results.jsonl``; a resume with a different configuration is
   refused with one line that names the differing keys.
+* **Versioned configurations**: every store writes ``config_version``
+  (:data:`CONFIG_VERSION`) into ``config.json``; a folder written by an older
+  version is read through :func:`migrate_config`, which translates its keys
+  (version 1 -> 2: ``pretrained: X`` becomes ``random_weights: not X``), so
+  runs written before still resume.  A newer version is refused with one line.
 * :func:`check_output_dir` / :func:`check_output_file`: is ``--out`` usable,
   checked before any work (:mod:`empirical.cliargs` uses them; this module
   imports nothing above it).
@@ -341,8 +346,38 @@ def read_jsonl(path, repair: bool = False) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- resumable store
+#: the version of ``config.json`` this code writes; older ones are translated by :func:`migrate_config`
+CONFIG_VERSION = 2
+CONFIG_VERSION_KEY = "config_version"
+
+
+def migrate_config(config: dict) -> dict:
+    """A copy of ``config`` in the current version's keys (see the module docstring).
+
+    Version 1 (no ``config_version`` key, written before 2026-12): ``pretrained`` (the option
+    given) becomes ``random_weights`` (its negation), the spelling every command shares.
+
+    Raises
+    ------
+    InputError
+        A version newer than :data:`CONFIG_VERSION` (written by a newer boundcheck).
+    """
+    c = dict(config)
+    version = c.get(CONFIG_VERSION_KEY, 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise InputError(f"config.json has an invalid {CONFIG_VERSION_KEY} {version!r}")
+    if version > CONFIG_VERSION:
+        raise InputError(f"config.json was written by a newer boundcheck (version {version}, this one reads up to "
+                         f"{CONFIG_VERSION}); update boundcheck or use another --out")
+    if version < 2 and "pretrained" in c:
+        pretrained = c.pop("pretrained")
+        c.setdefault("random_weights", None if pretrained is None else not pretrained)
+    c[CONFIG_VERSION_KEY] = CONFIG_VERSION
+    return c
+
+
 def _normalised(config: dict) -> dict:
-    return json.loads(dumps_strict(config, sort_keys=True))
+    return migrate_config(json.loads(dumps_strict(config, sort_keys=True)))
 
 
 def config_differences(old: dict, new: dict, keys=None) -> list[str]:
@@ -399,6 +434,9 @@ class ResumableStore:
             old = json.loads(cfg.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise InputError(f"{cfg} is unreadable; remove it (and the results) or use another --out") from None
+        if not isinstance(old, dict):
+            raise InputError(f"{cfg} does not hold a configuration; remove it (and the results) or use another --out")
+        old = migrate_config(old)
         new = _normalised(config)
         diff = config_differences(old, new, compare)
         if diff:

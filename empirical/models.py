@@ -903,6 +903,37 @@ def weights_label(trained: bool) -> str:
     return "trained weights" if trained else "random weights"
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """The one model spec of every torch command and the Python API (see :func:`resolve_model`)."""
+
+    model: str = LITE0
+    weights: str | None = None
+    random_weights: bool = False
+    num_classes: int | None = None
+    input_size: int | None = None
+    mean: tuple | None = None
+    std: tuple | None = None
+
+    @property
+    def trained(self) -> bool:
+        """Trained weights (known before loading): :func:`trained_weights`."""
+        return trained_weights(self.model, self.weights, self.random_weights)
+
+    def check(self) -> "ModelSpec":
+        """The checks that need nothing loaded: weights and random exclude each other, the file exists."""
+        if self.weights is not None and self.random_weights:
+            raise InputError("--random-weights and --weights exclude each other")
+        if self.weights is not None and not Path(self.weights).is_file():
+            raise InputError(f"--weights file not found: {self.weights}")
+        return self
+
+    def resolve(self) -> LoadedModel:
+        """:func:`resolve_model` of this spec."""
+        return resolve_model(self.model, weights=self.weights, random_weights=self.random_weights,
+                             num_classes=self.num_classes, input_size=self.input_size, mean=self.mean, std=self.std)
+
+
 def load_model(name: str, weights: str | os.PathLike | None = None, pretrained: bool = True) -> LoadedModel:
     """Load a model by name in eval mode with its preprocessing (a wrapper of :func:`resolve_model`).
 

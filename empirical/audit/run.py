@@ -137,21 +137,16 @@ def validate(opts: AuditOptions) -> AuditOptions:
     bad = [a for a in augs if a not in DEFAULT_AUGMENTATIONS]
     if bad or not augs:
         raise InputError(f"--augmentation must be from {', '.join(DEFAULT_AUGMENTATIONS)}, got {augs!r}")
-    if opts.device not in ("auto", "cpu", "cuda"):
-        raise InputError(f"--device must be auto, cpu or cuda, got {opts.device!r}")
-    if opts.dtype not in ("float32", "float64"):
-        raise InputError(f"--dtype must be float32 or float64, got {opts.dtype!r}")
+    from empirical.options import check_device, check_dtype, model_spec
+
+    check_device(opts.device)
+    check_dtype(opts.dtype)
     t = opts.threads
     if t is not None and (isinstance(t, bool) or not isinstance(t, int) or t < 1):
         raise InputError(f"--threads must be an integer >= 1, got {t!r}")
-    if opts.weights is not None and not Path(opts.weights).is_file():
-        raise InputError(f"--weights file not found: {opts.weights}")
-    if opts.weights is not None and not opts.pretrained:
-        raise InputError("--random-weights and --weights exclude each other")
-    from empirical.models import trained_weights
-
+    spec = model_spec(opts).check()
     # what the run really uses: a user model without --weights is randomly initialised by its callable
-    opts = replace(opts, pretrained=trained_weights(opts.model, opts.weights, not opts.pretrained))
+    opts = replace(opts, pretrained=spec.trained)
     device = opts.device
     if device == "auto":
         import torch
@@ -229,13 +224,13 @@ def run_audit(opts: AuditOptions, model=None) -> dict:
     from empirical.data import UnreadableImage, list_images
     from empirical.engine import Explainer
     from empirical.io import ResumableStore, atomic_path, check_output_dir
-    from empirical.models import resolve_model
 
     opts = validate(opts)
     out = check_output_dir(opts.out) if opts.out is not None else None
     t0 = time.perf_counter()
-    if opts.device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda requested but CUDA is not available")
+    from empirical.options import model_spec, resolve_device
+
+    opts = replace(opts, device=resolve_device(opts.device))
     items, source = list_images(imagenet_val=opts.imagenet_val, labels=opts.labels, images=opts.images,
                                 n=opts.n_images, image_files=list(opts.image_files) if opts.image_files else None)
     if opts.threads:
@@ -243,8 +238,7 @@ def run_audit(opts: AuditOptions, model=None) -> dict:
     if model is not None:
         lm = model
     else:
-        lm = resolve_model(opts.model, weights=opts.weights, random_weights=not opts.pretrained,
-                           num_classes=opts.num_classes, input_size=opts.input_size, mean=opts.mean, std=opts.std)
+        lm = model_spec(opts).resolve()
     from empirical.data import check_labels
 
     check_labels(items, len(lm.categories), source)

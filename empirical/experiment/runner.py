@@ -143,21 +143,6 @@ def dist_env() -> tuple[int, int, int]:
     return rank, world, local
 
 
-def resolve_device(device: str | None, local_rank: int, world: int) -> str:
-    import torch
-
-    if device is None or device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise InputError("--device cuda requested but CUDA is not available")
-        if device == "cuda":
-            device = f"cuda:{local_rank}" if world > 1 or local_rank else "cuda:0"
-    elif device != "cpu":
-        raise InputError(f"--device must be cpu or cuda, got {device!r}")
-    return device
-
-
 # ----------------------------------------------------------------------------- configuration
 def _validate(opts: RunOptions) -> None:
     from empirical.augment import AUGMENTATIONS
@@ -258,11 +243,9 @@ def run_experiment(opts: RunOptions, explainer=None, loaded=None) -> dict:
     group_size = max(1, opts.batch_size // protocol.samples_per_image)
 
     if loaded is None:
-        from empirical.models import resolve_model
+        from empirical.options import model_spec
 
-        loaded = resolve_model(opts.model, weights=opts.weights, random_weights=not opts.pretrained,
-                               num_classes=opts.num_classes, input_size=opts.input_size, mean=opts.mean,
-                               std=opts.std)
+        loaded = model_spec(opts).resolve()
     if hasattr(loaded, "categories"):
         from empirical.data import check_labels
 
@@ -274,6 +257,8 @@ def run_experiment(opts: RunOptions, explainer=None, loaded=None) -> dict:
     own_name = "results.jsonl" if world == 1 else f"results.rank{rank}.jsonl"
     store = ResumableStore(out, config, compare=_CONFIG_KEYS, results=own_name,
                            hints={"code": "the code that computes the maps changed since that run"}, sort_keys=True)
+
+    from empirical.options import resolve_device
 
     device = resolve_device(opts.device, local, world)
     dtype = torch.float64 if opts.dtype == "float64" else torch.float32

@@ -45,7 +45,7 @@ DEFAULT_MAX_M = 1024
 DEFAULT_N_SHIPPED = 1
 RECORDS_FILE = "records.jsonl"
 #: configuration keys a resume must repeat
-_CONFIG_KEYS = ("model", "weights", "pretrained", "num_classes", "input_size", "mean", "std", "image_ids_sha256",
+_CONFIG_KEYS = ("model", "weights", "random_weights", "num_classes", "input_size", "mean", "std", "image_ids_sha256",
                 "methods", "augmentation", "sigma", "m_grid", "seed", "dtype", "allow_tf32", "batch_size", "t",
                 "delta", "target_s2", "max_m", "split_half", "code")
 UNGUARANTEED = "measured on this image, not a guarantee"
@@ -161,12 +161,10 @@ def validate(opts: ExplainOptions):
         _positive_int("--n-images", opts.n_images)
     if opts.dtype not in ("float32", "float64"):
         raise InputError(f"--dtype must be float32 or float64, got {opts.dtype!r}")
-    if opts.device not in (None, "auto", "cpu") and not str(opts.device).startswith("cuda"):
-        raise InputError(f"--device must be auto, cpu or cuda, got {opts.device!r}")
-    if opts.weights is not None and not opts.pretrained:
-        raise InputError("--random-weights and --weights exclude each other")
-    if opts.weights is not None and not Path(opts.weights).is_file():
-        raise InputError(f"--weights file not found: {opts.weights}")
+    from empirical.options import check_device, model_spec
+
+    check_device(opts.device)
+    model_spec(opts).check()
     from empirical.models import LITE0, resolve_model, torchvision_classifiers
 
     if opts.model != LITE0 and ":" not in opts.model and opts.model not in torchvision_classifiers():
@@ -195,15 +193,20 @@ def image_stem(image_id: str) -> str:
 
 
 # ----------------------------------------------------------------------------- configuration
+def code_hash() -> str:
+    """SHA-256 of the code that computes the maps (the engine's fingerprint and ``average.py``): a
+    resume after it changed is refused, since the stored maps would no longer be reproducible."""
+    from empirical.experiment.runner import code_fingerprint
+
+    own = Path(__file__).with_name("average.py").read_bytes()
+    return hashlib.sha256(code_fingerprint().encode() + own).hexdigest()
+
+
 def build_config(opts: ExplainOptions, items, source: dict, weights: str) -> dict:
     """The run's configuration; ``weights`` is the --weights file, "random" or "default" (the shipped
     Lite0 weights / the torch hub cache file of :func:`empirical.models.load_model`)."""
-    from empirical.experiment.runner import code_fingerprint
-
     ids = "\n".join(it.id for it in items).encode()
-    own = Path(__file__).with_name("average.py").read_bytes()
-    code = hashlib.sha256(code_fingerprint().encode() + own).hexdigest()
-    return {"format": 1, "model": opts.model, "weights": weights, "pretrained": bool(opts.pretrained),
+    return {"format": 1, "model": opts.model, "weights": weights, "random_weights": not opts.pretrained,
             "num_classes": opts.num_classes, "input_size": opts.input_size,
             "mean": list(opts.mean) if opts.mean else None, "std": list(opts.std) if opts.std else None,
             "allow_tf32": bool(opts.allow_tf32),
@@ -211,7 +214,8 @@ def build_config(opts: ExplainOptions, items, source: dict, weights: str) -> dic
             "methods": list(opts.methods), "augmentation": opts.augmentation, "sigma": float(opts.sigma),
             "m_grid": list(opts.m_grid), "seed": int(opts.seed), "dtype": opts.dtype,
             "batch_size": int(opts.batch_size), "t": float(opts.t), "delta": float(opts.delta),
-            "target_s2": opts.target_s2, "max_m": int(opts.max_m), "split_half": bool(opts.split_half), "code": code,
+            "target_s2": opts.target_s2, "max_m": int(opts.max_m), "split_half": bool(opts.split_half),
+            "code": code_hash(),
             "items": [it.to_dict() for it in items]}
 
 
@@ -311,22 +315,20 @@ def run_explain(opts: ExplainOptions, loaded=None, explainer=None) -> dict:
     import torch
 
     from empirical.data import load_image
-    from empirical.experiment.runner import SKIPPED_FILE, resolve_device
+    from empirical.experiment.runner import SKIPPED_FILE
+    from empirical.options import model_spec, resolve_device
     from empirical.explain.average import average_maps
     from empirical.io import ResumableStore, append_jsonl, check_output_dir, read_jsonl
 
     opts, items, source = validate(opts)
-    device = resolve_device(None if opts.device == "auto" else opts.device, 0, 1)
+    device = resolve_device(opts.device)
     out = check_output_dir(opts.out)
     # the configuration is checked before the model is loaded (a refused resume costs nothing)
     wdesc = str(Path(opts.weights).resolve()) if opts.weights else ("random" if not opts.pretrained else "default")
     config = build_config(opts, items, source, wdesc)
     ResumableStore.check(out, config, compare=_CONFIG_KEYS, hints=_HINTS)
     if loaded is None:
-        from empirical.models import resolve_model
-
-        loaded = resolve_model(opts.model, weights=opts.weights, random_weights=not opts.pretrained,
-                               num_classes=opts.num_classes, input_size=opts.input_size, mean=opts.mean, std=opts.std)
+        loaded = model_spec(opts).resolve()
     from empirical.data import check_labels
 
     if hasattr(loaded, "categories"):

@@ -101,17 +101,13 @@ def validate(opts: SanityOptions) -> None:
         raise InputError(f"--steps must be an integer >= 1, got {opts.steps!r}")
     if opts.region_size not in (8, 15):
         raise InputError(f"--region-size must be 8 or 15, got {opts.region_size!r}")
-    if opts.device not in ("auto", "cpu", "cuda") and not str(opts.device).startswith("cuda:"):
-        raise InputError(f"--device must be auto, cpu or cuda, got {opts.device!r}")
-    if opts.dtype not in ("float32", "float64"):
-        raise InputError(f"--dtype must be float32 or float64, got {opts.dtype!r}")
-    if opts.weights is not None and opts.random_weights:
-        raise InputError("--random-weights and --weights exclude each other")
-    if str(opts.device).startswith("cuda"):
-        import torch
+    from empirical.options import check_device, check_dtype, model_spec, resolve_device
 
-        if not torch.cuda.is_available():
-            raise InputError("--device cuda requested but torch sees no CUDA device")
+    check_device(opts.device)
+    check_dtype(opts.dtype)
+    model_spec(opts).check()
+    if str(opts.device).startswith("cuda"):
+        resolve_device(opts.device)
     if opts.command != "overtaking":
         if not opts.methods:
             raise InputError("--methods must name at least one method")
@@ -126,10 +122,9 @@ def validate(opts: SanityOptions) -> None:
 def load_inputs(opts: SanityOptions):
     """(LoadedModel, list of ImageItem, source description)."""
     from empirical.data import list_images
-    from empirical.models import resolve_model
+    from empirical.options import model_spec
 
-    lm = resolve_model(opts.model, weights=opts.weights, random_weights=opts.random_weights,
-                       num_classes=opts.num_classes, input_size=opts.input_size, mean=opts.mean, std=opts.std)
+    lm = model_spec(opts).resolve()
     items, src = list_images(imagenet_val=opts.imagenet_val, labels=opts.labels, images=opts.images,
                              image_files=list(opts.image_files) if opts.image_files else None,
                              n=opts.n_images)
@@ -192,8 +187,9 @@ def run_check(opts: SanityOptions) -> dict:
     from empirical.io import ResumableStore, check_output_dir
 
     validate(opts)
-    if opts.device == "auto":
-        opts = replace(opts, device="cuda" if torch.cuda.is_available() else "cpu")
+    from empirical.options import resolve_device
+
+    opts = replace(opts, device=resolve_device(opts.device))
     check_output_dir(opts.out)
     t0 = time.time()
     lm, items, src = load_inputs(opts)
