@@ -68,3 +68,19 @@ def model_spec(opts):
     return ModelSpec(model=opts.model, weights=opts.weights, random_weights=random_weights,
                      num_classes=getattr(opts, "num_classes", None), input_size=getattr(opts, "input_size", None),
                      mean=getattr(opts, "mean", None), std=getattr(opts, "std", None))
+
+
+def check_run_memory(loaded, batch: int, device: str, dtype: str = "float32") -> int | None:
+    """Before any work: refuse a batch whose activations cannot fit in this machine's memory (one line).
+
+    :func:`empirical.models.check_input_memory` at the model's input size for ``batch`` images (float64:
+    twice the bytes).  Checked on the CPU, where a failed allocation comes late and as a long traceback;
+    on CUDA the engine's own out-of-memory error is left to torch.  Objects without a ``model``
+    (tests' stand-ins) are not checked.
+    """
+    if not str(device).startswith("cpu") or not hasattr(loaded, "model") or not hasattr(loaded, "input_size"):
+        return None
+    from empirical.models import check_input_memory
+
+    return check_input_memory(loaded.model, int(loaded.input_size), getattr(loaded, "name", "model"),
+                              batch=int(batch) * (2 if check_dtype(dtype) == "float64" else 1))

@@ -79,11 +79,30 @@ def _out_entries(out) -> set | None:
 _SETUP_FILES = frozenset({"config.json"})
 
 
+def _nothing_computed(path) -> bool:
+    """A file a run writes before any result: configuration, empty, or JSON lines that only record
+    skipped (unreadable) images."""
+    import json
+
+    if path.name in _SETUP_FILES or path.stat().st_size == 0:
+        return True
+    if path.suffix != ".jsonl":
+        return False
+    if path.name == "skipped.jsonl":
+        return True
+    try:
+        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return all(isinstance(r, dict) and "skipped" in r for r in records)
+
+
 def restore_out(out, before: set | None) -> None:
     """Put ``--out`` back as a refused run found it: remove what the run created, when that is only set-up.
 
-    Files a refused run created are removed only when each is a configuration file (:data:`_SETUP_FILES`)
-    or empty, so results already computed are never lost; folders it created are removed when empty.
+    Files a refused run created are removed only when none holds a result (each is a configuration file
+    (:data:`_SETUP_FILES`), empty, or records of skipped images only), so results already computed are
+    never lost; folders it created are removed when empty.
     """
     import shutil
     from pathlib import Path
@@ -96,7 +115,7 @@ def restore_out(out, before: set | None) -> None:
     after = _out_entries(root) or set()
     new = sorted(after - (before or set()), key=lambda r: -r.count("/"))
     new_files = [root / r for r in new if (root / r).is_file()]
-    if any(p.name not in _SETUP_FILES and p.stat().st_size > 0 for p in new_files):
+    if any(not _nothing_computed(p) for p in new_files):
         return  # work was done: keep it (a resume continues from it)
     for p in new_files:
         p.unlink()

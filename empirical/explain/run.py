@@ -35,11 +35,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from boundcheck.errors import InputError
+from boundcheck.paper import DELTA
 from empirical.explain.average import AUGMENTATIONS
 
 DEFAULT_METHODS = ("gradient_x_input", "lrp_beta_0", "lrp_beta_1", "lrp_gamma_100")
 DEFAULT_M = (1, 4, 16, 64)
-DEFAULT_T, DEFAULT_DELTA = 0.01, 0.05
+DEFAULT_T, DEFAULT_DELTA = 0.01, DELTA
 DEFAULT_MAX_M = 1024
 #: images explained when neither --images nor --image is given (the shipped photos)
 DEFAULT_N_SHIPPED = 1
@@ -224,6 +225,22 @@ _HINTS = {"code": "the code that computes the maps changed since that run"}
 
 
 # ----------------------------------------------------------------------------- per image
+def first_nonfinite_map(res) -> str | None:
+    """``"the <method> map at m=<m> holds k NaN/inf of n values"`` for the first averaged map (either
+    sample set) that is not finite everywhere, or the clean target logit; None when all are finite."""
+    import numpy as np
+
+    if not math.isfinite(res.target_logit):
+        return f"the target logit on the clean image is {res.target_logit}"
+    for maps in (res.maps, res.maps2 or {}):
+        for method, by_m in maps.items():
+            for m in sorted(by_m):
+                bad = int((~np.isfinite(by_m[m])).sum())
+                if bad:
+                    return f"the {method} map at m={m} holds {bad} NaN/inf of {by_m[m].size} values"
+    return None
+
+
 def theory_block(methods, n: int, t: float, delta: float, m_values) -> dict:
     """``{method: required_m(...) + "l2_bound_log10": {form: {m: .}}}`` (image-independent)."""
     from empirical.explain.stats import l2_bound_curve_log10, required_m
@@ -333,6 +350,9 @@ def run_explain(opts: ExplainOptions, loaded=None, explainer=None) -> dict:
 
     if hasattr(loaded, "categories"):
         check_labels(items, len(loaded.categories), source)
+    from empirical.options import check_run_memory
+
+    check_run_memory(loaded, opts.batch_size, device, opts.dtype)
     # written once the model has loaded and the labels fit it
     store = ResumableStore(out, config, compare=_CONFIG_KEYS, results=RECORDS_FILE, hints=_HINTS, sort_keys=True)
     for rec in source.get("skipped", ()):
@@ -370,6 +390,10 @@ def run_explain(opts: ExplainOptions, loaded=None, explainer=None) -> dict:
                                it.id, target=it.label, sigma=opts.sigma, batch_size=opts.batch_size, device=device,
                                dtype=dtype, split_half=opts.split_half, target_s2=opts.target_s2, max_m=opts.max_m,
                                on_samples=tick)
+            bad = first_nonfinite_map(res)
+            if bad:  # never a map of NaN written as a result, nor statistics with wrong reasons for nulls
+                raise InputError(f"image {it.id}: {bad}; stopped before writing it (images already written "
+                                 "are kept)")
             title = f"{it.id}, {opts.model}, {aug_title}, target {res.target}"
             outputs = write_image_outputs(out / image_stem(it.id), x01, res, opts.methods, grid, title, theory,
                                           heatmaps=opts.heatmaps)
