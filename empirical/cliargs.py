@@ -10,6 +10,12 @@ what the command needs::
     add_methods_arg(parser)          --methods a,b,c
     add_out_arg(parser)              --out DIR (checked writable before any work)
     add_threads_arg(parser)          --threads N
+    add_progress_arg(parser)         --no-progress
+    add_m_grid_arg(parser, ...)      --m-grid M1,M2,...
+
+One spelling per option; an older spelling is a hidden alias (:func:`add_deprecated_alias`) that prints one
+notice line.  No spelling is a prefix of a ``torchrun`` option, so every option passes through
+``torchrun ... -m boundcheck COMMAND`` unharmed (tests/test_cli_contract.py).
 
 Bad values are argparse errors (one line with the project's parser, exit 2) or
 :class:`boundcheck.errors.InputError` from the ``*_from_args`` functions.
@@ -116,17 +122,6 @@ def add_deprecated_alias(parser, old: str, replacement: str, dest: str, append: 
     """Keep ``old`` working as a hidden alias of ``replacement`` (same ``dest``), with a notice line."""
     return parser.add_argument(old, dest=dest, action=_DeprecatedAlias, replacement=replacement, append=append,
                                help=argparse.SUPPRESS, **kwargs)
-
-
-#: the one spelling of each option shared by several torch commands (older spellings are deprecated
-#: aliases): every one passes through ``torchrun`` unharmed, i.e. none is a prefix of a torchrun option
-SHARED_SPELLINGS = {
-    "sample sizes (a grid)": "--m-grid",
-    "deviation t of the theory's m": "--deviation",
-    "attribution methods / rules": "--methods",
-    "augmentations": "--augmentation",
-    "samples per call": "--batch-size",
-}
 
 
 def csv_list(text) -> tuple:
@@ -298,6 +293,12 @@ def add_out_arg(parser, required: bool = True):
     """``--out DIR``: the output folder, checked by :func:`check_output_dir` when parsed."""
     return parser.add_argument("--out", required=required, type=_out_type, metavar="DIR",
                                help="output folder (checked writable before any work; created by the command when missing)")
+
+
+def add_progress_arg(parser):
+    """``--no-progress``: no progress bar (:class:`empirical.runtime.progress_bar`, stderr, shown after 2 s)."""
+    return parser.add_argument("--no-progress", dest="no_progress", action="store_true", default=False,
+                               help="no progress bar")
 
 
 def add_threads_arg(parser, default: int | None = None):

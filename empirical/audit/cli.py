@@ -43,7 +43,7 @@ class _AppendCsv(argparse.Action):
 
 def add_arguments(parser, name: str = "audit") -> None:
     from empirical.cliargs import (add_deprecated_alias, add_device_args, add_image_args, add_methods_arg,
-                                   add_model_args, add_out_arg, add_threads_arg)
+                                   add_model_args, add_out_arg, add_progress_arg, add_threads_arg)
 
     add_out_arg(parser)
     add_model_args(parser)
@@ -62,6 +62,7 @@ def add_arguments(parser, name: str = "audit") -> None:
     parser.add_argument("--augmentation", dest="augmentation", action=_AppendCsv, default=None, metavar="A,B",
                         help=f"augmentations, comma-separated or repeated (default {','.join(DEFAULT_AUGMENTATIONS)})")
     parser.add_argument("--seed", type=int, default=0)
+    add_progress_arg(parser)
 
 
 def options_from_args(args) -> AuditOptions:
@@ -72,7 +73,7 @@ def options_from_args(args) -> AuditOptions:
         labels=args.labels, n_images=args.n_images, rules=tuple(args.methods or DEFAULT_RULES),
         gammas=tuple(parse_gammas(args.gamma_sweep)), m_samples=args.m_samples,
         augmentations=tuple(args.augmentation or DEFAULT_AUGMENTATIONS), seed=args.seed, device=args.device,
-        dtype=args.dtype, allow_tf32=args.allow_tf32, threads=args.threads,
+        dtype=args.dtype, allow_tf32=args.allow_tf32, threads=args.threads, progress=not args.no_progress,
     )
 
 

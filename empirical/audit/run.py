@@ -90,11 +90,12 @@ class AuditOptions:
     dtype: str = "float32"
     allow_tf32: bool = False
     threads: int | None = 2
+    progress: bool = False  # a progress bar on stderr (the CLI's default; --no-progress)
 
     def config(self) -> dict:
         """The options that change the numbers (a resume must repeat them); unset overrides are left out."""
         d = asdict(self)
-        for k in ("out", "device", "threads", "n_images"):
+        for k in ("out", "device", "threads", "n_images", "progress"):
             d.pop(k)
         for k in ("num_classes", "input_size", "mean", "std", "image_files", "imagenet_val", "labels"):
             if d[k] is None:
@@ -251,21 +252,26 @@ def run_audit(opts: AuditOptions, model=None) -> dict:
     todo = [it for it in items if it.id not in done]
     tdtype = torch.float64 if opts.dtype == "float64" else torch.float32
     ex = Explainer(lm.model, dtype=tdtype, device=opts.device, allow_tf32=opts.allow_tf32) if todo else None
-    for item in todo:
-        try:
-            rec, h = audit_image(ex, lm, item, opts, opts.device, tdtype, want_hist=hist is None)
-        except UnreadableImage as exc:
-            rec, h = {"id": item.id, "index": item.index, "skipped": exc.reason}, None
-        if h is not None:
-            hist = h
-            if hist_path is not None:  # before the record: a stored first record implies its histogram
-                with atomic_path(hist_path) as tmp:
-                    with open(tmp, "wb") as fh:
-                        np.save(fh, h)
-        if store is not None:
-            store.append(rec)
-        else:
-            memory.append(rec)
+    from empirical.runtime import progress_bar
+
+    with progress_bar(opts.progress, total=len(todo), unit="img", desc=f"audit {opts.model}") as bar:
+        for item in todo:
+            try:
+                rec, h = audit_image(ex, lm, item, opts, opts.device, tdtype, want_hist=hist is None)
+            except UnreadableImage as exc:
+                rec, h = {"id": item.id, "index": item.index, "skipped": exc.reason}, None
+            if h is not None:
+                hist = h
+                if hist_path is not None:  # before the record: a stored first record implies its histogram
+                    with atomic_path(hist_path) as tmp:
+                        with open(tmp, "wb") as fh:
+                            np.save(fh, h)
+            if store is not None:
+                store.append(rec)
+            else:
+                memory.append(rec)
+            if bar is not None:
+                bar.update(1)
     wanted = {it.id: it.index for it in items}
     stored = store.records() if store is not None else memory
     by_id = {r["id"]: r for r in stored if r["id"] in wanted}

@@ -28,7 +28,7 @@ from boundcheck.errors import InputError
 def add_arguments(parser: argparse.ArgumentParser, name: str = "empirical") -> None:
     from empirical.cliargs import (
         add_deprecated_alias, add_device_args, add_image_args, add_m_grid_arg, add_methods_arg, add_model_args,
-        add_out_arg, csv_list,
+        add_out_arg, add_progress_arg, csv_list,
     )
     from empirical.experiment.runner import DEFAULT_M_GRID, PAPER_METHODS
 
@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "empirical") -> N
                         help="samples per attribute() call (default: 8 on the CPU, where larger batches leave the "
                              "caches, 64 on CUDA)")
     parser.add_argument("--no-plots", action="store_true", help="tables only")
-    parser.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    add_progress_arg(parser)
     parser.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulated kill
 
 

@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "explain") -> Non
     from empirical.cliargs import (
         add_deprecated_alias,
         add_m_grid_arg,
+        add_progress_arg,
         add_device_args,
         add_image_args,
         add_methods_arg,
@@ -69,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "explain") -> Non
                    "and no convergence plot")
     g.add_argument("--no-heatmaps", action="store_true", help="no PNG per map (montages, .npy files and "
                    "plots are still written)")
-    g.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    add_progress_arg(g)
     g.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulated kill
 
 

@@ -202,18 +202,19 @@ def run_check(opts: SanityOptions) -> dict:
     todo = [it for it in items if it.id not in done]
     device = torch.device(opts.device)
     ctx = _prepare(opts, lm, device)
-    for i in range(0, len(todo), opts.batch_size):
-        chunk = todo[i:i + opts.batch_size]
-        x, kept, skipped = load_batch(lm, chunk)
-        for it, why in skipped:
-            store.append({"id": it.id, "skipped": why})
-        if x is None:
-            continue
-        for rec in _process(opts, ctx, x, kept, device):
-            store.append(rec)
-        if opts.progress:
-            print(f"[sanity {opts.command}] {min(i + opts.batch_size, len(todo))}/{len(todo)} images "
-                  f"({time.time() - t0:.0f} s)", flush=True)
+    from empirical.runtime import progress_bar
+
+    with progress_bar(opts.progress, total=len(todo), unit="img", desc=f"sanity {opts.command}") as bar:
+        for i in range(0, len(todo), opts.batch_size):
+            chunk = todo[i:i + opts.batch_size]
+            x, kept, skipped = load_batch(lm, chunk)
+            for it, why in skipped:
+                store.append({"id": it.id, "skipped": why})
+            if x is not None:
+                for rec in _process(opts, ctx, x, kept, device):
+                    store.append(rec)
+            if bar is not None:
+                bar.update(len(chunk))
     stored = store.records()
     records = [r for r in stored if "skipped" not in r]
     bad = [r for r in stored if "skipped" in r]
