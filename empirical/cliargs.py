@@ -119,9 +119,27 @@ class _DeprecatedAlias(argparse.Action):
 
 
 def add_deprecated_alias(parser, old: str, replacement: str, dest: str, append: bool = False, **kwargs):
-    """Keep ``old`` working as a hidden alias of ``replacement`` (same ``dest``), with a notice line."""
+    """Keep ``old`` working as a hidden alias of ``replacement`` (same ``dest``), with a notice line.
+
+    ``const=VALUE`` (with ``nargs=0``) makes a flag that stores VALUE.
+    """
+    if "const" in kwargs:
+        return parser.add_argument(old, dest=dest, action=_DeprecatedConst, replacement=replacement,
+                                   const=kwargs.pop("const"), help=argparse.SUPPRESS, **kwargs)
     return parser.add_argument(old, dest=dest, action=_DeprecatedAlias, replacement=replacement, append=append,
                                help=argparse.SUPPRESS, **kwargs)
+
+
+class _DeprecatedConst(argparse.Action):
+    """An older flag: one notice line on stderr, then ``const`` is stored under the new option's ``dest``."""
+
+    def __init__(self, option_strings, dest, replacement: str, const=None, **kwargs):
+        self.replacement = replacement
+        super().__init__(option_strings, dest, nargs=0, const=const, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{option_string} is deprecated; {self.replacement}", file=sys.stderr)
+        setattr(namespace, self.dest, self.const)
 
 
 def csv_list(text) -> tuple:

@@ -28,7 +28,8 @@
 * **Versioned configurations**: every store writes ``config_version``
   (:data:`CONFIG_VERSION`) into ``config.json``; a folder written by an older
   version is read through :func:`migrate_config`, which translates its keys
-  (version 1 -> 2: ``pretrained: X`` becomes ``random_weights: not X``), so
+  (version 1 -> 2: ``pretrained: X`` becomes ``random_weights: not X``; a user
+  model's ``weights: "default"`` becomes ``"random"``, what it ran on), so
   runs written before still resume.  A newer version is refused with one line.
 * :func:`check_output_dir` / :func:`check_output_file`: is ``--out`` usable,
   checked before any work (:mod:`empirical.cliargs` uses them; this module
@@ -372,6 +373,10 @@ def migrate_config(config: dict) -> dict:
     if version < 2 and "pretrained" in c:
         pretrained = c.pop("pretrained")
         c.setdefault("random_weights", None if pretrained is None else not pretrained)
+    model = str(c.get("model", ""))
+    if version < 2 and c.get("weights") == "default" and ":" in model and not model.startswith("timm:"):
+        # version 1 of explain wrote "default" for a user model without --weights: it ran on random weights
+        c["weights"] = "random"
     c[CONFIG_VERSION_KEY] = CONFIG_VERSION
     return c
 

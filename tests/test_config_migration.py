@@ -80,3 +80,12 @@ def test_explain_folder_of_the_previous_release_resumes(tmp_path, capsys):
     assert "0 image(s) written" in err
     assert (run / "records.jsonl").read_text() == before
     assert json.loads((run / "config.json").read_text()) == cfg  # the old file is kept as it was
+
+
+def test_version_1_user_model_default_weights_read_as_random():
+    """Version 1 of explain wrote weights "default" for a user model without --weights; it ran on the
+    callable's random initialisation, which is what version 2 writes."""
+    old = {"model": "net.py:build", "weights": "default", "pretrained": True}
+    assert migrate_config(old)["weights"] == "random"
+    assert migrate_config({"model": "resnet18", "weights": "default", "pretrained": True})["weights"] == "default"
+    assert migrate_config({"model": "timm:resnet18", "weights": "default"})["weights"] == "default"

@@ -341,7 +341,8 @@ def run_explain(opts: ExplainOptions, loaded=None, explainer=None) -> dict:
     device = resolve_device(opts.device)
     out = check_output_dir(opts.out)
     # the configuration is checked before the model is loaded (a refused resume costs nothing)
-    wdesc = str(Path(opts.weights).resolve()) if opts.weights else ("random" if not opts.pretrained else "default")
+    spec = model_spec(opts)
+    wdesc = str(Path(opts.weights).resolve()) if opts.weights else ("default" if spec.trained else "random")
     config = build_config(opts, items, source, wdesc)
     ResumableStore.check(out, config, compare=_CONFIG_KEYS, hints=_HINTS)
     if loaded is None:
@@ -424,6 +425,7 @@ def _theory_cell(th: dict, form: str) -> str:
 def write_summary(out: Path, config: dict, records: list, theory: dict, depth: int, skipped=()) -> str:
     """``explain.json`` and ``explain.md`` from all records; returns the Markdown."""
     from empirical.io import atomic_write_json, atomic_write_text
+    from empirical.models import weights_label
 
     meta = {k: config[k] for k in ("model", "weights", "methods", "augmentation", "sigma", "m_grid", "seed", "dtype",
                                    "t", "delta", "target_s2", "max_m")}
@@ -435,7 +437,9 @@ def write_summary(out: Path, config: dict, records: list, theory: dict, depth: i
                                  + UNGUARANTEED}}
     atomic_write_json(out / "explain.json", doc, indent=1, sort_keys=True)
     t, d = config["t"], config["delta"]
-    lines = [f"**Averaged attribution maps**, {config['model']} (depth n = {depth}), augmentation "
+    trained = config["weights"] != "random"
+    lines = [f"**Averaged attribution maps**, {config['model']} ({weights_label(trained)}, depth n = {depth}), "
+             "augmentation "
              f"`{config['augmentation']}`" + (f" σ = {config['sigma']:g}" if config["augmentation"] == "gaussian" else "")
              + f", seed {config['seed']}, m = {', '.join(map(str, config['m_grid']))}; {len(records)} image(s)"
              + (f", {len(skipped)} unreadable image(s) skipped (skipped.jsonl)." if skipped else "."),

@@ -39,8 +39,8 @@ __all__ = ["add_arguments", "options_from_args", "run", "SanityOptions", "run_ch
 
 # --------------------------------------------------------------------------- argparse
 def add_arguments(parser: argparse.ArgumentParser, name: str = "sanity") -> None:
-    from empirical.cliargs import (add_device_args, add_image_args, add_methods_arg, add_model_args, add_out_arg,
-                                   add_progress_arg)
+    from empirical.cliargs import (add_deprecated_alias, add_device_args, add_image_args, add_methods_arg,
+                                   add_model_args, add_out_arg, add_progress_arg)
 
     sub = parser.add_subparsers(dest="sanity_command", metavar="CHECK")
     helps = {
@@ -57,7 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "sanity") -> None
         p.add_argument("--seed", type=int, default=0, help="seed of the randomisation / random baseline")
         p.add_argument("--batch-size", dest="batch_size", type=int, default=8, help="images per batch")
         add_progress_arg(p)
-        p.add_argument("--progress", dest="no_progress", action="store_false", help=argparse.SUPPRESS)  # the default now
+        add_deprecated_alias(p, "--progress", "the progress bar is the default (--no-progress turns it off)",
+                             dest="no_progress", const=False)
         if cmd != "overtaking":
             add_methods_arg(p, default=DEFAULT_METHODS)
         if cmd == "randomize":
