@@ -236,3 +236,40 @@ def test_progress_bar_is_cleared_on_an_error(capsys):
             raise RuntimeError("boom")
     err = capsys.readouterr().err
     assert "%" not in err and "10" not in err
+
+
+@pytest.mark.torch
+@pytest.mark.extended
+def test_readme_torchrun_example_runs_with_two_ranks(tmp_path):
+    """The README's torchrun command, with the m grid, on a small user model and 4 photos: 2 CPU ranks,
+    then the merged tables hold every image."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")
+    from empirical.data import foolbox_photos
+
+    net = tmp_path / "net.py"
+    net.write_text(TEN_CLASS_NET.replace("num_classes=10", "num_classes=1000"))
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for it in foolbox_photos(4):
+        (imgs / Path(it.path).name).write_bytes(Path(it.path).read_bytes())
+    out = tmp_path / "run"
+    ex = _readme_torchrun_examples()[0]
+    argv = shlex.split(ex.replace("K", "2"))
+    # the README's folders are placeholders: this machine's small model, images and output folder
+    keep = [a for a in argv[argv.index("run") + 1:]]
+    script = ["--m-grid", keep[keep.index("--m-grid") + 1]]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "boundcheck", "empirical",
+           "run", "--out", str(out), "--model", f"{net}:build", "--images", str(imgs), "--input-size", "32",
+           "--methods", "gradient_x_input,lrp_beta_0", "--augmentation", "gaussian", "--device", "cpu",
+           "--no-progress", *script]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(README.parent) + os.pathsep
+               + os.environ.get("PYTHONPATH", ""))
+    res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert main(["empirical", "merge", "--out", str(out), "--no-plots"]) == 0
+    ids = {json.loads(line)["id"] for f in out.glob("results*.jsonl") for line in f.read_text().splitlines()}
+    assert len(ids) == 4 and script[1] == "25,50,100"
