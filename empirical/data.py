@@ -225,7 +225,7 @@ def list_images(imagenet_val=None, labels=None, images=None, n: int | None = Non
     if len(given) > 1:
         raise InputError(f"give one of --imagenet-val, --images, --image, not {' and '.join(given)}")
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise InputError(f"--n-images must be a positive integer, got {n!r}")
+        raise InputError(f"--n-images must be an integer >= 1, got {n!r}")
     if labels is not None and imagenet_val is None:
         raise InputError("--labels needs --imagenet-val DIR")
     if imagenet_val is not None:

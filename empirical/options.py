@@ -84,3 +84,13 @@ def check_run_memory(loaded, batch: int, device: str, dtype: str = "float32") ->
 
     return check_input_memory(loaded.model, int(loaded.input_size), getattr(loaded, "name", "model"),
                               batch=int(batch) * (2 if check_dtype(dtype) == "float64" else 1))
+
+
+def check_count(option: str, value, minimum: int = 1, allow_none: bool = False):
+    """An integer option (``--n-images``, ``--batch-size``, ...) that must be >= ``minimum``, in one wording:
+    ``"--n-images must be an integer >= 1, got 0"``."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InputError(f"{option} must be an integer >= {minimum}, got {value!r}")
+    return value

@@ -131,8 +131,9 @@ def validate(opts: AuditOptions) -> AuditOptions:
         if rule.adaptive_beta_max is not None or not ({"beta", "gamma"} & set(rule.params)):
             raise InputError(f"--rule {r}: the audit needs an LRP-beta or LRP-gamma rule (Lemma 7/8)")
     n, m = opts.n_images, opts.m_samples
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise InputError(f"--n-images must be an integer >= 1, got {n!r}")
+    from empirical.options import check_count
+
+    check_count("--n-images", n)
     if isinstance(m, bool) or not isinstance(m, int) or m < 0 or m == 1:
         raise InputError(f"--m-samples must be 0 (skip) or an integer >= 2, got {m!r}")
     augs = list(dict.fromkeys(opts.augmentations or ()))

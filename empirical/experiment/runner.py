@@ -160,12 +160,12 @@ def _validate(opts: RunOptions) -> None:
         parse_method(m)  # an unknown name: InputError before anything is loaded
     if not any(m in GRAD_METHODS for m in opts.methods) or not any(m in LRP_METHODS for m in opts.methods):
         raise InputError(f"--methods needs one of {','.join(GRAD_METHODS)} and one of {','.join(LRP_METHODS)}")
-    if opts.batch_size < 1:
-        raise InputError(f"--batch-size must be >= 1, got {opts.batch_size}")
-    if opts.n_images is not None and opts.n_images < 1:
-        raise InputError(f"--n-images must be >= 1, got {opts.n_images}")
-    if opts.dtype not in ("float32", "float64"):
-        raise InputError(f"--dtype must be float32 or float64, got {opts.dtype}")
+    from empirical.options import check_count, check_device, check_dtype
+
+    check_count("--batch-size", opts.batch_size)
+    check_count("--n-images", opts.n_images, allow_none=True)
+    check_dtype(opts.dtype)
+    check_device(opts.device)
     if not (opts.sigma > 0 and math.isfinite(opts.sigma)):
         raise InputError(f"sigma must be > 0, got {opts.sigma}")
 

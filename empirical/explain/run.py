@@ -158,11 +158,10 @@ def validate(opts: ExplainOptions):
     _positive_int("--max-m", opts.max_m)
     _positive_int("--batch-size", opts.batch_size)
     _positive_int("--seed", opts.seed, minimum=0)
-    if opts.n_images is not None:
-        _positive_int("--n-images", opts.n_images)
-    if opts.dtype not in ("float32", "float64"):
-        raise InputError(f"--dtype must be float32 or float64, got {opts.dtype!r}")
-    from empirical.options import check_device, model_spec
+    from empirical.options import check_count, check_device, check_dtype, model_spec
+
+    check_count("--n-images", opts.n_images, allow_none=True)
+    check_dtype(opts.dtype)
 
     check_device(opts.device)
     model_spec(opts).check()

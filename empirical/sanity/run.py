@@ -93,10 +93,11 @@ class SanityOptions:
 def validate(opts: SanityOptions) -> None:
     if opts.command not in SUBCOMMANDS:
         raise InputError(f"unknown sanity check {opts.command!r}; choose one of {', '.join(SUBCOMMANDS)}")
-    for name, v, lo in (("--n-images", opts.n_images, 1), ("--batch-size", opts.batch_size, 1),
-                        ("--n-regions", opts.n_regions, 1), ("--stride", opts.stride, 1)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise InputError(f"{name} must be an integer >= {lo}, got {v!r}")
+    from empirical.options import check_count
+
+    for name, v in (("--n-images", opts.n_images), ("--batch-size", opts.batch_size),
+                    ("--n-regions", opts.n_regions), ("--stride", opts.stride)):
+        check_count(name, v)
     if opts.steps is not None and (not isinstance(opts.steps, int) or opts.steps < 1):
         raise InputError(f"--steps must be an integer >= 1, got {opts.steps!r}")
     if opts.region_size not in (8, 15):
