@@ -273,3 +273,17 @@ def test_readme_torchrun_example_runs_with_two_ranks(tmp_path):
     assert main(["empirical", "merge", "--out", str(out), "--no-plots"]) == 0
     ids = {json.loads(line)["id"] for f in out.glob("results*.jsonl") for line in f.read_text().splitlines()}
     assert len(ids) == 4 and script[1] == "25,50,100"
+
+
+def test_third_party_warnings_do_not_reach_the_terminal():
+    import warnings
+
+    from empirical.runtime import quiet_third_party_warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        quiet_third_party_warnings()
+        warnings.warn_explicit("internal note", FutureWarning, "serialization.py", 1, module="torch.serialization")
+        warnings.warn_explicit("internal note", UserWarning, "_builder.py", 1, module="timm.models._builder")
+        warnings.warn_explicit("the user's own", UserWarning, "net.py", 1, module="net")
+    assert [str(w.message) for w in seen] == ["the user's own"]
