@@ -287,3 +287,16 @@ def test_third_party_warnings_do_not_reach_the_terminal():
         warnings.warn_explicit("internal note", UserWarning, "_builder.py", 1, module="timm.models._builder")
         warnings.warn_explicit("the user's own", UserWarning, "net.py", 1, module="net")
     assert [str(w.message) for w in seen] == ["the user's own"]
+
+
+def test_an_unreadable_image_is_named_once(tmp_path):
+    pytest.importorskip("PIL")
+    from empirical.data import UnreadableImage, load_image, no_readable_image
+
+    bad = tmp_path / "b.png"
+    bad.write_text("not an image")
+    with pytest.raises(UnreadableImage) as e:
+        load_image(bad)
+    assert str(e.value).count("b.png") == 1 and "b.png" not in e.value.reason
+    line = str(no_readable_image([{"path": str(bad), "error": e.value.reason}]))
+    assert line.count("b.png") == 1 and line.startswith("no readable image (1 skipped; first: ")
