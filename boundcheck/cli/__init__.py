@@ -6,7 +6,12 @@ sympy).  A module named here provides ``add_arguments(parser)`` and
 ``run(args) -> int``.
 
 Bad input (an :class:`boundcheck.errors.InputError`, an argparse error, a missing
-file) is reported as one line on stderr with exit status 2, never a traceback.
+file) is reported as one line on stderr with exit status 2, never a traceback,
+and a refused torch command leaves its ``--out`` as it found it
+(:func:`restore_out`).
+
+This package is the command layer: it sits above the theory (``boundcheck``) and
+the studies (``empirical``); nothing below it imports it (tests/test_layers.py).
 """
 
 from __future__ import annotations
