@@ -34,7 +34,7 @@ METHODS = "gradient_x_input,lrp_beta_0,lrp_beta_1,lrp_gamma_100"
 
 def command(out: str, args) -> list[str]:
     return [sys.executable, "-m", "boundcheck", "explain", "--out", out, "--n-images", "1", "--methods", METHODS,
-            "--m", args.m, "--augmentation", args.augmentation, "--device", args.device, "--no-progress",
+            "--m-grid", args.m, "--augmentation", args.augmentation, "--device", args.device, "--no-progress",
             *(["--threads", str(args.threads)] if args.threads else [])]
 
 
@@ -63,7 +63,7 @@ def main(argv=None) -> int:
             mt = re.search(r"\(([\d.]+) s\)\s*$", proc.stderr.strip())
             loops.append(float(mt.group(1)) if mt else float("nan"))
     m_max = max(int(v) for v in args.m.split(","))
-    res = {"command": "boundcheck explain --out DIR --n-images 1 --methods " + METHODS + f" --m {args.m} "
+    res = {"command": "boundcheck explain --out DIR --n-images 1 --methods " + METHODS + f" --m-grid {args.m} "
                       f"--augmentation {args.augmentation} --device {args.device}"
                       + (f" --threads {args.threads}" if args.threads else ""),
            "wall_s_median": statistics.median(walls), "wall_s": walls, "image_loop_s": loops, "cpu_s": cpus,

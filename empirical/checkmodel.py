@@ -35,13 +35,15 @@ CONSERVATION_TOL = 1e-9
 
 
 def add_arguments(parser, name: str = "check-model") -> None:
-    from empirical.cliargs import add_model_args, positive_int
+    from empirical.cliargs import add_deprecated_alias, add_model_args, positive_int
 
     parser.add_argument("model_spec", metavar="MODEL", nargs="?", default=None,
                         help="the model (same forms as --model; default efficientnet-lite0)")
-    add_model_args(parser)
+    add_model_args(parser, default=None)
     parser.add_argument("--seed", type=int, default=0, help="seed of the random input (default 0)")
-    parser.add_argument("--batch", type=positive_int, default=1, help="random inputs in the batch (default 1)")
+    parser.add_argument("--batch-size", dest="batch", type=positive_int, default=1, metavar="B",
+                        help="random inputs in the batch (default 1)")
+    add_deprecated_alias(parser, "--batch", "--batch-size", dest="batch", type=positive_int)
     parser.add_argument("--no-oracle", dest="oracle", action="store_false", default=True,
                         help="only the operation table (no forward/backward pass)")
     parser.add_argument("--normalisation", choices=("affine", "pass"), default="affine",
@@ -49,15 +51,26 @@ def add_arguments(parser, name: str = "check-model") -> None:
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
+def model_spec_of(args) -> str:
+    """The one model of ``check-model MODEL`` / ``--model SPEC``; both naming different models is refused."""
+    from empirical.cliargs import DEFAULT_MODEL
+
+    if args.model_spec is not None and args.model is not None and args.model_spec != args.model:
+        raise InputError(f"check-model: MODEL {args.model_spec!r} and --model {args.model!r} name different "
+                         "models; give one")
+    return args.model_spec or args.model or DEFAULT_MODEL
+
+
 def run(args) -> int:
-    if args.model_spec is not None:
-        args.model = args.model_spec
+    import argparse
+
     from empirical.cliargs import model_from_args
 
-    lm = model_from_args(args)
+    lm = model_from_args(argparse.Namespace(**{**vars(args), "model": model_spec_of(args)}))
     result = check_model(lm.model, name=lm.name, input_size=lm.input_size, seed=args.seed, batch=args.batch,
                          oracle=args.oracle, normalisation=args.normalisation)
     result["weights"] = lm.weights_file
+    result["weights_kind"] = lm.weights_label
     if args.json:
         print(json.dumps(result, indent=2, allow_nan=False))
     else:
@@ -66,8 +79,8 @@ def run(args) -> int:
         import sys
 
         first = result["unsupported"][0] if result["unsupported"] else "unsupported"
-        print(f"boundcheck: error: {lm.name}: {len(result['unsupported'])} unsupported node(s); first: {first}",
-              file=sys.stderr)
+        why = result.get("error") or f"{len(result['unsupported'])} unsupported node(s); first: {first}"
+        print(f"boundcheck: error: {lm.name}: {why}", file=sys.stderr)
         return 2
     return 0
 
@@ -158,6 +171,7 @@ def check_model(model, name: str = "model", input_size: int = 224, seed: int = 0
         plan = plan_graph(gm, conv, collect=True)
     except UnsupportedModuleError as exc:
         result["unsupported"] = [str(exc)]
+        result["oracle_reason"] = "not run: the model has unsupported nodes"
         return result
     result["operations"] = operation_table(gm, plan)
     result["unsupported"] = list(plan.unsupported)
@@ -167,7 +181,11 @@ def check_model(model, name: str = "model", input_size: int = 224, seed: int = 0
     for row in result["operations"]:
         counts[row["treatment"]] = counts.get(row["treatment"], 0) + 1
     result["treatments"] = counts
-    if not result["supported"] or not oracle:
+    if not result["supported"]:
+        result["oracle_reason"] = "not run: the model has unsupported nodes"
+        return result
+    if not oracle:
+        result["oracle_reason"] = "not run (--no-oracle)"
         return result
     from empirical.engine import Explainer
     from empirical.oracle import compare_with_engine
@@ -180,6 +198,13 @@ def check_model(model, name: str = "model", input_size: int = 224, seed: int = 0
         raise InputError(f"{name}: {exc}") from None
     result["lrp0_oracle_rel_error"] = _finite(cmp["lrp0_oracle_rel_error"])
     result["gradient_rel_error"] = _finite(cmp["gradient_rel_error"])
+    if result["lrp0_oracle_rel_error"] is None or result["gradient_rel_error"] is None:
+        # a supported model whose errors are not finite numbers is not a pass: say so, never "yes" and null
+        result["supported"] = False
+        result["error"] = result["oracle_reason"] = (f"the oracle comparison is not finite (LRP-0 error "
+                                 f"{cmp['lrp0_oracle_rel_error']}, gradient error {cmp['gradient_rel_error']}): "
+                                                     "non-finite values in the forward or backward pass")
+        return result
     result["target"] = cmp.get("target")
     ex = Explainer(model, conventions=conv, dtype=torch.float64)
     result["conservation"] = conservation(ex, x)
@@ -209,9 +234,13 @@ def to_text(result: dict) -> str:
     if result.get("treatments"):
         lines.append("treatments: " + ", ".join(f"{k} {v}" for k, v in sorted(result["treatments"].items())))
     lines.append(f"depth n (rule ops on the longest relevance path): {result['depth']}")
+    if result.get("weights_kind"):
+        lines.append(f"weights: {result['weights_kind']} ({result.get('weights')})")
     if result["lrp0_oracle_rel_error"] is not None or result["gradient_rel_error"] is not None:
         lines.append(f"LRP-0 oracle relative error (float64): {_fmt(result['lrp0_oracle_rel_error'])}")
         lines.append(f"gradient relative error vs autograd:   {_fmt(result['gradient_rel_error'])}")
+    elif result.get("oracle_reason"):
+        lines.append(f"LRP-0 oracle and gradient check: {result['oracle_reason']}")
     for rule, c in (result.get("conservation") or {}).items():
         lines.append(f"conservation {rule}: {c['conserving']}/{c['rule_ops']} rule ops conserve; "
                      f"{c['with_zero_denominator']} have 0/0 outputs; unexplained defects: {c['unexplained_defects']}")

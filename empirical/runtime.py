@@ -52,3 +52,51 @@ def retain_freed_memory(mmap_threshold: int = MMAP_THRESHOLD_MAX, trim_threshold
     ok_mmap = mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold)) == 1
     ok_trim = mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)) == 1
     return ok_mmap and ok_trim
+
+
+#: packages whose warnings concern their own internals (deprecations inside torch, timm's
+#: registry, PIL's decompression notes), not the user's input: kept off the terminal
+THIRD_PARTY_WARNING_MODULES = r"^(torch|torchvision|timm|huggingface_hub|PIL|matplotlib|numpy|scipy)(\.|$)"
+
+
+def quiet_third_party_warnings() -> None:
+    """Ignore the warnings raised inside :data:`THIRD_PARTY_WARNING_MODULES` (process-wide; CLI only).
+
+    A user's problem is reported by the command itself as one line; a library's internal
+    warning printed before it (e.g. torch's note on pickled checkpoints) is noise.
+    """
+    import warnings
+
+    warnings.filterwarnings("ignore", module=THIRD_PARTY_WARNING_MODULES)
+
+
+#: seconds before a progress bar first appears: a run refused in its first moments prints no bar
+PROGRESS_DELAY_S = 2.0
+
+
+class progress_bar:
+    """``with progress_bar(enabled, total=..., desc=...) as bar:`` a tqdm bar on stderr, or None.
+
+    The one progress bar of every command: it appears after :data:`PROGRESS_DELAY_S` seconds
+    only, and a run that ends in an exception clears it (``leave=False``), so an error line is
+    never preceded by a bar.
+    """
+
+    def __init__(self, enabled: bool, **kwargs):
+        self.enabled, self.kwargs, self.bar = enabled, kwargs, None
+
+    def __enter__(self):
+        if self.enabled:
+            import sys
+
+            from tqdm import tqdm
+
+            self.bar = tqdm(file=sys.stderr, dynamic_ncols=True, delay=PROGRESS_DELAY_S, **self.kwargs)
+        return self.bar
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.bar is not None:
+            if exc_type is not None:
+                self.bar.leave = False
+            self.bar.close()
+        return False

@@ -11,8 +11,8 @@ from boundcheck.cli import main
 
 @pytest.mark.parametrize("argv", [
     ["audit", "--out", "{tmp}", "--model", "vgg11"],
-    ["audit", "--out", "{tmp}", "--rule", "lrp_zero"],
-    ["audit", "--out", "{tmp}", "--rule", "lrp_beta_x"],
+    ["audit", "--out", "{tmp}", "--methods", "lrp_zero"],
+    ["audit", "--out", "{tmp}", "--methods", "lrp_beta_x"],
     ["audit", "--out", "{tmp}", "--gamma-sweep", "0.5,100"],
     ["audit", "--out", "{tmp}", "--n-images", "0"],
     ["audit", "--out", "{tmp}", "--m-samples", "1"],

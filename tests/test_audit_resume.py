@@ -24,7 +24,7 @@ from empirical.io import read_jsonl  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 #: small and fast: one rule, one gamma, one augmentation, K = 2
-FAST = ["--rule", "lrp_beta_1", "--gamma-sweep", "100", "--m-samples", "2", "--augmentation", "gaussian",
+FAST = ["--methods", "lrp_beta_1", "--gamma-sweep", "100", "--m-samples", "2", "--augmentation", "gaussian",
         "--threads", "1"]
 TABLES = ("depth_sums.csv", "layers.csv", "condition29.csv", "ranges.csv", "conservation.csv")
 

@@ -1,5 +1,5 @@
 """Every command, many bad inputs: exit status 2, exactly one line on stderr, no traceback,
-nothing written outside the output folder.
+nothing written outside the output folder, and the output folder left as found (absent).
 
 The table is the contract of ``boundcheck.errors``: bad input is refused with one line naming the
 problem, before any model is loaded where the problem is visible from the options alone.
@@ -48,12 +48,12 @@ CASES = [
     ("fuzz-examples-word", ["fuzz", "--examples", "ten"], ()),
     ("fuzz-adversarial", ["fuzz", "--adversarial", "huge"], ()),
     # ------------------------------------------------------------------ empirical
-    ("empirical-m-zero", ["empirical", "--out", "{out}", "--m", "0"], (TORCH,)),
-    ("empirical-m-word", ["empirical", "--out", "{out}", "--m", "a,b"], (TORCH,)),
+    ("empirical-m-zero", ["empirical", "--out", "{out}", "--m-grid", "0"], (TORCH,)),
+    ("empirical-m-word", ["empirical", "--out", "{out}", "--m-grid", "a,b"], (TORCH,)),
     ("empirical-unknown-method", ["empirical", "--out", "{out}", "--methods", "squared_gradient,lrp_beta_0,nope"],
      (TORCH,)),
     ("empirical-unknown-model", ["empirical", "--out", "{out}", "--model", "vgg11"], (TORCH,)),
-    ("empirical-augmentation", ["empirical", "--out", "{out}", "--augmentations", "blur"], (TORCH,)),
+    ("empirical-augmentation", ["empirical", "--out", "{out}", "--augmentation", "blur"], (TORCH,)),
     ("empirical-n-images-zero", ["empirical", "--out", "{out}", "--n-images", "0"], (TORCH,)),
     ("empirical-batch-zero", ["empirical", "--out", "{out}", "--batch-size", "0"], (TORCH,)),
     ("empirical-sigma-neg", ["empirical", "--out", "{out}", "--sigma", "-1"], (TORCH,)),
@@ -72,8 +72,8 @@ CASES = [
     ("empirical-n-images-word", ["empirical", "--out", "{out}", "--n-images", "all"], (TORCH,)),
     # ------------------------------------------------------------------ audit
     ("audit-unknown-model", ["audit", "--out", "{out}", "--model", "vgg11"], (TORCH,)),
-    ("audit-unknown-rule", ["audit", "--out", "{out}", "--rule", "lrp_zeta"], (TORCH,)),
-    ("audit-rule-not-beta-gamma", ["audit", "--out", "{out}", "--rule", "lrp_zero"], (TORCH,)),
+    ("audit-unknown-rule", ["audit", "--out", "{out}", "--methods", "lrp_zeta"], (TORCH,)),
+    ("audit-rule-not-beta-gamma", ["audit", "--out", "{out}", "--methods", "lrp_zero"], (TORCH,)),
     ("audit-gamma-below-1", ["audit", "--out", "{out}", "--gamma-sweep", "0.5,100"], (TORCH,)),
     ("audit-gamma-word", ["audit", "--out", "{out}", "--gamma-sweep", "x"], (TORCH,)),
     ("audit-gamma-inf", ["audit", "--out", "{out}", "--gamma-sweep", "inf"], (TORCH,)),
@@ -134,7 +134,7 @@ CASES = [
     ("sanity-overtaking-labels-without-val", ["sanity", "overtaking", "--out", "{out}", "--labels", "{file}"],
      (TORCH,)),
     # ------------------------------------------------------------------ explain
-    ("explain-m-zero", ["explain", "--out", "{out}", "--m", "0,4"], (TORCH,)),
+    ("explain-m-zero", ["explain", "--out", "{out}", "--m-grid", "0,4"], (TORCH,)),
     ("explain-unknown-augmentation", ["explain", "--out", "{out}", "--augmentation", "blur"], (TORCH,)),
     ("explain-out-is-file", ["explain", "--out", "{file}"], (TORCH,)),
     ("explain-image-missing", ["explain", "--out", "{out}", "--image", "{missing}"], (TORCH,)),
@@ -147,6 +147,29 @@ CASES = [
     ("check-model-weights-junk", ["check-model", "efficientnet-lite0", "--weights", "{junk}"], (TORCH,)),
     ("check-model-weights-missing", ["check-model", "resnet18", "--weights", "{missing}"], (TORCH,)),
     ("check-model-input-size-zero", ["check-model", "resnet18", "--input-size", "0"], (TORCH,)),
+    # ------------------------------------------------------------------ the user's own models (issue 19)
+    ("explain-nan-weights", ["explain", "--out", "{out}", "--model", "{net}", "--weights", "{nan_w}"], (TORCH,)),
+    ("check-model-nan-weights", ["check-model", "{net}", "--weights", "{nan_w}"], (TORCH,)),
+    ("audit-nan-weights", ["audit", "--out", "{out}", "--model", "{net}", "--weights", "{nan_w}"], (TORCH,)),
+    ("check-model-nan-layer", ["check-model", "{nan_layer}"], (TORCH,)),
+    ("explain-nan-layer", ["explain", "--out", "{out}", "--model", "{nan_layer}"], (TORCH,)),
+    ("check-model-model-conflict", ["check-model", "resnet18", "--model", "vgg16"], (TORCH,)),
+    ("explain-label-outside-classes", ["explain", "--out", "{out}", "--model", "{net}", "--no-progress"], (TORCH,)),
+    ("empirical-label-outside-classes", ["empirical", "--out", "{out}", "--model", "{net}", "--n-images", "1",
+                                         "--no-progress"], (TORCH,)),
+    ("sanity-label-outside-classes", ["sanity", "overtaking", "--out", "{out}", "--model", "{net}", "--n-images",
+                                      "1"], (TORCH,)),
+    ("check-model-input-size-huge", ["check-model", "resnet18", "--random-weights", "--input-size", "10000"],
+     (TORCH,)),
+    ("explain-input-size-huge", ["explain", "--out", "{out}", "--model", "resnet18", "--random-weights",
+                                 "--input-size", "10000", "--no-progress"], (TORCH,)),
+    ("explain-images-unreadable", ["explain", "--out", "{out}", "--images", "{bad_imgs}"], (TORCH,)),
+    ("explain-old-m-spelling-zero", ["explain", "--out", "{out}", "--m", "0"], (TORCH,)),
+    ("explain-device-malformed", ["explain", "--out", "{out}", "--device", "cuda:x"], (TORCH,)),
+    ("audit-device-malformed", ["audit", "--out", "{out}", "--device", "gpu0"], (TORCH,)),
+    ("check-model-timm-unknown", ["check-model", "timm:resnt18"], (TORCH,)),
+    ("check-model-timm-no-checkpoint", ["check-model", "timm:resnet18"], (TORCH,)),
+    ("explain-timm-no-checkpoint", ["explain", "--out", "{out}", "--model", "timm:resnet18"], (TORCH,)),
     # ------------------------------------------------------------------ main
     ("main-unknown-section", ["main", "--out", "{out}", "--skip", "nonsense"], ()),
     ("main-fuzz-examples-zero", ["main", "--out", "{out}", "--fuzz-examples", "0"], ()),
@@ -154,6 +177,25 @@ CASES = [
     ("main-out-under-file", ["main", "--out", "{under_file}", "--skip", "fuzz,proofs,empirical,audit,sanity"], ()),
     ("unknown-command", ["frobnicate"], ()),
 ]
+
+
+#: a 10-class user model (the shipped photos' ImageNet labels do not fit it)
+TEN_CLASS_NET = """
+import torch
+def build(num_classes=10):
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten(), torch.nn.Linear(4, num_classes))
+"""
+#: finite weights, a layer whose output is NaN (sqrt of a negative number)
+NAN_LAYER_NET = """
+import torch
+class Root(torch.nn.Module):
+    def forward(self, x):
+        return torch.sqrt(x - 1)
+def build():
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), Root(), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten(), torch.nn.Linear(4, 3))
+"""
 
 
 def _snapshot(root: Path, skip: Path) -> dict:
@@ -181,13 +223,34 @@ def sandbox(tmp_path, monkeypatch):
     (bad / "a.jpg").write_bytes(b"")
     (bad / "b.png").write_text("not an image")
     (tmp_path / "junk.pth").write_bytes(os.urandom(4096))
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "net.py").write_text(TEN_CLASS_NET)
+    (models / "nanlayer.py").write_text(NAN_LAYER_NET)
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        import huggingface_hub.constants as hf
+
+        import importlib.util
+        spec = importlib.util.spec_from_file_location("_sweep_net", models / "net.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        state = mod.build().state_dict()
+        state["4.weight"][0, 0] = float("nan")
+        torch.save(state, models / "nan.pth")
+        monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))  # no timm checkpoint there
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
     return {"out": str(tmp_path / "out"), "file": str(tmp_path / "afile.txt"),
             "under_file": str(tmp_path / "afile.txt" / "sub"), "missing": str(tmp_path / "missing"),
             "empty": str(tmp_path / "empty"), "bad_imgs": str(bad), "junk": str(tmp_path / "junk.pth"),
-            "_root": tmp_path}
+            "net": f"{models / 'net.py'}:build", "nan_w": str(models / "nan.pth"),
+            "nan_layer": f"{models / 'nanlayer.py'}:build", "_root": tmp_path}
 
 
 @pytest.mark.parametrize("argv", [pytest.param(a, id=i, marks=m) for i, a, m in CASES])
@@ -205,3 +268,5 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing_outside_out(argv, sandb
     assert lines[0].startswith("boundcheck: error:"), lines[0]
     assert "Traceback" not in cap.err and "Traceback" not in cap.out
     assert _snapshot(root, root / "out") == before
+    # a refused run leaves --out as it found it (absent here)
+    assert not (root / "out").exists(), sorted(p.name for p in (root / "out").iterdir())

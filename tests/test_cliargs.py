@@ -94,7 +94,7 @@ def test_random_init_is_a_deprecated_alias(tmp_path, capsys):
     (("--threads", "two"), "positive integer"), (("--n-images", "0"), "positive integer"),
     (("--num-classes", "-1"), "positive integer"), (("--input-size", "1.5"), "positive integer"),
     (("--mean", "0.5,0.5"), "three"), (("--mean", "a,b,c"), "three"), (("--std", "0.2,0,0.2"), "positive"),
-    (("--mean", "nan,0,0"), "finite"), (("--device", "tpu"), "invalid choice"), (("--dtype", "float16"), "invalid"),
+    (("--mean", "nan,0,0"), "finite"), (("--device", "tpu"), "must be auto, cpu, cuda or cuda:N"), (("--dtype", "float16"), "invalid"),
 ])
 def test_bad_values_are_one_line(tmp_path, argv, match):
     _bad(tmp_path, *argv, match=match)

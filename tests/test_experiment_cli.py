@@ -19,8 +19,8 @@ def test_missing_weights_exit_2_one_line(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["empirical", "--out", "X", "--m", "0"], "--m"),
-    (["empirical", "--out", "X", "--augmentations", "blur"], "augmentations"),
+    (["empirical", "--out", "X", "--m-grid", "0"], "--m-grid"),
+    (["empirical", "--out", "X", "--augmentation", "blur"], "augmentation"),
     (["empirical", "--out", "X", "--methods", "lrp_beta_0"], "--methods"),
     (["empirical", "--out", "X", "--weights", "/nonexistent.pth"], "not found"),
     (["empirical", "merge", "--out", "X"], "no run"),
@@ -40,7 +40,7 @@ def test_real_engine_lite0_end_to_end_with_resume_and_merge(tmp_path, capsys):
     """
     torch.set_num_threads(2)
     out = tmp_path / "run"
-    base = ["empirical", "run", "--out", str(out), "--n-images", "2", "--m", "1", "--batch-size", "4",
+    base = ["empirical", "run", "--out", str(out), "--n-images", "2", "--m-grid", "1", "--batch-size", "4",
             "--no-plots", "--no-progress", "--device", "cpu", "--methods", "squared_gradient,lrp_beta_0,lrp_gamma_100"]
     assert main(base + ["--stop-after", "1"]) == 0
     assert len((out / "results.jsonl").read_text().splitlines()) == 1

@@ -287,15 +287,15 @@ def test_python_api_on_a_module_and_a_tensor(tmp_path):
 
 # ----------------------------------------------------------------------------- CLI errors
 @pytest.mark.parametrize("extra, needle", [
-    (["--m", "0"], "--m"),
-    (["--m", "a,b"], "--m"),
+    (["--m-grid", "0"], "--m-grid"),
+    (["--m-grid", "a,b"], "--m-grid"),
     (["--augmentation", "blur"], "--augmentation"),
     (["--methods", "nonsense"], "unknown method"),
     (["--image", "MISSING.png"], "not found"),
-    (["--image", "BAD.jpg"], "cannot read image"),
+    (["--image", "BAD.jpg"], "no readable image"),
     (["--images", "IMGDIR", "--image", "GOOD.png"], "give one of"),
     (["--delta", "2"], "--delta"),
-    (["--t", "0"], "--t"),
+    (["--deviation", "0"], "--deviation"),
     (["--target-s2", "-1"], "--target-s2"),
     (["--max-m", "0"], "--max-m"),
     (["--batch-size", "0"], "--batch-size"),
@@ -385,7 +385,7 @@ def test_the_readme_example_runs_as_written(tmp_path, monkeypatch):
 
 def test_cli_on_lite0_then_a_changed_resume_is_refused(tmp_path, capsys):
     out = tmp_path / "o"
-    argv = ["explain", "--out", str(out), "--m", "1", "--methods", "lrp_beta_0", "--no-progress", "--threads", "1",
+    argv = ["explain", "--out", str(out), "--m-grid", "1", "--methods", "lrp_beta_0", "--no-progress", "--threads", "1",
             "--device", "cpu"]
     assert main(argv) == 0
     doc = _no_nan(out / "explain.json")

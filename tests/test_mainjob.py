@@ -7,7 +7,7 @@ import inspect
 
 import pytest
 
-from boundcheck import mainjob
+from boundcheck.cli import mainjob
 from boundcheck.cli import main
 
 

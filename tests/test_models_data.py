@@ -257,5 +257,5 @@ def test_single_files_listing_keeps_order_and_refuses_mixing(tmp_path):
         data.list_images(image_files=[tmp_path / "missing.png"])
     with pytest.raises(InputError, match="one of"):
         data.list_images(images=tmp_path, image_files=[tmp_path / "a.png"])
-    with pytest.raises(InputError, match="positive"):
+    with pytest.raises(InputError, match=">= 1"):
         data.list_images(images=tmp_path, n=0)

@@ -20,6 +20,8 @@ main job.
 
 from __future__ import annotations
 
+import argparse
+
 from empirical.audit.run import (DEFAULT_AUGMENTATIONS, DEFAULT_GAMMAS, DEFAULT_RULES, AuditOptions, gamma_key,
                                  parse_gammas, run_audit)
 from empirical.io import check_output_dir
@@ -28,8 +30,20 @@ __all__ = ["add_arguments", "run", "audit", "run_embedded_default", "DEFAULT_RUL
            "DEFAULT_AUGMENTATIONS"]
 
 
+class _AppendCsv(argparse.Action):
+    """``--augmentation a,b`` or ``--augmentation a --augmentation b``: the values, in order, without repeats."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        old = tuple(getattr(namespace, self.dest, None) or ())
+        new = tuple(t.strip() for t in str(values).split(",") if t.strip())
+        if not new:
+            parser.error(f"argument {option_string}: empty list")
+        setattr(namespace, self.dest, tuple(dict.fromkeys((*old, *new))))
+
+
 def add_arguments(parser, name: str = "audit") -> None:
-    from empirical.cliargs import add_device_args, add_image_args, add_model_args, add_out_arg, add_threads_arg
+    from empirical.cliargs import (add_deprecated_alias, add_device_args, add_image_args, add_methods_arg,
+                                   add_model_args, add_out_arg, add_progress_arg, add_threads_arg)
 
     add_out_arg(parser)
     add_model_args(parser)
@@ -38,13 +52,17 @@ def add_arguments(parser, name: str = "audit") -> None:
     add_image_args(parser, n_images_default=1)
     add_device_args(parser)
     add_threads_arg(parser, default=2)
-    parser.add_argument("--rule", action="append", default=None,
-                        help=f"LRP rule, repeatable (default {', '.join(DEFAULT_RULES)})")
+    add_methods_arg(parser, default=DEFAULT_RULES)
+    parser._option_string_actions["--methods"].help = (f"LRP-beta / LRP-gamma rules, comma-separated "
+                                                       f"(default {','.join(DEFAULT_RULES)})")
+    add_deprecated_alias(parser, "--rule", "--methods", dest="methods", append=True)
     parser.add_argument("--gamma-sweep", default=",".join(gamma_key(g) for g in DEFAULT_GAMMAS),
                         help="comma-separated gammas for condition (29)")
     parser.add_argument("--m-samples", type=int, default=4, help="augmented samples per augmentation (0: skip ranges)")
-    parser.add_argument("--augmentation", action="append", default=None, choices=list(DEFAULT_AUGMENTATIONS))
+    parser.add_argument("--augmentation", dest="augmentation", action=_AppendCsv, default=None, metavar="A,B",
+                        help=f"augmentations, comma-separated or repeated (default {','.join(DEFAULT_AUGMENTATIONS)})")
     parser.add_argument("--seed", type=int, default=0)
+    add_progress_arg(parser)
 
 
 def options_from_args(args) -> AuditOptions:
@@ -52,10 +70,10 @@ def options_from_args(args) -> AuditOptions:
         out=args.out, model=args.model, weights=args.weights, pretrained=not args.random_weights,
         num_classes=args.num_classes, input_size=args.input_size, mean=args.mean, std=args.std,
         images=args.images, image_files=tuple(args.image) if args.image else None, imagenet_val=args.imagenet_val,
-        labels=args.labels, n_images=args.n_images, rules=tuple(args.rule or DEFAULT_RULES),
+        labels=args.labels, n_images=args.n_images, rules=tuple(args.methods or DEFAULT_RULES),
         gammas=tuple(parse_gammas(args.gamma_sweep)), m_samples=args.m_samples,
         augmentations=tuple(args.augmentation or DEFAULT_AUGMENTATIONS), seed=args.seed, device=args.device,
-        dtype=args.dtype, allow_tf32=args.allow_tf32, threads=args.threads,
+        dtype=args.dtype, allow_tf32=args.allow_tf32, threads=args.threads, progress=not args.no_progress,
     )
 
 

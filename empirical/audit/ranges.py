@@ -24,10 +24,10 @@ import math
 import numpy as np
 
 from boundcheck.hoeffding import hoeffding_samples_log10
+from boundcheck.paper import DELTA
 from boundcheck.rule_bounds import rule_lemma, value_range_log10
 from boundcheck.rules import parse_rule
 
-DELTA = 0.05
 T_ABSOLUTE = 0.01
 T_RELATIVE = 0.01
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from empirical.io import atomic_path, atomic_write_json, atomic_write_text
+from empirical.models import weights_label
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -164,7 +165,7 @@ def _plots(res: dict, out: Path) -> list[str]:
 
 def markdown(res: dict) -> str:
     L = []
-    L.append(f"# Audit of Lemma 7/8 on {res['model']} ({'pretrained' if res['pretrained'] else 'random init'})\n")
+    L.append(f"# Audit of Lemma 7/8 on {res['model']} ({weights_label(bool(res['pretrained']))})\n")
     L.append(f"Images: {', '.join(res['images'])}; rules: {', '.join(res['rules'])}; "
              f"conventions: bias-free backward, 0/0 := 0, no stabiliser; dtype {res['dtype']}.\n")
     d = res["depth"]

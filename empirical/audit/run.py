@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from boundcheck.errors import InputError
 from boundcheck.rules import parse_rule
+from empirical.audit.condition29 import DEFAULT_GAMMAS
+from empirical.augment import AUGMENTATIONS
 
 DEFAULT_RULES: tuple[str, ...] = ("lrp_beta_0", "lrp_beta_1", "lrp_gamma_100", "lrp_gamma_1000")
-DEFAULT_GAMMAS: tuple[float, ...] = (1.5, 2.0, 4.0, 10.0, 100.0, 1e3, 1e4, 1e6)
-DEFAULT_AUGMENTATIONS: tuple[str, ...] = ("gaussian", "photometric")
+DEFAULT_AUGMENTATIONS: tuple[str, ...] = AUGMENTATIONS
 #: the subsampled per-neuron required gammas of the first readable image (histogram)
 HIST_FILE = "required_gamma_log10.npy"
 
@@ -89,11 +90,12 @@ class AuditOptions:
     dtype: str = "float32"
     allow_tf32: bool = False
     threads: int | None = 2
+    progress: bool = False  # a progress bar on stderr (the CLI's default; --no-progress)
 
     def config(self) -> dict:
         """The options that change the numbers (a resume must repeat them); unset overrides are left out."""
         d = asdict(self)
-        for k in ("out", "device", "threads", "n_images"):
+        for k in ("out", "device", "threads", "n_images", "progress"):
             d.pop(k)
         for k in ("num_classes", "input_size", "mean", "std", "image_files", "imagenet_val", "labels"):
             if d[k] is None:
@@ -129,25 +131,25 @@ def validate(opts: AuditOptions) -> AuditOptions:
         if rule.adaptive_beta_max is not None or not ({"beta", "gamma"} & set(rule.params)):
             raise InputError(f"--rule {r}: the audit needs an LRP-beta or LRP-gamma rule (Lemma 7/8)")
     n, m = opts.n_images, opts.m_samples
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise InputError(f"--n-images must be an integer >= 1, got {n!r}")
+    from empirical.options import check_count
+
+    check_count("--n-images", n)
     if isinstance(m, bool) or not isinstance(m, int) or m < 0 or m == 1:
         raise InputError(f"--m-samples must be 0 (skip) or an integer >= 2, got {m!r}")
     augs = list(dict.fromkeys(opts.augmentations or ()))
     bad = [a for a in augs if a not in DEFAULT_AUGMENTATIONS]
     if bad or not augs:
         raise InputError(f"--augmentation must be from {', '.join(DEFAULT_AUGMENTATIONS)}, got {augs!r}")
-    if opts.device not in ("auto", "cpu", "cuda"):
-        raise InputError(f"--device must be auto, cpu or cuda, got {opts.device!r}")
-    if opts.dtype not in ("float32", "float64"):
-        raise InputError(f"--dtype must be float32 or float64, got {opts.dtype!r}")
+    from empirical.options import check_device, check_dtype, model_spec
+
+    check_device(opts.device)
+    check_dtype(opts.dtype)
     t = opts.threads
     if t is not None and (isinstance(t, bool) or not isinstance(t, int) or t < 1):
         raise InputError(f"--threads must be an integer >= 1, got {t!r}")
-    if opts.weights is not None and not Path(opts.weights).is_file():
-        raise InputError(f"--weights file not found: {opts.weights}")
-    if opts.weights is not None and not opts.pretrained:
-        raise InputError("--random-weights and --weights exclude each other")
+    spec = model_spec(opts).check()
+    # what the run really uses: a user model without --weights is randomly initialised by its callable
+    opts = replace(opts, pretrained=spec.trained)
     device = opts.device
     if device == "auto":
         import torch
@@ -225,22 +227,24 @@ def run_audit(opts: AuditOptions, model=None) -> dict:
     from empirical.data import UnreadableImage, list_images
     from empirical.engine import Explainer
     from empirical.io import ResumableStore, atomic_path, check_output_dir
-    from empirical.models import resolve_model
 
     opts = validate(opts)
     out = check_output_dir(opts.out) if opts.out is not None else None
     t0 = time.perf_counter()
-    if opts.device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda requested but CUDA is not available")
-    items, _ = list_images(imagenet_val=opts.imagenet_val, labels=opts.labels, images=opts.images, n=opts.n_images,
-                           image_files=list(opts.image_files) if opts.image_files else None)
+    from empirical.options import model_spec, resolve_device
+
+    opts = replace(opts, device=resolve_device(opts.device))
+    items, source = list_images(imagenet_val=opts.imagenet_val, labels=opts.labels, images=opts.images,
+                                n=opts.n_images, image_files=list(opts.image_files) if opts.image_files else None)
     if opts.threads:
         torch.set_num_threads(int(opts.threads))
     if model is not None:
         lm = model
     else:
-        lm = resolve_model(opts.model, weights=opts.weights, random_weights=not opts.pretrained,
-                           num_classes=opts.num_classes, input_size=opts.input_size, mean=opts.mean, std=opts.std)
+        lm = model_spec(opts).resolve()
+    from empirical.data import check_labels
+
+    check_labels(items, len(lm.categories), source)
     store = ResumableStore(out, opts.config()) if out is not None else None
     memory: list[dict] = []
     hist_path = out / HIST_FILE if out is not None else None
@@ -249,21 +253,26 @@ def run_audit(opts: AuditOptions, model=None) -> dict:
     todo = [it for it in items if it.id not in done]
     tdtype = torch.float64 if opts.dtype == "float64" else torch.float32
     ex = Explainer(lm.model, dtype=tdtype, device=opts.device, allow_tf32=opts.allow_tf32) if todo else None
-    for item in todo:
-        try:
-            rec, h = audit_image(ex, lm, item, opts, opts.device, tdtype, want_hist=hist is None)
-        except UnreadableImage as exc:
-            rec, h = {"id": item.id, "index": item.index, "skipped": str(exc).splitlines()[0] or "unreadable"}, None
-        if h is not None:
-            hist = h
-            if hist_path is not None:  # before the record: a stored first record implies its histogram
-                with atomic_path(hist_path) as tmp:
-                    with open(tmp, "wb") as fh:
-                        np.save(fh, h)
-        if store is not None:
-            store.append(rec)
-        else:
-            memory.append(rec)
+    from empirical.runtime import progress_bar
+
+    with progress_bar(opts.progress, total=len(todo), unit="img", desc=f"audit {opts.model}") as bar:
+        for item in todo:
+            try:
+                rec, h = audit_image(ex, lm, item, opts, opts.device, tdtype, want_hist=hist is None)
+            except UnreadableImage as exc:
+                rec, h = {"id": item.id, "index": item.index, "skipped": exc.reason}, None
+            if h is not None:
+                hist = h
+                if hist_path is not None:  # before the record: a stored first record implies its histogram
+                    with atomic_path(hist_path) as tmp:
+                        with open(tmp, "wb") as fh:
+                            np.save(fh, h)
+            if store is not None:
+                store.append(rec)
+            else:
+                memory.append(rec)
+            if bar is not None:
+                bar.update(1)
     wanted = {it.id: it.index for it in items}
     stored = store.records() if store is not None else memory
     by_id = {r["id"]: r for r in stored if r["id"] in wanted}
@@ -271,8 +280,9 @@ def run_audit(opts: AuditOptions, model=None) -> dict:
     records = [r for r in ordered if "skipped" not in r]
     skipped = [{"id": r["id"], "error": r["skipped"]} for r in ordered if "skipped" in r]
     if not records:
-        first = f"; first: {skipped[0]['id']}: {skipped[0]['error']}" if skipped else ""
-        raise InputError(f"audit: none of the {len(items)} image(s) is readable{first}")
+        from empirical.data import no_readable_image
+
+        raise no_readable_image(skipped)
     try:
         fx_depth, fx_err = torch_network_depth(lm.model), None
     except InputError as exc:  # pragma: no cover - depends on the model

@@ -257,6 +257,8 @@ NORM_FUNCTIONS = {torch.norm, torch.linalg.vector_norm, torch.linalg.norm}
 NORM_METHODS = {"norm"}
 NORMALIZE_FUNCTIONS = {F.normalize}
 INTERPOLATE_FUNCTIONS = {F.interpolate, F.upsample, F.upsample_nearest, F.upsample_bilinear}
+#: ``z ** c`` with a constant exponent: an elementwise nonlinearity (StarReLU's ``relu(x) ** 2``)
+POW = {torch.pow, operator.pow, "pow", "__pow__"}
 ADDCMUL = {torch.addcmul, "addcmul"}
 ADDCDIV = {torch.addcdiv, "addcdiv"}
 MATMUL_FUNCTIONS = {operator.matmul, torch.matmul, torch.bmm, torch.einsum}
@@ -316,6 +318,7 @@ class _Planner:
         self.softmax = set()  # attention weights (softmax outputs, moved/dropped only)
         self.gates = set()  # sigmoid-type outputs (moved only)
         self.stats = set()  # statistics held constant (norms, and what is computed from them only)
+        self.mixed = set()  # attention weights mixed by further operations (talking heads): held, any sign
         self.plans = {}
 
     # ------------------------------------------------------------------ helpers
@@ -342,18 +345,27 @@ class _Planner:
         """``collect=True``: record the error, keep the node in the graph (relevance stops)."""
         self.dep[node] = True
         self.errors.append(str(exc))
+        self.failures.append((self.index[node], exc))
         self.plans[node] = NodePlan("unsupported", path=module_path(node), note=str(exc))
 
     # ------------------------------------------------------------------ pass 1: forward
     def run(self) -> GraphPlan:
+        """Both passes collect every failure; without ``collect`` the first one in
+        graph order is raised (a product resolved in pass 2 can precede a pass-1 failure)."""
+        self.index = {n: i for i, n in enumerate(self.nodes)}
+        self.failures = []
+        collect, self.collect = self.collect, True
         for node in self.nodes:
             try:
                 self.plans[node] = self.classify(node)
             except UnsupportedModuleError as exc:
-                if not self.collect or node.op in ("placeholder", "output"):
+                if node.op in ("placeholder", "output"):
                     raise
                 self.failed(node, exc)
         self.resolve_products()
+        self.collect = collect
+        if self.failures and not collect:
+            raise min(self.failures, key=lambda f: f[0])[1]
         plan = GraphPlan(nodes=self.nodes, plans=self.plans, unsupported=self.errors)
         plan.depth = relevance_depths(plan)
         plan.nonneg = self.nonneg_nodes()
@@ -386,9 +398,20 @@ class _Planner:
         if not dep:
             return self.plan(node, "const", rel=())
         self.dep[node] = True
+        ins = self.dep_args(node)
+        if ins and all(a in self.softmax or a in self.mixed for a in ins) and not self.keeps_weights(node):
+            self.mixed.add(node)
+            return self.plan(node, "weights", rel=(), note="attention weights mixed after the softmax: held constant")
         if node.op == "call_module":
             return self.classify_module(node)
         return self.classify_call(node)
+
+    def keeps_weights(self, node) -> bool:
+        """Data movement, identity and softmax keep attention weights what they are (>= 0)."""
+        if node.op == "call_module":
+            return isinstance(self.modules[node.target], ROUTE_MODULES + IDENTITY_MODULES + (nn.Softmax,))
+        return any(_is(node, f) for f in (ROUTE_FUNCTIONS, ROUTE_METHODS, IDENTITY_FUNCTIONS, IDENTITY_METHODS,
+                                          SOFTMAX_FUNCTIONS, SOFTMAX_METHODS))
 
     def classify_module(self, node) -> NodePlan:
         from empirical.engine import ops
@@ -456,7 +479,7 @@ class _Planner:
         if isinstance(mod, ACTIVATION_MODULES):
             sign = "nonneg" if type(mod) in NONNEG_MODULES else None
             return self.plan(node, "pass", sign=sign, note="activation, relevance unchanged")
-        raise self.unsupported(node, "no LRP treatment is defined for this module type")
+        return self.untreated(node, "no LRP treatment is defined for this module type")
 
     def elementwise(self, node, build, note, operand=0):
         if self.conv.normalisation == "pass":
@@ -478,6 +501,10 @@ class _Planner:
             return self.sdpa(node)
         if _is(node, SUM_FUNCTIONS) or _is(node, SUM_METHODS):
             return self.reduce_sum(node)
+        if _is(node, POW) and len(node.args) == 2 and isinstance(node.args[1], (int, float)) and (
+                isinstance(node.args[0], fx.Node) and self.dep.get(node.args[0])):
+            return self.plan(node, "pass", rel=(node.args[0],), note="power with a constant exponent: an "
+                                                                      "activation, relevance unchanged")
         if _is(node, ADDCMUL) or _is(node, ADDCDIV):
             return self.addc(node)
         if _is(node, NORMALIZE_FUNCTIONS):
@@ -544,9 +571,15 @@ class _Planner:
                 keeps = mode == "constant" and not isinstance(value, fx.Node) and (value or 0) >= 0
             return self.plan(node, "route", rel=self.dep_args(node), sign="keeps" if keeps else None,
                              note="data movement")
-        raise self.unsupported(node, "no LRP treatment is defined for this operation")
+        return self.untreated(node, "no LRP treatment is defined for this operation")
 
     # ------------------------------------------------------------------ operations
+    def untreated(self, node, why):
+        """An operation without a treatment: an error only if relevance reaches it
+        (decided with the products, :meth:`resolve_products`); one that only feeds
+        attention logits, statistics or held divisors needs none."""
+        return NodePlan("untreated?", path=module_path(node), note=str(self.unsupported(node, why)))
+
     def held_statistic(self, node):
         """A norm of an input-dependent tensor, or arithmetic on statistics only: a
         statistic held constant in the backward pass (like LayerNorm's)."""
@@ -558,6 +591,19 @@ class _Planner:
             self.stats.add(node)
             return self.plan(node, "weights", rel=(), note="computed from statistics only: held constant")
         return None
+
+    def const_matmul(self, node, operand):
+        """``z @ W`` with a constant 2-d ``W``: the linear layer ``F.linear(z, W^T)``."""
+        from empirical.engine import ops
+
+        other = node.args[1 - operand] if len(node.args) == 2 else None
+        shape = other.meta.get(SHAPE) if isinstance(other, fx.Node) else None
+        if operand != 0 or node.target is torch.einsum or shape is None or len(shape) != 2:
+            raise self.unsupported(node, "a matrix product with a constant matrix other than z @ W (2-d W)")
+
+        def build(args, kw):
+            return ops.LinearOp(args[1].transpose(0, 1))
+        return self.plan(node, "linear", rel=(node.args[0],), build=build, note="z @ W with W constant, rule applied")
 
     def sdpa(self, node):
         """``F.scaled_dot_product_attention``: ``A @ v`` with ``A`` held constant."""
@@ -651,6 +697,8 @@ class _Planner:
         ins = self.dep_args(node)
         if ins and all(a in self.softmax for a in ins):
             self.softmax.add(node)
+        elif ins and all(a in self.softmax or a in self.mixed for a in ins):
+            self.mixed.add(node)
         if ins and all(a in self.gates for a in ins):
             self.gates.add(node)
 
@@ -703,7 +751,7 @@ class _Planner:
             if operand is None:
                 raise self.unsupported(node, "the input-dependent operand must be positional")
             if matmul:
-                raise self.unsupported(node, "a matrix product with a constant matrix (write it as nn.Linear)")
+                return self.const_matmul(node, operand)
             if _is(node, DIV) and operand != 0:
                 raise self.unsupported(node, "division by an input-dependent tensor")
             div = _is(node, DIV)
@@ -726,8 +774,20 @@ class _Planner:
         for node in pending:
             a, b = self.plans[node].rel_inputs
             matmul = _is(node, MATMUL_FUNCTIONS) or _is(node, MATMUL_METHODS)
-            held = [x for x in (a, b) if x in self.softmax]
+            held = [x for x in (a, b) if x in self.softmax or x in self.mixed]
             gate = [x for x in (a, b) if x in self.gates]
+            if len(held) == 1 and held[0] in self.mixed and matmul:
+                other = b if held[0] is a else a
+                if _is(node, {"einsum"}) or node.target is torch.einsum or other is not node.args[1]:
+                    self.plans[node] = NodePlan("weights?", rel_inputs=(a, b), path=module_path(node))
+                    continue
+
+                def build(args, kw):
+                    return ops.HeldMatmulOp(args[0])
+                self.plans[node] = NodePlan("attnsum", rel_inputs=(other,), build=build, operand=1,
+                                            path=module_path(node),
+                                            note="sum weighted by mixed attention weights (any sign) held constant")
+                continue
             if len(held) == 1:
                 other = b if held[0] is a else a
                 operand = list(node.args).index(other)
@@ -754,6 +814,8 @@ class _Planner:
                                             note="gate x*g(x): relevance to x")
                 continue
             stat = [x for x in (a, b) if x in self.stats]
+            if _is(node, DIV) and not stat and node.args[1] in (a, b) and node.args[0] in (a, b):
+                stat = [node.args[1]]  # a / b: the divisor held constant, a normalisation (linear attention)
             if len(stat) == 1 and not matmul and (_is(node, MUL) or (_is(node, DIV) and stat[0] is node.args[1])):
                 other = b if stat[0] is a else a
                 operand = list(node.args).index(other)
@@ -792,6 +854,14 @@ class _Planner:
             if self.plans[node].kind == "weights?":
                 self.plans[node] = NodePlan("weights", path=module_path(node), note="attention logits")
         for node in self.nodes:
+            p = self.plans[node]
+            if p.kind == "untreated?":
+                if node in relevant:
+                    self.failed(node, UnsupportedModuleError(p.note))
+                else:
+                    self.plans[node] = NodePlan("weights", path=p.path,
+                                                note="no relevance reaches it, so it needs no treatment")
+        for node in self.nodes:
             if self.plans[node].kind == "weights" and node in relevant:
                 exc = self.unsupported(node, "a softmax whose output is used as a value, not as attention weights")
                 if not self.collect:
@@ -807,7 +877,7 @@ class _Planner:
             p = self.plans[node]
             if node.op == "output" or node in out:
                 out.add(node)
-                if p.kind in ("weights?", "weights"):
+                if p.kind in ("weights?", "weights", "untreated?"):
                     continue
                 out.update(p.rel_inputs)
         return out

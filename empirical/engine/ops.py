@@ -494,6 +494,51 @@ class MatmulConstOp(_NonNegOp):
         return t if self.groups == 1 else t.unflatten(-3, (-1, self.groups)).sum(-3)
 
 
+class HeldMatmulOp:
+    """``y = A @ v`` with attention weights ``A`` of either sign held constant (attention
+    mixed across heads after the softmax: CaiT's / EfficientFormer-V2's talking heads).
+
+    Sign parts as for any layer: ``A+ @ v``, ``A- @ v`` (:class:`DiagOp` with a
+    matrix product); ``A`` has one block per sample, repeated for stacked rules."""
+
+    kind = "attention"
+
+    def __init__(self, A):
+        self.Wp, self.Wn = A.clamp(min=0), A.clamp(max=0)
+        self.nonneg = not bool((A < 0).any())
+        self.bias = None
+        self.bias_shape = None
+
+    @staticmethod
+    def _rep(A, n):
+        k = n // A.shape[0]
+        return A if k == 1 else A.repeat(k, *([1] * (A.dim() - 1)))
+
+    def parts(self, z):
+        op_ = self._rep(self.Wp, z.shape[0]) @ z
+        if self.nonneg:
+            return op_, None, op_.clone()
+        on_ = self._rep(self.Wn, z.shape[0]) @ z
+        return op_, on_, op_ + on_
+
+    def term_buffer(self, n, rows, tail, ref):
+        bufs = [rows_like(ref, rows) for _ in range(n)]
+        return bufs, bufs
+
+    def transpose_signs(self, buf, keys, in_shape):
+        out = []
+        for key in keys:
+            T = None
+            for t, (a, b) in enumerate(key):
+                if a == 0.0 and (b == 0.0 or self.nonneg):
+                    continue
+                W = a * self.Wp if self.nonneg else a * self.Wp + b * self.Wn
+                term = self._rep(W, buf[t].shape[0]).transpose(-2, -1) @ buf[t]
+                T = term if T is None else T.add_(term)
+            out.append(T)
+        return out
+
+
 def sdpa_weights(q, k, attn_mask=None, is_causal=False, scale=None, enable_gqa=False):
     """The attention weights ``A = softmax(q k^T scale + mask)`` of
     ``F.scaled_dot_product_attention`` (``scale`` default ``1/sqrt(E)``; a boolean

@@ -51,6 +51,20 @@ class _ConcreteProxy(fx.Proxy):
     def _concrete(self):
         return self.tracer.concrete(self.node)
 
+    def __getattr__(self, k):
+        # device/dtype/rank are fixed for the explainer's copy: Python gets them as values
+        # (``torch.autocast(device_type=x.device.type)``, ``if x.dtype == ...``)
+        if k in _METADATA and self.tracer.example is not None:
+            v = self.tracer.values.get(self.node, _MISSING)
+            if torch.is_tensor(v):
+                self.tracer.specialised = self.tracer.specialised or k == "ndim"
+                return getattr(v, k)
+        return super().__getattr__(k)
+
+    def __setitem__(self, key, value):
+        # ``t[idx] = v`` on a traced tensor: recorded in program order (side-effectful, never removed)
+        self.tracer.create_proxy("call_function", operator.setitem, (self, key, value), {})
+
     def __len__(self):
         return len(self._concrete())
 
@@ -176,6 +190,7 @@ class ConcreteTracer(fx.Tracer):
         raise AssertionError(node.op)  # pragma: no cover
 
 
+_METADATA = {"device", "dtype", "is_cuda", "ndim", "layout", "is_quantized", "is_sparse"}
 _SHAPE_ATTRS = {"shape", "dtype", "device", "ndim", "is_cuda", "layout", "is_floating_point", "requires_grad"}
 _SHAPE_METHODS = {"size", "dim", "numel", "ndimension", "nelement", "is_floating_point", "is_contiguous",
                   "get_device", "element_size"}

@@ -25,20 +25,10 @@ import sys
 
 from boundcheck.errors import InputError
 
-def _csv(kind):
-    def parse(text: str):
-        items = [t.strip() for t in text.split(",") if t.strip()]
-        if not items:
-            raise argparse.ArgumentTypeError(f"empty {kind} list")
-        return tuple(items)
-
-    return parse
-
-
-
 def add_arguments(parser: argparse.ArgumentParser, name: str = "empirical") -> None:
     from empirical.cliargs import (
-        add_device_args, add_image_args, add_methods_arg, add_model_args, add_out_arg, positive_int_list,
+        add_deprecated_alias, add_device_args, add_image_args, add_m_grid_arg, add_methods_arg, add_model_args,
+        add_out_arg, add_progress_arg, csv_list,
     )
     from empirical.experiment.runner import DEFAULT_M_GRID, PAPER_METHODS
 
@@ -49,15 +39,17 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "empirical") -> N
     add_image_args(parser, n_images_default=None)
     add_device_args(parser)
     add_methods_arg(parser, default=PAPER_METHODS)
-    parser.add_argument("--m", type=positive_int_list, default=DEFAULT_M_GRID, help="samples per set, e.g. 25,50,100")
-    parser.add_argument("--augmentations", type=_csv("augmentation"), default=("gaussian", "photometric"))
+    add_m_grid_arg(parser, DEFAULT_M_GRID, help="samples per set, e.g. 25,50,100 (the default)")
+    parser.add_argument("--augmentation", dest="augmentations", type=csv_list, default=("gaussian", "photometric"),
+                        metavar="A,B", help="comma-separated augmentations (default gaussian,photometric)")
+    add_deprecated_alias(parser, "--augmentations", "--augmentation", dest="augmentations", type=csv_list)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sigma", type=float, default=1.0, help="Gaussian noise std in network-input space")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="samples per attribute() call (default: 8 on the CPU, where larger batches leave the "
                              "caches, 64 on CUDA)")
     parser.add_argument("--no-plots", action="store_true", help="tables only")
-    parser.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    add_progress_arg(parser)
     parser.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulated kill
 
 

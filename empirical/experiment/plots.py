@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from boundcheck.paper import DELTA
 from empirical.experiment.statistics import GRAD_METHODS, LRP_BETA, LRP_GAMMA
 from empirical.experiment.tables import AUG_TITLES, LABELS
 
-DELTA = 0.05
 _ROWS = (("s1", "photometric"), ("s1", "gaussian"), ("s2", "photometric"), ("s2", "gaussian"))
 
 

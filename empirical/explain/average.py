@@ -27,7 +27,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-AUGMENTATIONS = ("gaussian", "photometric", "none")
+from empirical.augment import AUGMENTATIONS as _SECTION_6_AUGMENTATIONS
+
+#: the augmentations of Section 6.1 (:data:`empirical.augment.AUGMENTATIONS`) and "none" (the plain map)
+AUGMENTATIONS = (*_SECTION_6_AUGMENTATIONS, "none")
 
 
 def doubling_points(max_m: int) -> tuple[int, ...]:

@@ -10,7 +10,7 @@ network's depth, paper and exact), and a convergence plot.
 Examples::
 
     boundcheck explain --out runs/explain                              # first shipped photo, Lite0
-    boundcheck explain --out runs/p --image cat.jpg --image dog.jpg --augmentation photometric --m 1,4,16
+    boundcheck explain --out runs/p --image cat.jpg --image dog.jpg --augmentation photometric --m-grid 1,4,16
     boundcheck explain --out runs/t --target-s2 0.1 --max-m 256         # double m until s2 <= 0.1
 
 Re-running the same command continues where it stopped.
@@ -28,7 +28,9 @@ from empirical.explain.run import DEFAULT_DELTA, DEFAULT_M, DEFAULT_MAX_M, DEFAU
 
 def add_arguments(parser: argparse.ArgumentParser, name: str = "explain") -> None:
     from empirical.cliargs import (
-        positive_int_list,
+        add_deprecated_alias,
+        add_m_grid_arg,
+        add_progress_arg,
         add_device_args,
         add_image_args,
         add_methods_arg,
@@ -51,12 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "explain") -> Non
                    help="gaussian (noise in network-input space), photometric or none (default gaussian)")
     g.add_argument("--sigma", type=float, default=1.0, metavar="S",
                    help="Gaussian noise std in network-input space (default 1)")
-    g.add_argument("--m", type=positive_int_list, default=DEFAULT_M, metavar="M1,M2,...", help="sample sizes, e.g. 1,4,16,64 (the default)")
+    add_m_grid_arg(g, DEFAULT_M, help="sample sizes, e.g. 1,4,16,64 (the default)")
     g.add_argument("--seed", type=int, default=0, metavar="S", help="seeds every sample stream (default 0)")
     g.add_argument("--batch-size", type=int, default=None, metavar="B", help="samples per attribute() call (default 8 on "
                    "the CPU, 64 on CUDA)")
-    g.add_argument("--t", type=float, default=DEFAULT_T, metavar="T",
+    g.add_argument("--deviation", dest="t", type=float, default=DEFAULT_T, metavar="T",
                    help=f"deviation t for the theory's m (default {DEFAULT_T})")
+    add_deprecated_alias(g, "--t", "--deviation", dest="t", type=float)
     g.add_argument("--delta", type=float, default=DEFAULT_DELTA, metavar="D",
                    help=f"failure probability (default {DEFAULT_DELTA})")
     g.add_argument("--target-s2", type=float, default=None, metavar="X",
@@ -67,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "explain") -> Non
                    "and no convergence plot")
     g.add_argument("--no-heatmaps", action="store_true", help="no PNG per map (montages, .npy files and "
                    "plots are still written)")
-    g.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    add_progress_arg(g)
     g.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulated kill
 
 
@@ -98,6 +101,7 @@ def run(args) -> int:
     torch.set_num_threads(args.threads or max(1, min(torch.get_num_threads(), 16)))
     res = run_explain(options_from_args(args))
     print(res["summary"])
-    print(f"{res['status']}: {res['written']} image(s) written to {res['out']} ({res['seconds']:.1f} s)",
+    skipped = f", {len(res['skipped'])} unreadable image(s) skipped" if res.get("skipped") else ""
+    print(f"{res['status']}: {res['written']} image(s) written to {res['out']}{skipped} ({res['seconds']:.1f} s)",
           file=sys.stderr)
     return 0

@@ -7,7 +7,11 @@ Output folder layout
     refused (one line, exit 2).
 ``records.jsonl``
     One JSON line per finished image (written after its files, fsync'ed): the
-    unit of resumability.  A restart skips the images it lists.
+    unit of resumability.  A restart skips the images it lists.  Written
+    through the shared store :class:`empirical.io.ResumableStore`.
+``skipped.jsonl``
+    One line per image that cannot be decoded (id, path, reason): skipped and
+    recorded, as by every command; the summary states the count.
 ``<image>/<method>_m<m>.npy``
     The averaged map (H, W) float32 of the first m samples (set 1).
 ``<image>/<method>_m<m>.png``
@@ -24,26 +28,25 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
 import re
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from boundcheck.errors import InputError
+from boundcheck.paper import DELTA
 from empirical.explain.average import AUGMENTATIONS
 
 DEFAULT_METHODS = ("gradient_x_input", "lrp_beta_0", "lrp_beta_1", "lrp_gamma_100")
 DEFAULT_M = (1, 4, 16, 64)
-DEFAULT_T, DEFAULT_DELTA = 0.01, 0.05
+DEFAULT_T, DEFAULT_DELTA = 0.01, DELTA
 DEFAULT_MAX_M = 1024
 #: images explained when neither --images nor --image is given (the shipped photos)
 DEFAULT_N_SHIPPED = 1
-CONFIG_FILE, RECORDS_FILE = "config.json", "records.jsonl"
+RECORDS_FILE = "records.jsonl"
 #: configuration keys a resume must repeat
-_CONFIG_KEYS = ("model", "weights", "pretrained", "num_classes", "input_size", "mean", "std", "image_ids_sha256",
+_CONFIG_KEYS = ("model", "weights", "random_weights", "num_classes", "input_size", "mean", "std", "image_ids_sha256",
                 "methods", "augmentation", "sigma", "m_grid", "seed", "dtype", "allow_tf32", "batch_size", "t",
                 "delta", "target_s2", "max_m", "split_half", "code")
 UNGUARANTEED = "measured on this image, not a guarantee"
@@ -122,20 +125,21 @@ def validate(opts: ExplainOptions):
     Returns
     -------
     ``(options, items, source)``: a normalised copy of ``opts`` (sorted m grid, methods without
-    repeats, floats), the images and a description of their source; ``opts`` is not modified.
+    repeats, floats), the readable images and a description of their source (``source["skipped"]``:
+    the images that cannot be decoded, each with its reason); ``opts`` is not modified.
 
     Raises
     ------
     InputError
         One line naming the first problem found.
     """
-    from empirical.data import UnreadableImage, load_image
+    from empirical.data import UnreadableImage, load_image, no_readable_image
     from empirical.engine import parse_method
 
     opts = dataclasses.replace(opts)
     grid = tuple(opts.m_grid)
     if not grid or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in grid):
-        raise InputError(f"--m must be positive integers, got {','.join(map(str, grid)) or '(none)'}")
+        raise InputError(f"--m-grid must be positive integers, got {','.join(map(str, grid)) or '(none)'}")
     opts.m_grid = tuple(sorted(set(grid)))
     if not opts.methods:
         raise InputError("--methods must name at least one method")
@@ -145,7 +149,7 @@ def validate(opts: ExplainOptions):
     if opts.augmentation not in AUGMENTATIONS:
         raise InputError(f"--augmentation must be one of {', '.join(AUGMENTATIONS)}, got {opts.augmentation!r}")
     opts.sigma = _real("--sigma", opts.sigma, lo=0.0)
-    opts.t = _real("--t", opts.t, lo=0.0)
+    opts.t = _real("--deviation", opts.t, lo=0.0)
     opts.delta = _real("--delta", opts.delta, lo=0.0, hi=1.0)
     if opts.target_s2 is not None:
         opts.target_s2 = _real("--target-s2", opts.target_s2, lo=0.0)
@@ -154,16 +158,13 @@ def validate(opts: ExplainOptions):
     _positive_int("--max-m", opts.max_m)
     _positive_int("--batch-size", opts.batch_size)
     _positive_int("--seed", opts.seed, minimum=0)
-    if opts.n_images is not None:
-        _positive_int("--n-images", opts.n_images)
-    if opts.dtype not in ("float32", "float64"):
-        raise InputError(f"--dtype must be float32 or float64, got {opts.dtype!r}")
-    if opts.device not in (None, "auto", "cpu") and not str(opts.device).startswith("cuda"):
-        raise InputError(f"--device must be auto, cpu or cuda, got {opts.device!r}")
-    if opts.weights is not None and not opts.pretrained:
-        raise InputError("--random-weights and --weights exclude each other")
-    if opts.weights is not None and not Path(opts.weights).is_file():
-        raise InputError(f"--weights file not found: {opts.weights}")
+    from empirical.options import check_count, check_device, check_dtype, model_spec
+
+    check_count("--n-images", opts.n_images, allow_none=True)
+    check_dtype(opts.dtype)
+
+    check_device(opts.device)
+    model_spec(opts).check()
     from empirical.models import LITE0, resolve_model, torchvision_classifiers
 
     if opts.model != LITE0 and ":" not in opts.model and opts.model not in torchvision_classifiers():
@@ -172,12 +173,18 @@ def validate(opts: ExplainOptions):
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a folder")
     items, source = list_items(opts)
+    readable, skipped = [], []
     for it in items:
         try:
             load_image(it.path)
+            readable.append(it)
         except UnreadableImage as exc:
-            raise InputError(f"cannot read image {it.path}: {str(exc).splitlines()[0]}") from None
-    return opts, items, source
+            skipped.append({"index": it.index, "id": it.id, "path": it.path, "error": exc.reason})
+    if not readable:
+        raise no_readable_image(skipped)
+    if skipped:
+        source = {**source, "skipped": skipped}
+    return opts, readable, source
 
 
 def image_stem(image_id: str) -> str:
@@ -186,15 +193,20 @@ def image_stem(image_id: str) -> str:
 
 
 # ----------------------------------------------------------------------------- configuration
+def code_hash() -> str:
+    """SHA-256 of the code that computes the maps (the engine's fingerprint and ``average.py``): a
+    resume after it changed is refused, since the stored maps would no longer be reproducible."""
+    from empirical.experiment.runner import code_fingerprint
+
+    own = Path(__file__).with_name("average.py").read_bytes()
+    return hashlib.sha256(code_fingerprint().encode() + own).hexdigest()
+
+
 def build_config(opts: ExplainOptions, items, source: dict, weights: str) -> dict:
     """The run's configuration; ``weights`` is the --weights file, "random" or "default" (the shipped
     Lite0 weights / the torch hub cache file of :func:`empirical.models.load_model`)."""
-    from empirical.experiment.runner import code_fingerprint
-
     ids = "\n".join(it.id for it in items).encode()
-    own = Path(__file__).with_name("average.py").read_bytes()
-    code = hashlib.sha256(code_fingerprint().encode() + own).hexdigest()
-    return {"format": 1, "model": opts.model, "weights": weights, "pretrained": bool(opts.pretrained),
+    return {"format": 1, "model": opts.model, "weights": weights, "random_weights": not opts.pretrained,
             "num_classes": opts.num_classes, "input_size": opts.input_size,
             "mean": list(opts.mean) if opts.mean else None, "std": list(opts.std) if opts.std else None,
             "allow_tf32": bool(opts.allow_tf32),
@@ -202,44 +214,32 @@ def build_config(opts: ExplainOptions, items, source: dict, weights: str) -> dic
             "methods": list(opts.methods), "augmentation": opts.augmentation, "sigma": float(opts.sigma),
             "m_grid": list(opts.m_grid), "seed": int(opts.seed), "dtype": opts.dtype,
             "batch_size": int(opts.batch_size), "t": float(opts.t), "delta": float(opts.delta),
-            "target_s2": opts.target_s2, "max_m": int(opts.max_m), "split_half": bool(opts.split_half), "code": code,
+            "target_s2": opts.target_s2, "max_m": int(opts.max_m), "split_half": bool(opts.split_half),
+            "code": code_hash(),
             "items": [it.to_dict() for it in items]}
 
 
-def check_or_write_config(out: Path, config: dict, write: bool = True) -> None:
-    """Check that ``config.json`` (if any) has the same keys (one-line refusal), else write it (``write``)."""
-    from empirical.experiment.runner import atomic_write_text
-
-    path = out / CONFIG_FILE
-    if path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            raise InputError(f"{path} is unreadable; remove the folder to start afresh") from None
-        diff = [k for k in _CONFIG_KEYS if old.get(k) != config.get(k)]
-        if diff:
-            what = ", ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in diff[:3])
-            raise InputError(f"{out} holds an explain run with a different configuration ({what}); "
-                             "use another --out or the same options")
-        return
-    if write:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(config, indent=1, sort_keys=True) + "\n")
-
-
-def _write_line(path: Path, obj: dict) -> None:
-    import os
-
-    from empirical.explain.stats import json_safe
-
-    line = json.dumps(json_safe(obj), sort_keys=True, allow_nan=False) + "\n"
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(line)
-        fh.flush()
-        os.fsync(fh.fileno())
+#: explains a refused resume when the code that computes the maps changed
+_HINTS = {"code": "the code that computes the maps changed since that run"}
 
 
 # ----------------------------------------------------------------------------- per image
+def first_nonfinite_map(res) -> str | None:
+    """``"the <method> map at m=<m> holds k NaN/inf of n values"`` for the first averaged map (either
+    sample set) that is not finite everywhere, or the clean target logit; None when all are finite."""
+    import numpy as np
+
+    if not math.isfinite(res.target_logit):
+        return f"the target logit on the clean image is {res.target_logit}"
+    for maps in (res.maps, res.maps2 or {}):
+        for method, by_m in maps.items():
+            for m in sorted(by_m):
+                bad = int((~np.isfinite(by_m[m])).sum())
+                if bad:
+                    return f"the {method} map at m={m} holds {bad} NaN/inf of {by_m[m].size} values"
+    return None
+
+
 def theory_block(methods, n: int, t: float, delta: float, m_values) -> dict:
     """``{method: required_m(...) + "l2_bound_log10": {form: {m: .}}}`` (image-independent)."""
     from empirical.explain.stats import l2_bound_curve_log10, required_m
@@ -331,22 +331,33 @@ def run_explain(opts: ExplainOptions, loaded=None, explainer=None) -> dict:
     import torch
 
     from empirical.data import load_image
-    from empirical.experiment.runner import read_jsonl, resolve_device
+    from empirical.experiment.runner import SKIPPED_FILE
+    from empirical.options import model_spec, resolve_device
     from empirical.explain.average import average_maps
+    from empirical.io import ResumableStore, append_jsonl, check_output_dir, read_jsonl
 
     opts, items, source = validate(opts)
-    device = resolve_device(None if opts.device == "auto" else opts.device, 0, 1)
-    out = Path(opts.out)
+    device = resolve_device(opts.device)
+    out = check_output_dir(opts.out)
     # the configuration is checked before the model is loaded (a refused resume costs nothing)
-    wdesc = str(Path(opts.weights).resolve()) if opts.weights else ("random" if not opts.pretrained else "default")
+    spec = model_spec(opts)
+    wdesc = str(Path(opts.weights).resolve()) if opts.weights else ("default" if spec.trained else "random")
     config = build_config(opts, items, source, wdesc)
-    check_or_write_config(out, config, write=False)
+    ResumableStore.check(out, config, compare=_CONFIG_KEYS, hints=_HINTS)
     if loaded is None:
-        from empirical.models import resolve_model
+        loaded = model_spec(opts).resolve()
+    from empirical.data import check_labels
 
-        loaded = resolve_model(opts.model, weights=opts.weights, random_weights=not opts.pretrained,
-                               num_classes=opts.num_classes, input_size=opts.input_size, mean=opts.mean, std=opts.std)
-    check_or_write_config(out, config)  # written once the model has loaded
+    if hasattr(loaded, "categories"):
+        check_labels(items, len(loaded.categories), source)
+    from empirical.options import check_run_memory
+
+    check_run_memory(loaded, opts.batch_size, device, opts.dtype)
+    # written once the model has loaded and the labels fit it
+    store = ResumableStore(out, config, compare=_CONFIG_KEYS, results=RECORDS_FILE, hints=_HINTS, sort_keys=True)
+    for rec in source.get("skipped", ()):
+        if rec["id"] not in {r["id"] for r in read_jsonl(out / SKIPPED_FILE)}:
+            append_jsonl(out / SKIPPED_FILE, rec)
     dtype = torch.float64 if opts.dtype == "float64" else torch.float32
     if explainer is None:
         from empirical.engine import Explainer
@@ -358,20 +369,14 @@ def run_explain(opts: ExplainOptions, loaded=None, explainer=None) -> dict:
     grid = tuple(opts.m_grid)
     theory = theory_block(opts.methods, depth, opts.t, opts.delta, grid)
 
-    rec_path = out / RECORDS_FILE
-    read_jsonl(rec_path, repair=True)
-    done = {r["id"] for r in read_jsonl(rec_path)}
+    done = store.done_keys()
     todo = [it for it in items if it.id not in done]
-    bar = None
     per_image = (2 if opts.split_half else 1) * max(grid)
-    if opts.progress:
-        from tqdm import tqdm
+    from empirical.runtime import progress_bar
 
-        bar = tqdm(total=len(todo) * per_image, unit="sample", file=sys.stderr, dynamic_ncols=True,
-                   desc=f"explain {opts.model}")
     t0, written, status = time.time(), 0, "complete"
     aug_title = opts.augmentation + (f" σ={opts.sigma:g}" if opts.augmentation == "gaussian" else "")
-    try:
+    with progress_bar(opts.progress, total=len(todo) * per_image, unit="sample", desc=f"explain {opts.model}") as bar:
         for it in todo:
             x01 = loaded.to_unit(load_image(it.path))
 
@@ -385,21 +390,23 @@ def run_explain(opts: ExplainOptions, loaded=None, explainer=None) -> dict:
                                it.id, target=it.label, sigma=opts.sigma, batch_size=opts.batch_size, device=device,
                                dtype=dtype, split_half=opts.split_half, target_s2=opts.target_s2, max_m=opts.max_m,
                                on_samples=tick)
+            bad = first_nonfinite_map(res)
+            if bad:  # never a map of NaN written as a result, nor statistics with wrong reasons for nulls
+                raise InputError(f"image {it.id}: {bad}; stopped before writing it (images already written "
+                                 "are kept)")
             title = f"{it.id}, {opts.model}, {aug_title}, target {res.target}"
             outputs = write_image_outputs(out / image_stem(it.id), x01, res, opts.methods, grid, title, theory,
                                           heatmaps=opts.heatmaps)
-            _write_line(rec_path, image_record(it, res, opts.methods, grid, outputs, opts.target_s2))
+            store.append(image_record(it, res, opts.methods, grid, outputs, opts.target_s2))
             written += 1
             if opts.stop_after is not None and written >= opts.stop_after and written < len(todo):
                 status = "stopped"
                 break
-    finally:
-        if bar is not None:
-            bar.close()
-    records = sorted(read_jsonl(rec_path), key=lambda r: r["index"])
-    summary = write_summary(out, config, records, theory, depth)
+    records = sorted(store.records(), key=lambda r: r["index"])
+    skipped = read_jsonl(out / SKIPPED_FILE)
+    summary = write_summary(out, config, records, theory, depth, skipped=skipped)
     return {"status": status, "written": written, "seconds": time.time() - t0, "records": records,
-            "theory": theory, "depth": depth, "summary": summary, "out": str(out)}
+            "skipped": skipped, "theory": theory, "depth": depth, "summary": summary, "out": str(out)}
 
 
 # ----------------------------------------------------------------------------- summary
@@ -414,24 +421,27 @@ def _theory_cell(th: dict, form: str) -> str:
     return f["m_text"] if f else "no finite bound"
 
 
-def write_summary(out: Path, config: dict, records: list, theory: dict, depth: int) -> str:
+def write_summary(out: Path, config: dict, records: list, theory: dict, depth: int, skipped=()) -> str:
     """``explain.json`` and ``explain.md`` from all records; returns the Markdown."""
-    from empirical.experiment.runner import atomic_write_text
-    from empirical.explain.stats import json_safe
+    from empirical.io import atomic_write_json, atomic_write_text
+    from empirical.models import weights_label
 
     meta = {k: config[k] for k in ("model", "weights", "methods", "augmentation", "sigma", "m_grid", "seed", "dtype",
                                    "t", "delta", "target_s2", "max_m")}
     meta["depth_n"] = depth
-    doc = {"config": meta, "theory": theory, "images": records,
+    doc = {"config": meta, "theory": theory, "images": records, "skipped": list(skipped),
            "notes": {"theory": "eq. (24): m for per-pixel deviation t with probability >= 1-delta, the rule's value "
                                "range (eq. (31)/(33)) at depth n, paper form and exact solution of the recursion",
                      "measured": "s1 (eq. 38), s2 (eq. 39) of two disjoint sets of m samples of this image; "
                                  + UNGUARANTEED}}
-    atomic_write_text(out / "explain.json", json.dumps(json_safe(doc), indent=1, sort_keys=True, allow_nan=False) + "\n")
+    atomic_write_json(out / "explain.json", doc, indent=1, sort_keys=True)
     t, d = config["t"], config["delta"]
-    lines = [f"**Averaged attribution maps**, {config['model']} (depth n = {depth}), augmentation "
+    trained = config["weights"] != "random"
+    lines = [f"**Averaged attribution maps**, {config['model']} ({weights_label(trained)}, depth n = {depth}), "
+             "augmentation "
              f"`{config['augmentation']}`" + (f" σ = {config['sigma']:g}" if config["augmentation"] == "gaussian" else "")
-             + f", seed {config['seed']}, m = {', '.join(map(str, config['m_grid']))}; {len(records)} image(s).",
+             + f", seed {config['seed']}, m = {', '.join(map(str, config['m_grid']))}; {len(records)} image(s)"
+             + (f", {len(skipped)} unreadable image(s) skipped (skipped.jsonl)." if skipped else "."),
              "",
              f"What the theory guarantees (eq. (24), per pixel, t = {t:g}, δ = {d:g}, value range at depth n = {depth}) "
              "next to what one image shows (split-half s1, s2, eq. (38)/(39): " + UNGUARANTEED + ").",
@@ -447,7 +457,7 @@ def write_summary(out: Path, config: dict, records: list, theory: dict, depth: i
                   "", "| method | m | s1 | s2 | ‖mean‖₂ | colour limit q | theory m (exact) | theory m (paper) |",
                   "|---|---|---|---|---|---|---|---|"]
         for meth, e in r["methods"].items():
-            for m, row in e["m"].items():
+            for m, row in sorted(e["m"].items(), key=lambda kv: int(kv[0])):  # JSON keys are text: 1, 2, 4, 16
                 lines.append(f"| {meth} | {m} | {_fmt(row['s1'])} | {_fmt(row['s2'])} | {_fmt(row['norm1'])} | "
                              f"{_fmt(row['limit'])} | {_theory_cell(theory[meth], 'exact')} | "
                              f"{_theory_cell(theory[meth], 'paper')} |")

@@ -49,36 +49,41 @@ def method_kind(method: str) -> tuple[str, object]:
 
 
 def value_range_log10(method: str, n: int, form: str) -> tuple[float | None, str]:
-    """``(log10 r, formula)`` of the rule's value range at depth ``n``, or ``(None, reason)``."""
-    from boundcheck.bounds import eq31_value_range_log10, eq33_value_range_log10
+    """``(log10 r, formula)`` of the rule's value range at depth ``n``, or ``(None, reason)``.
+
+    The number is :func:`boundcheck.rule_bounds.value_range_log10` (the one lemma -> range table);
+    this function adds what ``explain`` says about it.
+    """
+    from boundcheck.rule_bounds import rule_lemma
+    from boundcheck.rule_bounds import value_range_log10 as range_log10
 
     kind, rule = method_kind(method)
     if kind == "gradient":
         return None, ("no finite bound computed: eq. (32) needs every layer's spectral norm and Lipschitz "
                       "constant (`boundcheck samples --rule gradient --weight-norms ...`); x*gradient under "
                       "Gaussian noise is unbounded")
-    p = rule.params
     if getattr(rule, "adaptive_beta_max", None) is not None:
         return None, "no bound: adaptive beta changes the rule per neuron (Lemma 7 needs one fixed beta)"
-    if "beta" in p:
-        return eq31_value_range_log10(p["beta"], n, form), f"eq. (31), beta={p['beta']:g}, n={n}, {form}"
-    if "gamma" in p and p["gamma"] > 1:
-        return (eq33_value_range_log10(p["gamma"], n, form),
+    lemma, p = rule_lemma(rule), rule.params
+    if lemma == "lemma7":
+        return range_log10(rule, n, form), f"eq. (31), beta={p['beta']:g}, n={n}, {form}"
+    if lemma == "lemma8":
+        return (range_log10(rule, n, form),
                 f"eq. (33), gamma={p['gamma']:g}, n={n}, {form}; valid only under condition (29) in every layer")
     return None, f"no bound in [P1] for rule {method}"
 
 
 def value_range_float(method: str, n: int, form: str) -> float | None:
-    """The value range as a float (eq. (31)/(33) evaluated directly), None beyond the float range or without one."""
-    from boundcheck.bounds import eq31_value_range, eq33_value_range
+    """The value range as a float (:func:`boundcheck.rule_bounds.value_range`), None beyond the float range
+    or without one."""
     from boundcheck.errors import InputError
+    from boundcheck.rule_bounds import value_range
 
     lr, _ = value_range_log10(method, n, form)
     if lr is None or lr > 300:
         return None
-    p = method_kind(method)[1].params
     try:
-        return eq31_value_range(p["beta"], n, form) if "beta" in p else eq33_value_range(p["gamma"], n, form)
+        return value_range(method_kind(method)[1], n, form)
     except InputError:  # overflow
         return None
 
@@ -127,16 +132,3 @@ def finite_or_none(value, reason: str, reasons: dict, key: str):
         reasons[key] = reason
         return None
     return float(value)
-
-
-def json_safe(obj):
-    """A copy of ``obj`` with every non-finite float replaced by None (tuples become lists, keys str)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
-        return json_safe(obj.item())
-    return obj

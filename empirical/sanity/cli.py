@@ -39,7 +39,8 @@ __all__ = ["add_arguments", "options_from_args", "run", "SanityOptions", "run_ch
 
 # --------------------------------------------------------------------------- argparse
 def add_arguments(parser: argparse.ArgumentParser, name: str = "sanity") -> None:
-    from empirical.cliargs import add_device_args, add_image_args, add_methods_arg, add_model_args, add_out_arg
+    from empirical.cliargs import (add_deprecated_alias, add_device_args, add_image_args, add_methods_arg,
+                                   add_model_args, add_out_arg, add_progress_arg)
 
     sub = parser.add_subparsers(dest="sanity_command", metavar="CHECK")
     helps = {
@@ -55,7 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "sanity") -> None
         add_device_args(p)
         p.add_argument("--seed", type=int, default=0, help="seed of the randomisation / random baseline")
         p.add_argument("--batch-size", dest="batch_size", type=int, default=8, help="images per batch")
-        p.add_argument("--progress", action="store_true", help="print one line per batch")
+        add_progress_arg(p)
+        add_deprecated_alias(p, "--progress", "the progress bar is the default (--no-progress turns it off)",
+                             dest="no_progress", const=False)
         if cmd != "overtaking":
             add_methods_arg(p, default=DEFAULT_METHODS)
         if cmd == "randomize":
@@ -76,7 +79,8 @@ def options_from_args(args) -> SanityOptions:
         raise InputError("sanity: choose a check: " + ", ".join(SUBCOMMANDS))
     kw = {k: getattr(args, k) for k in ("out", "model", "weights", "random_weights", "num_classes", "input_size",
                                         "mean", "std", "images", "imagenet_val", "labels", "n_images", "seed",
-                                        "device", "dtype", "allow_tf32", "batch_size", "progress")}
+                                        "device", "dtype", "allow_tf32", "batch_size")}
+    kw["progress"] = not args.no_progress
     kw["image_files"] = tuple(args.image) if args.image else None
     if hasattr(args, "methods"):
         kw["methods"] = tuple(args.methods)

@@ -93,25 +93,22 @@ class SanityOptions:
 def validate(opts: SanityOptions) -> None:
     if opts.command not in SUBCOMMANDS:
         raise InputError(f"unknown sanity check {opts.command!r}; choose one of {', '.join(SUBCOMMANDS)}")
-    for name, v, lo in (("--n-images", opts.n_images, 1), ("--batch-size", opts.batch_size, 1),
-                        ("--n-regions", opts.n_regions, 1), ("--stride", opts.stride, 1)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise InputError(f"{name} must be an integer >= {lo}, got {v!r}")
+    from empirical.options import check_count
+
+    for name, v in (("--n-images", opts.n_images), ("--batch-size", opts.batch_size),
+                    ("--n-regions", opts.n_regions), ("--stride", opts.stride)):
+        check_count(name, v)
     if opts.steps is not None and (not isinstance(opts.steps, int) or opts.steps < 1):
         raise InputError(f"--steps must be an integer >= 1, got {opts.steps!r}")
     if opts.region_size not in (8, 15):
         raise InputError(f"--region-size must be 8 or 15, got {opts.region_size!r}")
-    if opts.device not in ("auto", "cpu", "cuda") and not str(opts.device).startswith("cuda:"):
-        raise InputError(f"--device must be auto, cpu or cuda, got {opts.device!r}")
-    if opts.dtype not in ("float32", "float64"):
-        raise InputError(f"--dtype must be float32 or float64, got {opts.dtype!r}")
-    if opts.weights is not None and opts.random_weights:
-        raise InputError("--random-weights and --weights exclude each other")
-    if str(opts.device).startswith("cuda"):
-        import torch
+    from empirical.options import check_device, check_dtype, model_spec, resolve_device
 
-        if not torch.cuda.is_available():
-            raise InputError("--device cuda requested but torch sees no CUDA device")
+    check_device(opts.device)
+    check_dtype(opts.dtype)
+    model_spec(opts).check()
+    if str(opts.device).startswith("cuda"):
+        resolve_device(opts.device)
     if opts.command != "overtaking":
         if not opts.methods:
             raise InputError("--methods must name at least one method")
@@ -126,13 +123,15 @@ def validate(opts: SanityOptions) -> None:
 def load_inputs(opts: SanityOptions):
     """(LoadedModel, list of ImageItem, source description)."""
     from empirical.data import list_images
-    from empirical.models import resolve_model
+    from empirical.options import model_spec
 
-    lm = resolve_model(opts.model, weights=opts.weights, random_weights=opts.random_weights,
-                       num_classes=opts.num_classes, input_size=opts.input_size, mean=opts.mean, std=opts.std)
+    lm = model_spec(opts).resolve()
     items, src = list_images(imagenet_val=opts.imagenet_val, labels=opts.labels, images=opts.images,
                              image_files=list(opts.image_files) if opts.image_files else None,
                              n=opts.n_images)
+    from empirical.data import check_labels
+
+    check_labels(items, len(lm.categories), src)
     return lm, items, src
 
 
@@ -148,7 +147,7 @@ def load_batch(lm, items):
             xs.append(lm.preprocess(load_image(it.path)))
             kept.append(it)
         except UnreadableImage as exc:
-            skipped.append((it, str(exc)))
+            skipped.append((it, exc.reason))
     x = torch.stack(xs) if xs else None
     return x, kept, skipped
 
@@ -189,8 +188,9 @@ def run_check(opts: SanityOptions) -> dict:
     from empirical.io import ResumableStore, check_output_dir
 
     validate(opts)
-    if opts.device == "auto":
-        opts = replace(opts, device="cuda" if torch.cuda.is_available() else "cpu")
+    from empirical.options import resolve_device
+
+    opts = replace(opts, device=resolve_device(opts.device))
     check_output_dir(opts.out)
     t0 = time.time()
     lm, items, src = load_inputs(opts)
@@ -203,28 +203,36 @@ def run_check(opts: SanityOptions) -> dict:
     todo = [it for it in items if it.id not in done]
     device = torch.device(opts.device)
     ctx = _prepare(opts, lm, device)
-    for i in range(0, len(todo), opts.batch_size):
-        chunk = todo[i:i + opts.batch_size]
-        x, kept, skipped = load_batch(lm, chunk)
-        for it, why in skipped:
-            store.append({"id": it.id, "skipped": why})
-        if x is None:
-            continue
-        for rec in _process(opts, ctx, x, kept, device):
-            store.append(rec)
-        if opts.progress:
-            print(f"[sanity {opts.command}] {min(i + opts.batch_size, len(todo))}/{len(todo)} images "
-                  f"({time.time() - t0:.0f} s)", flush=True)
+    from empirical.runtime import progress_bar
+
+    with progress_bar(opts.progress, total=len(todo), unit="img", desc=f"sanity {opts.command}") as bar:
+        for i in range(0, len(todo), opts.batch_size):
+            chunk = todo[i:i + opts.batch_size]
+            x, kept, skipped = load_batch(lm, chunk)
+            for it, why in skipped:
+                store.append({"id": it.id, "skipped": why})
+            if x is not None:
+                for rec in _process(opts, ctx, x, kept, device):
+                    store.append(rec)
+            if bar is not None:
+                bar.update(len(chunk))
     stored = store.records()
     records = [r for r in stored if "skipped" not in r]
+    bad = [r for r in stored if "skipped" in r]
     if not records:
-        bad = [r for r in stored if "skipped" in r]
-        why = f"; first: {bad[0]['id']}: {bad[0]['skipped']}" if bad else ""
-        raise InputError(f"sanity {opts.command}: none of the {len(items)} image(s) is readable{why}")
+        from empirical.data import no_readable_image
+
+        raise no_readable_image([{"id": r["id"], "error": r["skipped"]} for r in bad])
     result = finalise(opts, ctx, records, Path(opts.out))
     result["seconds"] = time.time() - t0
     result["n_images"] = len(records)
-    result["n_skipped"] = len(stored) - len(records)
+    result["n_skipped"] = len(bad)
+    if bad:  # the count in the summary, as every command shows it (the records are in results.jsonl)
+        from empirical.io import atomic_write_text
+
+        result["summary"] += (f"\n{len(bad)} unreadable image(s) skipped (first: {bad[0]['id']}: "
+                              f"{bad[0]['skipped']}; all in results.jsonl).\n")
+        atomic_write_text(Path(opts.out) / "summary.md", result["summary"])
     return result
 
 

@@ -29,8 +29,8 @@ and the rule parameters are their binary float values.
   in scientific notation rounded up.
 * In ``--json`` a value beyond the float range is a string in scientific
   notation; ``log10_*`` keys are always finite numbers; NaN and Infinity never
-  appear.  An integer ``m`` beyond 4300 digits needs
-  ``json.loads(..., parse_int=...)`` or ``sys.set_int_max_str_digits(0)``.
+  appear.  An integer beyond 4300 digits (Python's ``json.loads`` limit) is
+  written as its exact decimal string, next to its ``log10_*`` number.
 * ``range`` prints at most ``--max-rows`` rows (default 200, at most 100,000):
   the first and last halves, with the elided depths stated.
 """
@@ -38,7 +38,6 @@ and the rule parameters are their binary float values.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
@@ -163,17 +162,11 @@ def _float_or_str(log10_value: float):
 
 
 def _dumps(obj: dict) -> str:
-    """``json.dumps`` (strict: no NaN/Infinity) that writes ints of any size exactly
-    (``str(int)`` stops at 4300 digits)."""
-    big = {}
-    for k, v in list(obj.items()):
-        if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10**4000:
-            big[k] = v
-            obj = {**obj, k: f"__BIG_INT_{k}__"}
-    text = json.dumps(obj, allow_nan=False)
-    for k, v in big.items():
-        text = text.replace(json.dumps(f"__BIG_INT_{k}__"), int_to_str(v))
-    return text
+    """Strict JSON any reader loads (:func:`empirical.io.dumps_strict`: no NaN/Infinity; an int beyond
+    4300 digits is its exact decimal string beside a ``log10_`` number)."""
+    from empirical.io import dumps_strict
+
+    return dumps_strict(obj)
 
 
 def _rule_of(args):

@@ -3,7 +3,7 @@
 Sections, each written to ``report.md`` as soon as it is finished (a failure in a
 later section never loses an earlier one):
 
-1. the bounds for the paper's settings (:mod:`boundcheck.report`);
+1. the bounds for the paper's settings (:mod:`boundcheck.cli.report`);
 2. the sympy proof certificates (:mod:`proofs`);
 3. the fuzz verdicts (:mod:`boundcheck.fuzz`);
 4. the convergence experiment of [P1] Sec. 6 on EfficientNet-Lite0 with the 20
@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 
 
 def _section_bounds(out: Path, args) -> str:
-    from boundcheck.report import bounds_report_markdown
+    from boundcheck.cli.report import bounds_report_markdown
 
     text = bounds_report_markdown()
     _io().atomic_write_text(out / "bounds.md", text)

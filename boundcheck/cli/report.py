@@ -19,12 +19,12 @@ from boundcheck import bounds
 from boundcheck.hoeffding import format_log10, format_number, hoeffding_samples, l2_deviation_bound_log10
 from boundcheck.networks import INPUT_PIXELS, NETWORK_DEPTHS
 from boundcheck.rule_bounds import value_range_log10
+from boundcheck.paper import DELTA
 from boundcheck.rules import Rule, lrp_beta, lrp_gamma
 
 #: The rules of [P1] Section 6 (:class:`boundcheck.rules.Rule`; their bounds via :mod:`boundcheck.rule_bounds`).
 SETTINGS: tuple[Rule, ...] = (lrp_beta(0.0), lrp_beta(1.0), lrp_gamma(100.0), lrp_gamma(1000.0))
 DEVIATIONS: tuple[float, ...] = (0.01, 0.1)
-DELTA: float = 0.05
 SAMPLE_SIZES: tuple[int, ...] = (25, 50, 100)
 
 
