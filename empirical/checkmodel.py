@@ -167,7 +167,7 @@ def check_model(model, name: str = "model", input_size: int = 224, seed: int = 0
               "lrp0_oracle_rel_error": None, "gradient_rel_error": None, "conservation": None,
               "normalisation": normalisation, "input_shape": [batch, 3, input_size, input_size]}
     try:
-        gm = canonicalise(model, torch.float64, torch.device("cpu"))
+        gm = canonicalise(model, torch.float64, torch.device("cpu"), (3, input_size, input_size))
         plan = plan_graph(gm, conv, collect=True)
     except UnsupportedModuleError as exc:
         result["unsupported"] = [str(exc)]
@@ -206,7 +206,7 @@ def check_model(model, name: str = "model", input_size: int = 224, seed: int = 0
                                                      "non-finite values in the forward or backward pass")
         return result
     result["target"] = cmp.get("target")
-    ex = Explainer(model, conventions=conv, dtype=torch.float64)
+    ex = Explainer(model, conventions=conv, dtype=torch.float64, input_shape=tuple(x.shape[1:]))
     result["conservation"] = conservation(ex, x)
     return result
 

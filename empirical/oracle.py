@@ -65,7 +65,8 @@ Normalisation (statistics held constant, the elementwise affine part kept)
     (no running buffers) those are detached.
 Statistics (held constant)
     ``Tensor.norm``, ``torch.norm``, ``torch.linalg.vector_norm``/``norm``
-    (``F.normalize`` divides by ``Tensor.norm``): outputs detached, like the
+    (``F.normalize`` divides by ``Tensor.norm``), ``sqrt``/``rsqrt`` (a
+    hand-written RMSNorm): outputs detached, like the
     normalisation statistics (ConvNeXt-V2's GRN, cosine attention, XCiT).
 Products of two input-dependent tensors (AttnLRP's uniform rule)
     ``*``/``mul``, ``@``/``matmul``/``bmm``, two-operand ``einsum``: when both
@@ -134,7 +135,8 @@ _ACTIVATIONS = _registry([
 ])
 _GATES = _registry(["sigmoid", "hardsigmoid", "expit", "softmax"])
 #: statistics held constant like LayerNorm's (``F.normalize`` divides by ``Tensor.norm``)
-_HELD_STATISTICS = {f for f in _candidates("norm") + [torch.linalg.vector_norm, torch.linalg.norm, torch.linalg.matrix_norm]}
+_HELD_STATISTICS = set(_candidates("norm") + _candidates("sqrt") + _candidates("rsqrt") + [
+    torch.linalg.vector_norm, torch.linalg.norm, torch.linalg.matrix_norm])
 #: products of two tensors: with both factors input-dependent, each factor's gradient is halved
 _PRODUCTS = set(_candidates("mul") + _candidates("matmul") + _candidates("bmm") + [
     torch.Tensor.__mul__, torch.Tensor.__rmul__, torch.Tensor.__matmul__, torch.Tensor.__rmatmul__,

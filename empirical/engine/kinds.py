@@ -254,8 +254,14 @@ SUM_FUNCTIONS = {torch.sum}
 SUM_METHODS = {"sum"}
 #: statistics of a tensor: held constant like LayerNorm's (a norm, and what is computed from norms only)
 NORM_FUNCTIONS = {torch.norm, torch.linalg.vector_norm, torch.linalg.norm}
-NORM_METHODS = {"norm"}
+NORM_METHODS = {"norm", "sqrt", "rsqrt"}
+#: square roots are taken as statistics too (a hand-written RMSNorm/LayerNorm: ``x * rsqrt(mean(x**2) + eps)``)
+NORM_FUNCTIONS |= {torch.sqrt, torch.rsqrt}
 NORMALIZE_FUNCTIONS = {F.normalize}
+#: ``max``/``amax`` over an axis (VOLO's class-token pooling): like max pooling
+MAX_REDUCTIONS = {torch.max, torch.amax, "max", "amax"}
+#: ``F.fold``/``nn.Fold``: overlapping patches summed back (weights 1)
+FOLD_FUNCTIONS = {F.fold}
 INTERPOLATE_FUNCTIONS = {F.interpolate, F.upsample, F.upsample_nearest, F.upsample_bilinear}
 #: ``z ** c`` with a constant exponent: an elementwise nonlinearity (StarReLU's ``relu(x) ** 2``)
 POW = {torch.pow, operator.pow, "pow", "__pow__"}
@@ -459,6 +465,9 @@ class _Planner:
                 raise self.unsupported(node, str(exc)) from None
             return self.plan(node, "attention", rel=(handler.value_node,), op=handler,
                              note="multi-head attention, value path")
+        if isinstance(mod, nn.Fold):
+            return self.plan(node, "avgpool", op=ops.PoolOp(mod), sign="keeps",
+                             note="fold: overlapping patches summed (weights 1), rule applied")
         if isinstance(mod, UPSAMPLE_MODULES):
             return self.interpolation(node, mod.mode, lambda z, _m=mod: _m(z))
         if isinstance(mod, MAXPOOL_MODULES):
@@ -509,6 +518,9 @@ class _Planner:
             return self.addc(node)
         if _is(node, NORMALIZE_FUNCTIONS):
             return self.normalize(node)
+        if _is(node, FOLD_FUNCTIONS):
+            return self.plan(node, "avgpool", build=_call_with(node), sign="keeps",
+                             note="fold: overlapping patches summed (weights 1), rule applied")
         if _is(node, INTERPOLATE_FUNCTIONS):
             a = list(node.args) + [None] * 4
             mode = node.kwargs.get("mode", a[3] if a[3] is not None else "nearest")
@@ -560,6 +572,9 @@ class _Planner:
         if _is(node, IDENTITY_FUNCTIONS) or _is(node, IDENTITY_METHODS) or getattr(t, "__name__", "") == "stochastic_depth":
             self.propagate(node)
             return self.plan(node, "pass", sign="keeps", note="identity in eval mode")
+        if _is(node, MAX_REDUCTIONS) and (len(node.args) > 1 or "dim" in node.kwargs) and not (
+                len(node.args) > 1 and isinstance(node.args[1], fx.Node) and self.dep.get(node.args[1])):
+            return self.plan(node, "maxpool", sign="keeps", note="max over an axis, winner-take-all")
         if _is(node, MAXPOOL_FUNCTIONS):
             return self.plan(node, "maxpool", sign="keeps", note="max pooling, winner-take-all")
         if _is(node, ROUTE_FUNCTIONS) or _is(node, ROUTE_METHODS):
@@ -599,7 +614,7 @@ class _Planner:
         other = node.args[1 - operand] if len(node.args) == 2 else None
         shape = other.meta.get(SHAPE) if isinstance(other, fx.Node) else None
         if operand != 0 or node.target is torch.einsum or shape is None or len(shape) != 2:
-            raise self.unsupported(node, "a matrix product with a constant matrix other than z @ W (2-d W)")
+            return self.untreated(node, "a matrix product with a constant matrix other than z @ W (2-d W)")
 
         def build(args, kw):
             return ops.LinearOp(args[1].transpose(0, 1))
@@ -638,7 +653,9 @@ class _Planner:
         dims = (dims,) if isinstance(dims, int) else tuple(dims)
         src = node.args[0] if isinstance(node.args[0], fx.Node) else None
         nd = len(src.meta[SHAPE]) if src is not None and SHAPE in src.meta else None
-        if 0 in dims or (nd is not None and any(d % nd == 0 for d in dims)):
+        stacked = src is not None and src.op == "call_function" and src.target is torch.stack and (
+            (src.args[1] if len(src.args) > 1 else src.kwargs.get("dim", 0)) == 0)
+        if not stacked and (0 in dims or (nd is not None and any(d % nd == 0 for d in dims))):
             raise self.unsupported(node, "a sum over the batch axis")
         op = ops.PoolOp(lambda z, _d=dims, _k=keepdim: z.sum(dim=_d, keepdim=_k))
         return self.plan(node, "avgpool", op=op, sign="keeps", note="sum over axes (weights 1), rule applied")
@@ -863,7 +880,8 @@ class _Planner:
                                                 note="no relevance reaches it, so it needs no treatment")
         for node in self.nodes:
             if self.plans[node].kind == "weights" and node in relevant:
-                exc = self.unsupported(node, "a softmax whose output is used as a value, not as attention weights")
+                exc = self.unsupported(node, "attention weights (a softmax) or a statistic (a norm, a square root) "
+                                             "used as a value, not as a factor held constant")
                 if not self.collect:
                     raise exc
                 self.failed(node, exc)
