@@ -44,7 +44,7 @@ def add_arguments(parser, name: str = "check-model") -> None:
     parser.add_argument("--batch", type=positive_int, default=1, help="random inputs in the batch (default 1)")
     parser.add_argument("--no-oracle", dest="oracle", action="store_false", default=True,
                         help="only the operation table (no forward/backward pass)")
-    parser.add_argument("--normalisation", choices=("affine", "pass"), default="affine",
+    parser.add_argument("--normalisation", choices=("affine", "centre", "pass"), default="affine",
                         help="treatment of unfoldable normalisations (Conventions.normalisation; default affine)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -175,7 +175,7 @@ def check_model(model, name: str = "model", input_size: int = 224, seed: int = 0
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, 3, input_size, input_size, generator=g, dtype=torch.float64)
     try:
-        cmp = compare_with_engine(model, x)
+        cmp = compare_with_engine(model, x, normalisation=normalisation)
     except InputError as exc:
         raise InputError(f"{name}: {exc}") from None
     result["lrp0_oracle_rel_error"] = _finite(cmp["lrp0_oracle_rel_error"])

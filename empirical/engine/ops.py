@@ -434,36 +434,146 @@ def batchnorm_diag(bn, z) -> DiagOp:
     return DiagOp(s.reshape(shape), c.reshape(shape))
 
 
-def layernorm_diag(z, normalized_shape, weight, bias, eps) -> DiagOp:
-    """LayerNorm with its statistics held constant: ``s = w / sigma``, ``c = b - mu s``
-    (``mu``, ``sigma`` per sample over the last ``len(normalized_shape)`` axes)."""
-    k = len(normalized_shape) if not isinstance(normalized_shape, int) else 1
+class CentreOp:
+    """The centring map ``y = s * (z - mean(z)) + c`` of a normalisation with only its
+    scale held constant (``Conventions(normalisation="centre")``).
+
+    ``z`` is viewed as ``(rows, g, n)`` (:attr:`view`): the mean runs over the last
+    axis of ``n`` entries, ``s`` has one value per entry (``w / sigma``: affine weight
+    over the held standard deviation, one row per sample).  Per group this is the
+    dense linear map ``W = diag(s) (I - 1 1^T / n)``, ``W_ij = s_i (delta_ij - 1/n)``,
+    not a diagonal one: output ``i`` has the contribution ``s_i (1 - 1/n) z_i`` of its
+    own entry and ``-s_i z_j / n`` of every other entry, so LRP-beta/gamma see four
+    sign parts like at a dense layer.  With ``p = s+``, ``m = s-``:
+
+        W+ = diag(p (1 - 1/n)) + offdiag(-m / n),   W- = diag(m (1 - 1/n)) + offdiag(-p / n),
+
+    and for a term weighing ``alpha W+ + beta W-`` (``u = alpha p + beta m``, ``v = alpha m + beta p``)
+
+        (alpha W+ + beta W-) z = u z (1 - 1/n) - v (sum(z) - z) / n,
+        (alpha W+ + beta W-)^T g = u g (1 - 1/n) - (sum(v g) - v g) / n,
+
+    O(n) per group, never the ``n x n`` matrix.  ``c`` (the normalisation's bias) is
+    the bias and follows ``Conventions.bias``.  ``n = 1``: ``W = 0``.
+    """
+
+    kind = "centre"
+    nonneg = False
+
+    def __init__(self, scale, shift, groups, n):
+        self.s = scale  # (B, g, n)
+        self.p, self.m = scale.clamp(min=0), scale.clamp(max=0)
+        self.groups, self.n = groups, n
+        self.bias = None if shift is None else torch.as_tensor(shift)
+        self.bias_shape = None if shift is None else tuple(self.bias.shape)
+
+    def view(self, t):
+        return t.reshape(t.shape[0], self.groups, self.n)
+
+    def _rows(self, t, rows):
+        return t if t.shape[0] == rows else t.repeat(rows // t.shape[0], 1, 1)
+
+    def _apply(self, u, v, z):
+        n = self.n
+        zs = z.sum(-1, keepdim=True)
+        return u * z * (1.0 - 1.0 / n) - v * (zs - z) / n
+
+    def _apply_t(self, u, v, g):
+        n = self.n
+        vg = v * g
+        return u * g * (1.0 - 1.0 / n) - (vg.sum(-1, keepdim=True) - vg) / n
+
+    def parts(self, z):
+        zv = self.view(z)
+        p, m = self._rows(self.p, zv.shape[0]), self._rows(self.m, zv.shape[0])
+        op_ = self._apply(p, m, zv).reshape(z.shape)
+        on_ = self._apply(m, p, zv).reshape(z.shape)
+        return op_, on_, op_ + on_
+
+    def term_buffer(self, n, rows, tail, ref):
+        bufs = [rows_like(ref, rows) for _ in range(n)]
+        return bufs, bufs
+
+    def transpose_signs(self, buf, keys, in_shape):
+        out = []
+        for key in keys:
+            T = None
+            for t, (a, b) in enumerate(key):
+                if a == 0.0 and b == 0.0:
+                    continue
+                g = self.view(buf[t])
+                p, m = self._rows(self.p, g.shape[0]), self._rows(self.m, g.shape[0])
+                u, v = _axpby(a, p, b, m), _axpby(a, m, b, p)
+                term = self._apply_t(u, v, g).reshape(buf[t].shape)
+                T = term if T is None else T.add_(term)
+            out.append(T)
+        return out
+
+
+def _norm_dims(normalized_shape):
+    return len(normalized_shape) if not isinstance(normalized_shape, int) else 1
+
+
+def layernorm_diag(z, normalized_shape, weight, bias, eps, centre: bool = False):
+    """LayerNorm with its statistics held constant.
+
+    ``centre=False`` (``normalisation="affine"``): the elementwise map ``s*z + c``,
+    ``s = w / sigma``, ``c = b - mu s`` (mean and standard deviation held; the mean
+    acts as a bias), a :class:`DiagOp`.  ``centre=True`` (``"centre"``): only
+    ``sigma`` is held, ``y = s * (z - mean(z)) + b`` with the centring part of the
+    linear map, a :class:`CentreOp` (``mu``, ``sigma`` per sample over the last
+    ``len(normalized_shape)`` axes).
+    """
+    k = _norm_dims(normalized_shape)
     dims = tuple(range(-k, 0))
     mu = z.mean(dim=dims, keepdim=True)
     var = (z - mu).square().mean(dim=dims, keepdim=True)
     inv = torch.rsqrt(var + eps)
     s = inv if weight is None else inv * weight
+    if centre:
+        n = 1
+        for d in z.shape[-k:]:
+            n *= int(d)
+        s = s.expand(z.shape).reshape(z.shape[0], -1, n)
+        return CentreOp(s, bias, s.shape[1], n)
     c = -mu * s
     if bias is not None:
         c = c + bias
     return DiagOp(s, c)
 
 
-def groupnorm_diag(z, groups, weight, bias, eps) -> DiagOp:
-    """GroupNorm with its statistics held constant (per sample and group)."""
+def groupnorm_diag(z, groups, weight, bias, eps, centre: bool = False):
+    """GroupNorm with its statistics held constant (per sample and group); ``centre``
+    as in :func:`layernorm_diag` (the mean over each group is part of the map)."""
     B, C = z.shape[:2]
     zg = z.reshape(B, groups, -1)
     mu = zg.mean(-1, keepdim=True)
     inv = torch.rsqrt((zg - mu).square().mean(-1, keepdim=True) + eps)
     shape = (B, C) + (1,) * (z.dim() - 2)
     inv = inv.expand(B, groups, C // groups).reshape(shape)
-    mu = mu.expand(B, groups, C // groups).reshape(shape)
     wshape = (1, C) + (1,) * (z.dim() - 2)
     s = inv if weight is None else inv * weight.reshape(wshape)
+    if centre:
+        s = s.expand(z.shape).reshape(B, groups, -1)
+        return CentreOp(s, None if bias is None else bias.reshape(wshape), groups, s.shape[-1])
+    mu = mu.expand(B, groups, C // groups).reshape(shape)
     c = -mu * s
     if bias is not None:
         c = c + bias.reshape(wshape)
     return DiagOp(s, c)
+
+
+def rmsnorm_diag(z, normalized_shape, weight, eps) -> DiagOp:
+    """RMSNorm with its scale held constant: ``s * z``, ``s = w / sqrt(mean(z^2) + eps)``
+    (no centring, no bias: the same map under ``"affine"`` and ``"centre"``).  ``eps``
+    None: ``torch.finfo(z.dtype).eps`` (torch's default)."""
+    k = _norm_dims(normalized_shape)
+    dims = tuple(range(-k, 0))
+    eps = torch.finfo(z.dtype).eps if eps is None else eps
+    s = torch.rsqrt(z.square().mean(dim=dims, keepdim=True) + eps)
+    if weight is not None:
+        s = s * weight
+    return DiagOp(s)
 
 
 class MatmulConstOp(_NonNegOp):
