@@ -8,7 +8,9 @@ Every modelling choice, in one place
 ====================================
 
 Canonicalisation (once, in ``Explainer.__init__``; the user's model is never modified)
-    deep copy -> ``eval()`` -> dtype/device -> parameters frozen ->
+    copy (new module and parameter objects; a parameter or buffer that neither the
+    dtype/device conversion nor BatchNorm folding changes keeps the caller's
+    storage, nothing is written into it) -> ``eval()`` -> dtype/device -> parameters frozen ->
     efficientnet_lite's ``Conv2dStaticSamePadding`` replaced by
     ``Sequential(ZeroPad2d, Conv2d)`` -> traced by ``torch.fx`` (leaf modules:
     torch.nn modules, torchvision ``SqueezeExcitation``, ``StochasticDepth``,
@@ -36,7 +38,11 @@ The node kinds (``empirical.engine.kinds.KINDS``; depth = rule ops on a relevanc
     diag        affine      1      ``s*z + c``: unfoldable BatchNorm (eval), LayerNorm /
                                    LayerNorm2d / ``F.layer_norm`` / GroupNorm with statistics
                                    constant, layer scale ``param * z``, ``z * const``,
-                                   ``z / const``, ``z + const``, ``-z`` (``normalisation="affine"``)
+                                   ``z / const``, ``z + const``, ``-z``, RMSNorm (``normalisation=
+                                   "affine"``; RMSNorm also under ``"centre"``)
+    centre      affine      1      ``s*(z - mean z) + b``: LayerNorm / LayerNorm2d / GroupNorm with
+                                   only ``1/sigma`` constant (``normalisation="centre"``): a dense
+                                   linear map per normalised group, ``W = diag(s)(I - 11^T/n)``
     attnsum     attention   1      ``softmax(...) @ v`` / ``einsum`` / ``* `` with the softmax
                                    weights held constant (a linear map with weights >= 0)
     attention   attention   3      ``nn.MultiheadAttention`` (ViT), torchvision
@@ -62,12 +68,15 @@ The node kinds (``empirical.engine.kinds.KINDS``; depth = rule ops on a relevanc
     attention-weighted sum, and does not only feed a softmax, is unsupported.
     ``Conventions.normalisation`` (beside ``bias`` and ``zero_denominator``)
     chooses between ``"affine"`` (default; makes LRP-0 with ``bias="backward"``
-    equal x times the modified gradient on every architecture) and ``"pass"``
-    (the previous copy-through, not an LRP rule).
+    equal x times the modified gradient on every architecture), ``"centre"``
+    (LXT's and AttnLRP's LayerNorm; the identity holds with the oracle's
+    ``normalisation="centre"``) and ``"pass"`` (the previous copy-through, not an
+    LRP rule).
 
 Backward step of an affine operator ``L`` at input ``z`` (``empirical.engine.ops``)
     sign-part outputs ``O_s = L(z_s; W_s)`` (one call with ``[W+; W-]``
-    concatenated; grouped/depthwise convolutions: one call per weight part; z- rows only when ``z`` has a negative entry, checked at run
+    concatenated, per block of output channels when it is not stored;
+    grouped/depthwise convolutions: one call per weight part; z- rows only when ``z`` has a negative entry, checked at run
     time); per term ``t``: ``D_t = sum_s a_ts O_s`` (+ bias part) (+ ``(eps_conv +
     rule.epsilon) sign(D_t)``, ``sign(0) = +1``; terms weighing pp/nn and pn/np
     alike, i.e. every rule of [P1], use ``P = O_pp + O_nn`` and ``N = O_pn + O_np``
@@ -96,10 +105,13 @@ Memory
     The LRP forward pass drops every node value its backward pass does not read
     (liveness plan); with only symmetric rules (``ops.symmetric_rule``: every rule
     of [P1]) a mixed-sign layer keeps ``P`` and ``N`` instead of its four sign parts.
-    Weights: ``W+``/``W-`` are views of one stored ``[W+; W-]``; combined weights
-    are cached per operator within ``Explainer(weight_cache_bytes=...)`` (default
-    the larger of 1 GiB and the model's parameter bytes); beyond it the terms are
-    folded into the ratios and transposed with ``[W+; W-]`` (same maps).
+    Weights: the canonical copy shares the caller's unchanged parameters;
+    ``[W+; W-]`` and the combined weights are kept per operator within
+    ``Explainer(weight_cache_bytes=...)`` (default the larger of 1 GiB and the
+    model's parameter bytes), admitted in the order first needed; beyond it
+    ``[W+; W-]`` is built per call in blocks of at most
+    ``ops.SIGN_SPLIT_BLOCK_BYTES`` (64 MiB) and the terms are folded into the
+    ratios and transposed with it (same maps).
 Memory format
     ``Explainer(channels_last=None)``: on the CPU the canonical copy, the input
     and every relevance buffer are channels-last (oneDNN's native layout; about

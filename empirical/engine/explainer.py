@@ -126,15 +126,18 @@ class Explainer:
         about 10% faster on ResNet-50's layers (``BENCHMARKS.md``); a layout choice,
         the values are the same up to summation order.
 
-        ``weight_cache_bytes``: budget for the combined LRP weights kept between
-        calls (:class:`empirical.engine.ops.WeightCache`); beyond it an operator
-        transposes with its stored ``[W+; W-]`` instead (same maps, no further
-        weight copy).  ``"auto"`` (default): the byte size of the model's
-        parameters in ``dtype`` but at least 1 GiB, so the engine keeps at most
-        three weight-sized copies besides its canonical model (``W+``, ``W-``,
-        and at most one copy's worth of combined weights) on large networks,
-        while the paper networks keep all their combined weights (ResNet-50's
-        six methods: 0.5 GiB in float32); ``None``: no limit; an int: bytes."""
+        ``weight_cache_bytes``: budget for the weight copies the LRP operators keep
+        between calls (:class:`empirical.engine.ops.WeightCache`): each layer's
+        ``[W+; W-]`` and the rules' combined weights, admitted in the order they are
+        first needed; beyond it ``[W+; W-]`` is built per call in blocks of output
+        channels and the rules are transposed with it (same maps, no stored copy).
+        ``"auto"`` (default): the byte size of the model's parameters in ``dtype``
+        but at least 1 GiB, so that on large networks the engine holds at most one
+        weight-sized set of copies besides the caller's model (whose unchanged
+        parameters the canonical copy shares), while the paper networks keep all of
+        theirs (ResNet-50, six methods, float32: [W+; W-] 0.2 GiB and 0.5 GiB of
+        combined weights); ``None``: no limit;
+        an int: bytes."""
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(conventions, Conventions):

@@ -65,10 +65,10 @@ def _fold_bn(gm: fx.GraphModule) -> None:
             continue
         if isinstance(bn, nn.BatchNorm1d) and isinstance(lin, nn.Conv2d):
             continue
-        with torch.no_grad():
+        with torch.no_grad():  # new tensors: the copy's parameters may share the caller's storage
             scale, shift = _bn_affine(bn)
             shape = (-1,) + (1,) * (lin.weight.dim() - 1)
-            lin.weight.mul_(scale.reshape(shape))
+            lin.weight = nn.Parameter(lin.weight * scale.reshape(shape), requires_grad=False)
             b = lin.bias if lin.bias is not None else torch.zeros_like(scale)
             new_b = b * scale + shift
             lin.bias = nn.Parameter(new_b, requires_grad=False)
@@ -122,20 +122,44 @@ def _fold_bn_into_next(gm: fx.GraphModule, modules, calls) -> None:
             W = lin.weight
             shape = (1, -1) + (1,) * (W.dim() - 2)
             extra = (W.sum(dim=tuple(range(2, W.dim()))) if W.dim() > 2 else W) @ shift
-            W.mul_(scale.reshape(shape))
+            lin.weight = nn.Parameter(W * scale.reshape(shape), requires_grad=False)
             b = lin.bias if lin.bias is not None else torch.zeros(W.shape[0], dtype=W.dtype, device=W.device)
             lin.bias = nn.Parameter(b + extra, requires_grad=False)
         node.replace_all_uses_with(node.args[0])
         gm.graph.erase_node(node)
 
 
-def canonicalise(model: nn.Module, dtype, device) -> fx.GraphModule:
-    """Deep copy -> eval -> dtype/device -> same-padding convs made explicit -> fx trace -> BN folded
-    -> ``contiguous()`` before every ``view``.
+def _shallow_tensor_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` whose parameters and buffers share the caller's storage.
 
-    The user's ``model`` is never modified.
+    Every module, parameter and buffer object is new (so ``requires_grad_``,
+    ``.to(...)`` and attribute assignments on the copy never reach the caller's
+    model), but a parameter or buffer that is not converted (same dtype and
+    device) keeps pointing at the caller's memory: the copy costs no weight
+    memory.  Canonicalisation never writes into a tensor in place (BatchNorm
+    folding assigns new parameters), so the caller's values are never changed.
     """
-    m = copy.deepcopy(model)
+    memo = {}
+    for t in list(model.parameters()) + list(model.buffers()):
+        if id(t) in memo:
+            continue
+        if isinstance(t, nn.Parameter):
+            memo[id(t)] = nn.Parameter(t.detach(), requires_grad=False)
+        else:
+            memo[id(t)] = t.detach()
+    return copy.deepcopy(model, memo)
+
+
+def canonicalise(model: nn.Module, dtype, device) -> fx.GraphModule:
+    """Copy sharing the weights' storage -> eval -> dtype/device -> same-padding convs made
+    explicit -> fx trace -> BN folded -> ``contiguous()`` before every ``view``.
+
+    The user's ``model`` is never modified; its parameters and buffers are shared
+    (not copied) where neither the dtype/device conversion nor BatchNorm folding
+    changes them (:func:`_shallow_tensor_copy`), so an explainer must be rebuilt
+    after the caller changes the model's weights.
+    """
+    m = _shallow_tensor_copy(model)
     m.eval()
     m.to(dtype=dtype)
     if device is not None:

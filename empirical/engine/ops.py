@@ -56,14 +56,18 @@ def _combine(alpha, beta, Wp, Wn):
 
 
 class WeightCache:
-    """A byte budget for the combined weights ``sum_t c_t (a W+ + b W-)`` of all
-    operators of one explainer.
+    """A byte budget for the weight copies the LRP operators of one explainer keep:
+    each operator's sign-split ``[W+; W-]`` and the combined weights
+    ``sum_t c_t (a W+ + b W-)``.
 
-    Within the budget a combined weight is built once and kept (one transposed
-    call per rule and input sign); beyond it the operator folds the terms into the
-    ratios instead and transposes with the stored ``[W+; W-]`` (same values, no
-    new weight copy, up to twice the work for rules with one term per sign).
-    ``limit_bytes=None``: no limit.
+    A copy is admitted when it is first needed and kept while the budget holds it
+    (operators run in the forward order first, so ``[W+; W-]`` of the early layers
+    are admitted before any combined weight).  Beyond the budget nothing more is
+    kept: an operator without a stored ``[W+; W-]`` builds it per call, in blocks
+    of output channels of at most :data:`SIGN_SPLIT_BLOCK_BYTES` (transient), and a
+    rule without stored combined weights is folded into the ratios and transposed
+    with ``[W+; W-]`` (same values, up to twice the work for rules with one term
+    per sign).  ``limit_bytes=None``: no limit.
     """
 
     def __init__(self, limit_bytes: int | None = None):
@@ -80,6 +84,10 @@ class WeightCache:
 
 _NO_LIMIT = WeightCache(None)
 
+#: the most bytes of ``[W+; W-]`` built at once for an operator whose sign-split weights
+#: are not stored (one block of output channels; at least one channel)
+SIGN_SPLIT_BLOCK_BYTES = 64 << 20
+
 
 def _nbytes(t) -> int:
     return t.numel() * t.element_size()
@@ -88,37 +96,95 @@ def _nbytes(t) -> int:
 class _SignedOp:
     """Backward-pass machinery shared by operators with weights of both signs.
 
+    The operator keeps its weight ``W`` (the canonical model's parameter, no copy).
+    ``[W+; W-]`` (both parts stacked along the output channels, so that one call
+    gives both sign-part outputs) is stored when the explainer's
+    :class:`WeightCache` admits it, else built per call in blocks of output
+    channels (:meth:`_signed_blocks`; the values are the same).
+
     ``transpose_terms(buf, key, in_shape)`` computes ``sum_t L^T_{V_t} g_t`` with
     ``V_t = alpha_t W+ + beta_t W-`` for ``key = ((alpha_1, beta_1), ...)``: the
-    combined weights are built once per key and cached (they depend on the
-    weights only), so a rule whose terms share one ratio per input sign costs ONE
-    transpose (LRP-gamma: ``(1+gamma) W+ + W-``; LRP-beta_0: ``W+``) instead of
-    one per weight part.
+    combined weights are built once per key and cached within the budget (they
+    depend on the weights only), so a rule whose terms share one ratio per input
+    sign costs ONE transpose (LRP-gamma: ``(1+gamma) W+ + W-``; LRP-beta_0: ``W+``)
+    instead of one per weight part.
     """
 
     nonneg = False
     budget = _NO_LIMIT  # set by the explainer (one WeightCache for all its operators)
+    _multi_out_dim = 1
 
-    def _split_w2(self):
-        """``W+``/``W-`` as views of the one stored ``[W+; W-]`` (no extra copy)."""
-        self.Wp, self.Wn = self.W2[: self.cout], self.W2[self.cout :]
+    def _init_weight(self, W, fmt=torch.contiguous_format):
+        self.W = W.detach()
+        self.cout = W.shape[0]
+        self.fmt = fmt
+        self._w2 = None
+        self._w2_decided = False
+        self._cache = {}
+
+    def _split(self, W):
+        """``[W+; W-]`` of ``W`` (rows = output channels)."""
+        return torch.cat([W.clamp(min=0), W.clamp(max=0)]).contiguous(memory_format=self.fmt)
+
+    def _stored_w2(self):
+        """The stored ``[W+; W-]``, or None when the budget did not admit it (decided at first use)."""
+        if not self._w2_decided:
+            self._w2_decided = True
+            if self.budget.admit(2 * _nbytes(self.W)):
+                self._w2 = self._split(self.W)
+        return self._w2
+
+    def _signed_blocks(self):
+        """``(r0, r1, [W+; W-] of output channels r0:r1)``: the stored one (one block), or
+        built now per block of at most :data:`SIGN_SPLIT_BLOCK_BYTES`."""
+        W2 = self._stored_w2()
+        if W2 is not None:
+            yield 0, self.cout, W2
+            return
+        per_row = max(1, 2 * _nbytes(self.W) // max(1, self.cout))
+        rows = max(1, SIGN_SPLIT_BLOCK_BYTES // per_row)
+        for r0 in range(0, self.cout, rows):
+            r1 = min(r0 + rows, self.cout)
+            yield r0, r1, self._split(self.W[r0:r1])
+
+    def _signed_parts(self, z):
+        """``(O_+, O_-)``: the operator with ``W+`` and with ``W-`` at ``z`` (one call per block)."""
+        ps, ns = [], []
+        d = self._multi_out_dim
+        for r0, r1, W2 in self._signed_blocks():
+            o = self._forward_raw(z, W2)
+            k = r1 - r0
+            ps.append(o.narrow(d, 0, k))
+            ns.append(o.narrow(d, k, k))
+        if len(ps) == 1:
+            return ps[0], ns[0]
+        return torch.cat(ps, d), torch.cat(ns, d)
 
     def _build(self, key):
-        parts = [_combine(a, b, self.Wp, self.Wn) for a, b in key]
+        """The combined weights of ``key`` (``sum``-free: one ``a W+ + b W-`` per term, stacked)."""
+        W2 = self._stored_w2()
+        if W2 is not None:
+            Wp, Wn = W2[: self.cout], W2[self.cout :]
+            parts = [_combine(a, b, Wp, Wn) for a, b in key]
+        else:  # block by block: never more than one block of [W+; W-] besides the result
+            parts = []
+            for a, b in key:
+                out = torch.empty_like(self.W, memory_format=self.fmt)
+                for r0, r1, W2b in self._signed_blocks():
+                    k = r1 - r0
+                    out[r0:r1] = _combine(a, b, W2b[:k], W2b[k:])
+                parts.append(out)
         W = parts[0] if len(parts) == 1 else torch.cat(parts, 0)
-        return W.contiguous(memory_format=_fmt_of(self.Wp))
+        return W.contiguous(memory_format=self.fmt)
 
     def _weights(self, key):
         """Combined weights of ``key``, cached within the budget; None beyond it
         (the caller then folds the terms, :meth:`_folded_transpose`)."""
         W = self._cache.get(key)
         if W is None:
-            n = len(key) * _nbytes(self.Wp)
-            if self.W2 is not None and not self.budget.admit(n):
+            if not self.budget.admit(len(key) * _nbytes(self.W)):
                 return None
             W = self._build(key)
-            if self.W2 is None:  # grouped convolution: small weights, always kept (and counted)
-                self.budget.admit(n, force=True)
             self._cache[key] = W
         return W
 
@@ -128,18 +194,19 @@ class _SignedOp:
         beyond the budget."""
         W = self._cache.get((dim,) + keys)
         if W is None:
-            if not self.budget.admit(sum(len(k) for k in keys) * _nbytes(self.Wp)):
+            if not self.budget.admit(sum(len(k) for k in keys) * _nbytes(self.W)):
                 return None
             parts = [self._cache[k] if k in self._cache else self._build(k) for k in keys]
-            W = torch.cat(parts, dim).contiguous(memory_format=_fmt_of(self.Wp))
+            W = torch.cat(parts, dim).contiguous(memory_format=self.fmt)
             self._cache[(dim,) + keys] = W
         return W
 
     def _folded_transpose(self, buf, key, in_shape):
         """``sum_t L^T_{a_t W+ + b_t W-} g_t = L^T_{[W+; W-]} [sum_t a_t g_t; sum_t b_t g_t]``:
-        the terms folded into the ratios, transposed with the stored ``W2``."""
+        the terms folded into the ratios, transposed with ``[W+; W-]`` (block by block
+        when it is not stored)."""
         c = self.cout
-        d = self._multi_out_dim if isinstance(self, LinearOp) else 1
+        d = self._multi_out_dim
         gp = gn = None
         for t, (a, b) in enumerate(key):
             g = buf.narrow(d, t * c, c)
@@ -147,11 +214,19 @@ class _SignedOp:
                 gp = a * g if gp is None else gp.add_(g, alpha=a)
             if b != 0.0:
                 gn = b * g if gn is None else gn.add_(g, alpha=b)
-        if gn is None:
-            return self._transpose_raw(gp, self.Wp, in_shape)
-        if gp is None:
-            return self._transpose_raw(gn, self.Wn, in_shape)
-        return self._transpose_raw(torch.cat([gp, gn], d), self.W2, in_shape)
+        T = None
+        for r0, r1, W2 in self._signed_blocks():
+            k = r1 - r0
+            gpb = None if gp is None else gp.narrow(d, r0, k)
+            gnb = None if gn is None else gn.narrow(d, r0, k)
+            if gnb is None:
+                Tb = self._transpose_raw(gpb, W2[:k], in_shape)
+            elif gpb is None:
+                Tb = self._transpose_raw(gnb, W2[k:], in_shape)
+            else:
+                Tb = self._transpose_raw(torch.cat([gpb, gnb], d), W2, in_shape)
+            T = Tb if T is None else T.add_(Tb)
+        return T
 
     def transpose_signs(self, buf, keys, in_shape):
         """:meth:`transpose_terms` for several keys (one per input sign) of the same buffer.
@@ -197,7 +272,14 @@ def conv_padding(module) -> tuple:
 
 
 class ConvOp(_SignedOp):
-    """A 2-d convolution ``y = conv(z, W) + b`` (BatchNorm already folded)."""
+    """A 2-d convolution ``y = conv(z, W) + b`` (BatchNorm already folded).
+
+    Ungrouped: ``[W+; W-]`` stored within the budget or built per call
+    (:class:`_SignedOp`).  Grouped/depthwise (small weights): ``W+`` and ``W-`` as
+    two tensors (stacking them along the output channels would mix the groups),
+    stored within the budget or built per call; their combined weights are always
+    kept (and counted).
+    """
 
     kind = "conv"
 
@@ -206,27 +288,34 @@ class ConvOp(_SignedOp):
         self.stride, self.dilation, self.groups = module.stride, module.dilation, module.groups
         self.padding = conv_padding(module)
         self.bias = None if module.bias is None else module.bias.detach()
-        self.cout = W.shape[0]
-        fmt = _fmt_of(W)  # the canonical model's memory format (Explainer(channels_last=...))
-        self.bias_shape = (self.cout, 1, 1)
-        if self.groups == 1:  # both weight parts in ONE call ([W+; W-] along the output channels)
-            self.W2 = torch.cat([W.clamp(min=0), W.clamp(max=0)]).contiguous(memory_format=fmt)
-            self._split_w2()
-        else:
-            self.W2 = None
-            self.Wp = W.clamp(min=0).contiguous(memory_format=fmt)
-            self.Wn = W.clamp(max=0).contiguous(memory_format=fmt)
-        self._cache = {}
+        self.bias_shape = (W.shape[0], 1, 1)
+        # the canonical model's memory format (Explainer(channels_last=...))
+        self._init_weight(W, _fmt_of(W))
+        self._pair = None
 
     def _conv(self, z, W):
         return F.conv2d(z, W, None, self.stride, self.padding, self.dilation, self.groups)
 
+    _forward_raw = _conv
+
+    def _grouped_parts(self):
+        """``(W+, W-)`` of a grouped convolution: stored within the budget, else built now."""
+        if self._pair is not None:
+            return self._pair
+        pair = (self.W.clamp(min=0).contiguous(memory_format=self.fmt),
+                self.W.clamp(max=0).contiguous(memory_format=self.fmt))
+        if not self._w2_decided:
+            self._w2_decided = True
+            if self.budget.admit(2 * _nbytes(self.W)):
+                self._pair = pair
+        return pair
+
     def parts(self, z):
-        if self.W2 is not None:
-            o = self._conv(z, self.W2)
-            op_, on_ = o[:, : self.cout], o[:, self.cout :]
+        if self.groups == 1:
+            op_, on_ = self._signed_parts(z)
         else:
-            op_, on_ = self._conv(z, self.Wp), self._conv(z, self.Wn)
+            Wp, Wn = self._grouped_parts()
+            op_, on_ = self._conv(z, Wp), self._conv(z, Wn)
         return op_, on_, op_ + on_
 
     def term_buffer(self, n, rows, tail, ref):
@@ -241,7 +330,7 @@ class ConvOp(_SignedOp):
     def _out_pad(self, in_hw, out_hw):
         pads = []
         for i in range(2):
-            k = self.Wp.shape[2 + i]
+            k = self.W.shape[2 + i]
             base = (out_hw[i] - 1) * self.stride[i] - 2 * self.padding[i] + self.dilation[i] * (k - 1) + 1
             pads.append(in_hw[i] - base)
         return tuple(pads)
@@ -258,6 +347,24 @@ class ConvOp(_SignedOp):
 
     def _transpose_raw(self, buf, W, in_shape):
         return self._convT(buf, W, in_shape)
+
+    def _build(self, key):
+        if self.groups == 1:
+            return _SignedOp._build(self, key)
+        Wp, Wn = self._grouped_parts()
+        parts = [_combine(a, b, Wp, Wn) for a, b in key]
+        W = parts[0] if len(parts) == 1 else torch.cat(parts, 0)
+        return W.contiguous(memory_format=self.fmt)
+
+    def _weights(self, key):
+        if self.groups == 1:
+            return _SignedOp._weights(self, key)
+        W = self._cache.get(key)
+        if W is None:  # grouped convolution: small weights, always kept (and counted)
+            W = self._build(key)
+            self.budget.admit(_nbytes(W), force=True)
+            self._cache[key] = W
+        return W
 
     def transpose_terms(self, buf, key, in_shape):
         if self.groups == 1:
@@ -280,17 +387,16 @@ class LinearOp(_SignedOp):
     kind = "linear"
 
     def __init__(self, weight, bias=None):
-        W = weight.detach()
-        self.cout = W.shape[0]
-        self.W2 = torch.cat([W.clamp(min=0), W.clamp(max=0)], 0).contiguous()
-        self._split_w2()
+        self._init_weight(weight.detach().contiguous())
         self.bias = None if bias is None else bias.detach()
         self.bias_shape = (self.cout,)
-        self._cache = {}
+
+    @staticmethod
+    def _forward_raw(z, W):
+        return F.linear(z, W)
 
     def parts(self, z):
-        o = F.linear(z, self.W2)
-        op_, on_ = o[..., : self.cout], o[..., self.cout :]
+        op_, on_ = self._signed_parts(z)
         return op_, on_, op_ + on_
 
     def term_buffer(self, n, rows, tail, ref):
