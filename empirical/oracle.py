@@ -19,8 +19,10 @@ engine is tested against).
 Every modelling choice, in one place
 ====================================
 The model
-    Deep-copied, ``eval()``, cast to ``dtype`` (default float64), parameters
-    frozen, ``inplace`` flags switched off; the caller's model is never modified.
+    Copied (new modules and parameter objects; a parameter or buffer already in
+    ``dtype`` shares the caller's storage and is never written), ``eval()``, cast
+    to ``dtype`` (default float64), parameters frozen, ``inplace`` flags switched
+    off; the caller's model is never modified.
     The forward pass is the copy's own ``forward`` (no tracing), so any model
     that runs runs here; the replacements act through a
     :class:`torch.overrides.TorchFunctionMode` active during that forward pass.
@@ -459,7 +461,13 @@ def _prepare(model, dtype):
         raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if dtype not in (torch.float32, torch.float64):
         raise InputError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-    m = copy.deepcopy(model).eval().to(dtype)
+    # new module and parameter objects over the caller's storage: the copy costs no weight memory
+    # unless ``.to(dtype)`` converts (which makes new tensors), and nothing here writes into a weight
+    memo = {}
+    for t in list(model.parameters()) + list(model.buffers()):
+        if id(t) not in memo:
+            memo[id(t)] = nn.Parameter(t.detach(), requires_grad=False) if isinstance(t, nn.Parameter) else t.detach()
+    m = copy.deepcopy(model, memo).eval().to(dtype)
     for p in m.parameters():
         p.requires_grad_(False)
     for mod in m.modules():
