@@ -585,10 +585,11 @@ def relative_error(a, ref) -> float:
     return diff / den if den > 0 else diff
 
 
-def compare_with_engine(model, x, target=None, normalisation="affine") -> dict:
+def compare_with_engine(model, x, target=None, normalisation="affine", weight_cache_bytes="auto") -> dict:
     """Relative errors of :class:`empirical.engine.Explainer` (float64) against the oracle.
 
     The engine runs with ``Conventions(bias="backward", normalisation=normalisation)``
+    (and ``weight_cache_bytes``, its memory budget: the maps do not depend on it)
     and the oracle models the same ``normalisation``: ``"lrp_zero"`` with
     ``init="logit"`` against :func:`lrp0_reference`, and ``"gradient"`` with
     ``init="q"`` against :func:`gradient_reference`; both with ``reduce="none"``
@@ -613,7 +614,8 @@ def compare_with_engine(model, x, target=None, normalisation="affine") -> dict:
     t = _target(logits, target)
     ref_lrp = x.detach().to(grad.dtype) * grad
     ref_grad = gradient_reference(model, x, t)
-    ex = Explainer(model, conventions=Conventions(bias="backward", normalisation=normalisation), dtype=torch.float64)
+    ex = Explainer(model, conventions=Conventions(bias="backward", normalisation=normalisation), dtype=torch.float64,
+                   weight_cache_bytes=weight_cache_bytes)
     xe = x.detach().to(torch.float64)
     a_lrp = ex.attribute(xe, ["lrp_zero"], target=t, init="logit", reduce="none")
     a_grad = ex.attribute(xe, ["gradient"], target=t, init="q", reduce="none")
