@@ -58,9 +58,8 @@ def test_canonical_copy_shares_unchanged_weights_and_never_writes_the_callers():
 
 @pytest.mark.parametrize("cl", [False, True])
 def test_sign_split_weights_built_per_call_in_blocks_give_the_same_maps(cl, monkeypatch):
-    """Budget 0: no [W+; W-] and no combined weight is stored (except a grouped convolution's
-    small combined weights); with blocks of one output channel the maps equal the fully stored
-    ones to 1e-12."""
+    """Budget 0: no [W+; W-] and no combined weight is stored (grouped convolutions included);
+    with blocks of one output channel the maps equal the fully stored ones to 1e-12."""
     net = _net()
     x = torch.randn(3, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
     full = Explainer(net, dtype=torch.float64, channels_last=cl, weight_cache_bytes=None)
@@ -70,7 +69,8 @@ def test_sign_split_weights_built_per_call_in_blocks_give_the_same_maps(cl, monk
     monkeypatch.setattr(ops, "SIGN_SPLIT_BLOCK_BYTES", 1)  # one output channel per block
     none = Explainer(net, dtype=torch.float64, channels_last=cl, weight_cache_bytes=0)
     b = none.attribute(x, RULES)
-    assert all(op._w2 is None for op in _signed_ops(none))
+    assert all(op._w2 is None and not op._cache for op in _signed_ops(none))
+    assert none.weight_cache.used == 0
     for m in RULES:
         rel = float((a.maps[m] - b.maps[m]).norm() / a.maps[m].norm())
         assert rel <= 1e-12, (m, rel)
