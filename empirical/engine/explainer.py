@@ -96,9 +96,11 @@ class Explainer:
     ----------
     model : torch.nn.Module
         Any classifier mapping ``(B, C, H, W)`` to logits ``(B, K)`` built from the
-        supported operations (package docstring).  It is deep-copied; the copy is
-        canonicalised once (eval mode, BatchNorm folded, traced with torch.fx);
-        ``model`` itself is never modified.
+        supported operations (package docstring).  It is copied (new modules and
+        parameter objects; the weights that neither the dtype/device conversion nor
+        BatchNorm folding changes share ``model``'s storage, so rebuild the
+        Explainer after changing them); the copy is canonicalised once (eval mode,
+        BatchNorm folded, traced with torch.fx); ``model`` itself is never modified.
     conventions : boundcheck.rules.Conventions
         Zero-denominator, bias and stabiliser policy of every LRP rule.
     dtype : torch.dtype

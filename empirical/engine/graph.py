@@ -1,4 +1,4 @@
-"""Canonicalisation and tracing: a deep copy of the model as a torch.fx graph.
+"""Canonicalisation and tracing: a copy of the model (sharing its unchanged weights) as a torch.fx graph.
 
 See the package docstring (``empirical/engine/__init__.py``) for every choice.
 """
