@@ -104,9 +104,11 @@ class Explainer:
     ----------
     model : torch.nn.Module
         Any classifier mapping ``(B, C, H, W)`` to logits ``(B, K)`` built from the
-        supported operations (package docstring).  It is deep-copied; the copy is
-        canonicalised once (eval mode, BatchNorm folded, traced with torch.fx);
-        ``model`` itself is never modified.
+        supported operations (package docstring).  It is copied (new modules and
+        parameter objects; the weights that neither the dtype/device conversion nor
+        BatchNorm folding changes share ``model``'s storage, so rebuild the
+        Explainer after changing them); the copy is canonicalised once (eval mode,
+        BatchNorm folded, traced with torch.fx); ``model`` itself is never modified.
     conventions : boundcheck.rules.Conventions
         Zero-denominator, bias and stabiliser policy of every LRP rule.
     dtype : torch.dtype
@@ -135,15 +137,18 @@ class Explainer:
         about 10% faster on ResNet-50's layers (``BENCHMARKS.md``); a layout choice,
         the values are the same up to summation order.
 
-        ``weight_cache_bytes``: budget for the combined LRP weights kept between
-        calls (:class:`empirical.engine.ops.WeightCache`); beyond it an operator
-        transposes with its stored ``[W+; W-]`` instead (same maps, no further
-        weight copy).  ``"auto"`` (default): the byte size of the model's
-        parameters in ``dtype`` but at least 1 GiB, so the engine keeps at most
-        three weight-sized copies besides its canonical model (``W+``, ``W-``,
-        and at most one copy's worth of combined weights) on large networks,
-        while the paper networks keep all their combined weights (ResNet-50's
-        six methods: 0.5 GiB in float32); ``None``: no limit; an int: bytes.
+        ``weight_cache_bytes``: budget for the weight copies the LRP operators keep
+        between calls (:class:`empirical.engine.ops.WeightCache`): each layer's
+        ``[W+; W-]`` and the rules' combined weights, admitted in the order they are
+        first needed; beyond it ``[W+; W-]`` is built per call in blocks of output
+        channels and the rules are transposed with it (same maps, no stored copy).
+        ``"auto"`` (default): the byte size of the model's parameters in ``dtype``
+        but at least 1 GiB, so that on large networks the engine holds at most one
+        weight-sized set of copies besides the caller's model (whose unchanged
+        parameters the canonical copy shares), while the paper networks keep all of
+        theirs (ResNet-50, six methods, float32: [W+; W-] 0.2 GiB and 0.5 GiB of
+        combined weights); ``None``: no limit;
+        an int: bytes.
 
         ``input_shape``: ``(C, H, W)`` of the example the model is traced on
         (default ``(3, 224, 224)``, :mod:`empirical.engine.tracing`).  It matters

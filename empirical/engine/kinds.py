@@ -77,6 +77,7 @@ SqueezeExcitation = _optional("torchvision.ops.misc", "SqueezeExcitation")
 StochasticDepth = _optional("torchvision.ops.stochastic_depth", "StochasticDepth")
 ShiftedWindowAttention = _optional("torchvision.models.swin_transformer", "ShiftedWindowAttention")
 _patch_merging_pad = _optional("torchvision.models.swin_transformer", "_patch_merging_pad")
+RMSNorm = getattr(nn, "RMSNorm", None)
 
 #: modules kept as single graph nodes by the tracer (their handler knows their inside)
 LEAF_TYPES = tuple(t for t in (SqueezeExcitation, StochasticDepth, ShiftedWindowAttention) if t is not None)
@@ -117,6 +118,8 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("add", "affine", 1, True, "sum of two input-dependent tensors (weights 1)"),
     Kind("diag", "affine", 1, False, "elementwise affine map s*z + c (unfolded BatchNorm, LayerNorm with "
                                       "statistics constant, layer scale, constant scaling/offset)"),
+    Kind("centre", "affine", 1, False, "LayerNorm/GroupNorm with normalisation='centre': s*(z - mean z) + c, "
+                                        "1/sigma held, the centring a dense linear map per row"),
     Kind("attnsum", "attention", 1, False, "product with attention weights held constant (weights >= 0)"),
     Kind("attention", "attention", 3, False, "attention module: value projection, A @ V, output projection"),
     Kind("pass", "pass", 0, False, "relevance unchanged (activation, identity, dropout)"),
@@ -131,7 +134,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
 )}
 
 #: kinds whose operator goes through :func:`empirical.engine.ops.lrp_step`
-LRP_OP_KINDS = frozenset({"conv", "linear", "avgpool", "diag", "attnsum"})
+LRP_OP_KINDS = frozenset({"conv", "linear", "avgpool", "diag", "centre", "attnsum"})
 
 
 def depth_weight(kind: str) -> int:
@@ -445,11 +448,14 @@ class _Planner:
             return self.elementwise(node, lambda args, kw, m=mod: ops.batchnorm_diag(m, args[0]),
                                     "BatchNorm not foldable into an adjacent layer")
         if isinstance(mod, nn.LayerNorm):
-            return self.elementwise(node, lambda args, kw, m=mod: ops.layernorm_diag(
-                args[0], m.normalized_shape, m.weight, m.bias, m.eps), "LayerNorm, statistics constant")
+            return self.norm(node, lambda args, kw, m=mod, c=self.centre: ops.layernorm_diag(
+                args[0], m.normalized_shape, m.weight, m.bias, m.eps, centre=c), "LayerNorm")
         if isinstance(mod, nn.GroupNorm):
-            return self.elementwise(node, lambda args, kw, m=mod: ops.groupnorm_diag(
-                args[0], m.num_groups, m.weight, m.bias, m.eps), "GroupNorm, statistics constant")
+            return self.norm(node, lambda args, kw, m=mod, c=self.centre: ops.groupnorm_diag(
+                args[0], m.num_groups, m.weight, m.bias, m.eps, centre=c), "GroupNorm")
+        if RMSNorm is not None and isinstance(mod, RMSNorm):
+            return self.elementwise(node, lambda args, kw, m=mod: ops.rmsnorm_diag(
+                args[0], m.normalized_shape, m.weight, m.eps), "RMSNorm, scale constant")
         if SqueezeExcitation is not None and isinstance(mod, SqueezeExcitation):
             return self.plan(node, "gate", note="squeeze-excitation x*s(x): relevance to x")
         if ShiftedWindowAttention is not None and isinstance(mod, ShiftedWindowAttention):
@@ -489,6 +495,18 @@ class _Planner:
             sign = "nonneg" if type(mod) in NONNEG_MODULES else None
             return self.plan(node, "pass", sign=sign, note="activation, relevance unchanged")
         return self.untreated(node, "no LRP treatment is defined for this module type")
+
+    @property
+    def centre(self) -> bool:
+        return self.conv.normalisation == "centre"
+
+    def norm(self, node, build, name):
+        """A normalisation with input statistics: ``diag`` (mean and sigma held), ``centre``
+        (sigma held, the centring part of the map) or ``pass``, by ``Conventions.normalisation``."""
+        if self.centre:
+            return self.plan(node, "centre", rel=(node.args[0],), build=build, operand=0,
+                             note=name + ", 1/sigma constant, centring in the map, rule applied")
+        return self.elementwise(node, build, name + ", statistics constant")
 
     def elementwise(self, node, build, note, operand=0):
         if self.conv.normalisation == "pass":
@@ -542,16 +560,25 @@ class _Planner:
                 w = a[2] if a[2] is not None else kw.get("weight")
                 b = a[3] if a[3] is not None else kw.get("bias")
                 eps = a[4] if a[4] is not None else kw.get("eps", 1e-5)
-                return ops.layernorm_diag(args[0], shape, w, b, eps)
-            return self.elementwise(node, build, "layer_norm, statistics constant")
+                return ops.layernorm_diag(args[0], shape, w, b, eps, centre=centre)
+            centre = self.centre
+            return self.norm(node, build, "layer_norm")
         if node.op == "call_function" and t is F.group_norm:
             def build(args, kw):
                 a = list(args) + [None] * 5
                 g = a[1] if a[1] is not None else kw["num_groups"]
                 return ops.groupnorm_diag(args[0], g, a[2] if a[2] is not None else kw.get("weight"),
                                           a[3] if a[3] is not None else kw.get("bias"),
-                                          a[4] if a[4] is not None else kw.get("eps", 1e-5))
-            return self.elementwise(node, build, "group_norm, statistics constant")
+                                          a[4] if a[4] is not None else kw.get("eps", 1e-5), centre=centre)
+            centre = self.centre
+            return self.norm(node, build, "group_norm")
+        if node.op == "call_function" and t is getattr(F, "rms_norm", None):
+            def build(args, kw):
+                a = list(args) + [None] * 4
+                shape = a[1] if a[1] is not None else kw["normalized_shape"]
+                return ops.rmsnorm_diag(args[0], shape, a[2] if a[2] is not None else kw.get("weight"),
+                                        a[3] if a[3] is not None else kw.get("eps"))
+            return self.elementwise(node, build, "rms_norm, scale constant")
         if _is(node, AVGPOOL_FUNCTIONS):
             gmd = None
             if t is F.adaptive_avg_pool2d and _pair(node.args[1] if len(node.args) > 1 else node.kwargs.get("output_size")) == (1, 1):
