@@ -88,7 +88,7 @@ class Conventions:
     stabiliser : float
         ``eps >= 0`` added as ``eps * sign(D)``, ``sign(0) := +1``, to every
         denominator.  Default 0 (none).
-    normalisation : {"affine", "pass"}
+    normalisation : {"affine", "pass", "centre"}
         How the torch engine treats an elementwise affine map ``y = s*z + c`` that
         cannot be folded into an adjacent convolution/linear layer: a BatchNorm
         (eval mode) after a join or before an activation, LayerNorm /
@@ -99,7 +99,10 @@ class Conventions:
         and follows ``bias``); with ``bias="backward"`` and LRP-0 this keeps the
         identity LRP-0 = x * modified gradient exact.  ``"pass"``: relevance is
         copied through unchanged (the engine's behaviour before this option;
-        not an LRP rule).  The numeric oracle has no such layers.
+        not an LRP rule).  ``"centre"``: LayerNorm/GroupNorm keep the centring
+        ``z - mean(z)`` inside the linear map and hold only ``1/std`` constant
+        (LXT's and the AttnLRP paper's convention); elsewhere as ``"affine"``.
+        The numeric oracle has no such layers.
     """
 
     zero_denominator: ZeroDenominator = "zero"
@@ -112,8 +115,8 @@ class Conventions:
             raise InputError(f"zero_denominator must be 'zero', 'nan' or 'raise', got {self.zero_denominator!r}")
         if self.bias not in ("forward_only", "backward"):
             raise InputError(f"bias must be 'forward_only' or 'backward', got {self.bias!r}")
-        if self.normalisation not in ("affine", "pass"):
-            raise InputError(f"normalisation must be 'affine' or 'pass', got {self.normalisation!r}")
+        if self.normalisation not in ("affine", "pass", "centre"):
+            raise InputError(f"normalisation must be 'affine', 'pass' or 'centre', got {self.normalisation!r}")
         eps = require_real("stabiliser", self.stabiliser)
         if eps < 0:
             raise InputError(f"stabiliser must be >= 0, got {eps}")
