@@ -126,7 +126,8 @@ class _RuleScale(torch.autograd.Function):
         r = g * y
         if e == 0.0:
             return r.div_(D).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0), None, None
-        Dp = torch.where(D >= 0, e, -e).to(D.dtype).add_(D)
+        pos = D.new_tensor(e)  # a 0-d tensor of D's dtype: Python scalars would make where() float32
+        Dp = torch.where(D >= 0, pos, -pos).add_(D)
         return r.div_(Dp), None, None
 
 
