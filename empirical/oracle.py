@@ -489,7 +489,9 @@ def compare_with_engine(model, x, target=None) -> dict:
     """Relative errors of :class:`empirical.engine.Explainer` (float64) against the oracle.
 
     The engine runs with ``Conventions(bias="backward")``: ``"lrp_zero"`` with
-    ``init="logit"`` against :func:`lrp0_reference`, and ``"gradient"`` with
+    ``init="logit"`` on its explicit path (``path="explicit"``; the fast path is
+    tested against it and the oracle in ``tests/test_engine_fastpath.py``) against
+    :func:`lrp0_reference`, and ``"gradient"`` with
     ``init="q"`` against :func:`gradient_reference`; both with ``reduce="none"``
     and the same target (default the argmax of the float64 logits).
 
@@ -514,7 +516,7 @@ def compare_with_engine(model, x, target=None) -> dict:
     ref_grad = gradient_reference(model, x, t)
     ex = Explainer(model, conventions=Conventions(bias="backward"), dtype=torch.float64)
     xe = x.detach().to(torch.float64)
-    a_lrp = ex.attribute(xe, ["lrp_zero"], target=t, init="logit", reduce="none")
+    a_lrp = ex.attribute(xe, ["lrp_zero"], target=t, init="logit", reduce="none", path="explicit")
     a_grad = ex.attribute(xe, ["gradient"], target=t, init="q", reduce="none")
     return {
         "lrp0_reference_norm": float(torch.linalg.vector_norm(ref_lrp)),
