@@ -126,6 +126,9 @@ def test_automatic_choice_and_forced_paths():
     expl = ex.attribute(x, ["lrp_epsilon_0.1"], path="explicit")
     assert torch.equal(mixed.maps["lrp_epsilon_0.1"], expl.maps["lrp_epsilon_0.1"])
     assert "lrp_beta_1" in ex.fast_path_reason([lrp_zero(), parse_method("lrp_beta_1")[1]])
+    both = ex.attribute(x, ["lrp_beta_1", "attnlrp"])  # attnlrp on the fast path, LRP-beta explicit
+    assert torch.equal(both.maps["attnlrp"], ex.attribute(x, ["attnlrp"]).maps["attnlrp"])
+    assert torch.equal(both.maps["lrp_beta_1"], ex.attribute(x, ["lrp_beta_1"]).maps["lrp_beta_1"])
     with pytest.raises(InputError, match="path='fast' is not available: rules .*lrp_beta_1"):
         ex.attribute(x, ["lrp_beta_1"], path="fast")
     with pytest.raises(InputError, match="record=True"):

@@ -323,18 +323,19 @@ class Explainer:
         x = self._input(x)
         lrp = [(m, p[1]) for m, p in parsed.items() if p[0] == "lrp"]
         attn = [(m, p[1]) for m, p in parsed.items() if p[0] == "attnlrp"]
-        why = self.fast_path_reason([r for _, r in lrp + attn], record) if (lrp or attn) else "no LRP method"
-        if attn and why is not None:
-            raise InputError(f"attnlrp runs on the fast path only, not available here: {why}")
+        why = self.fast_path_reason([r for _, r in lrp], record) if lrp else None
+        if attn:
+            why_attn = "path='explicit' was requested" if path == "explicit" else self.fast_path_reason(
+                [r for _, r in attn], record)
+            if why_attn is not None:
+                raise InputError(f"attnlrp runs on the fast path only, not available here: {why_attn}")
         if path == "fast" and why is not None:
             raise InputError(f"path='fast' is not available: {why}")
-        fast = (lrp or attn) and why is None and (path != "explicit" or attn)
-        if path == "explicit" and attn:
-            raise InputError("attnlrp runs on the fast path only (path='explicit' was requested)")
+        fast = bool(lrp) and why is None and path != "explicit"  # every LRP rule of the call, or none
         fast_maps = None
         logits = None
-        if fast:
-            methods_fast = [fastpath.FastMethod(m, r, "held") for m, r in lrp]
+        if fast or attn:
+            methods_fast = [fastpath.FastMethod(m, r, "held") for m, r in lrp] if fast else []
             methods_fast += [fastpath.FastMethod(m, r, "uniform") for m, r in attn]
 
             def start(lg):
@@ -355,7 +356,8 @@ class Explainer:
                 raise InputError("normalisation='centre' runs on the fast path only (relevance-linear rules: "
                                  f"lrp_zero, lrp_epsilon_<e>, cp_lrp, attnlrp); here: {why or 'path=explicit'}")
             env, store = self._lrp_forward(x, compact=all(symmetric_rule(r) for _, r in lrp))
-            logits = env[self._output_node()]
+            if logits is None:
+                logits = env[self._output_node()]
         grad_methods = [m for m, p in parsed.items() if p[0] in _GRADIENT_METHODS]
         grad = None
         if grad_methods:
@@ -381,7 +383,7 @@ class Explainer:
         if fast_maps is not None:
             for m, rmap in fast_maps.items():
                 maps[m] = self._reduce(rmap, x, "lrp", reduce)
-        elif lrp:
+        if lrp and not fast:
             rel, records = self._lrp_backward(env, store, [r for _, r in lrp], v, record)
             B = x.shape[0]
             for k, (m, _) in enumerate(lrp):
