@@ -85,6 +85,10 @@ class FastMethod:
     rule: Rule
     attention: str = "held"
 
+    def __post_init__(self):
+        if self.attention not in ATTENTION_TREATMENTS:
+            raise ValueError(f"attention must be one of {ATTENTION_TREATMENTS}, got {self.attention!r}")
+
 
 def fast_rule(rule: Rule) -> bool:
     """A rule the fast path evaluates: one term weighing all four sign parts 1 (LRP-0,
@@ -162,10 +166,6 @@ class _Half(torch.autograd.Function):
 
 def _half(t):
     return _Half.apply(t) if torch.is_tensor(t) and t.requires_grad else t
-
-
-def _detach(t):
-    return t.detach() if torch.is_tensor(t) else t
 
 
 # --------------------------------------------------------------------------- per-node context
