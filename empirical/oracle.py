@@ -642,7 +642,9 @@ def compare_with_engine(model, x, target=None, normalisation="affine", weight_ca
     The engine runs with ``Conventions(bias="backward", normalisation=normalisation)``
     (and ``weight_cache_bytes``, its memory budget: the maps do not depend on it)
     and the oracle models the same ``normalisation``: ``"lrp_zero"`` with
-    ``init="logit"`` against :func:`lrp0_reference`, and ``"gradient"`` with
+    ``init="logit"`` on its explicit path (``path="explicit"``; the fast path is
+    tested against it and the oracle in ``tests/test_engine_fastpath.py``) against
+    :func:`lrp0_reference`, and ``"gradient"`` with
     ``init="q"`` against :func:`gradient_reference`; both with ``reduce="none"``
     and the same target (default the argmax of the float64 logits).
 
@@ -666,9 +668,9 @@ def compare_with_engine(model, x, target=None, normalisation="affine", weight_ca
     ref_lrp = x.detach().to(grad.dtype) * grad
     ref_grad = gradient_reference(model, x, t)
     ex = Explainer(model, conventions=Conventions(bias="backward", normalisation=normalisation), dtype=torch.float64,
-                   weight_cache_bytes=weight_cache_bytes)
+                   weight_cache_bytes=weight_cache_bytes, input_shape=tuple(x.shape[1:]))
     xe = x.detach().to(torch.float64)
-    a_lrp = ex.attribute(xe, ["lrp_zero"], target=t, init="logit", reduce="none")
+    a_lrp = ex.attribute(xe, ["lrp_zero"], target=t, init="logit", reduce="none", path="explicit")
     a_grad = ex.attribute(xe, ["gradient"], target=t, init="q", reduce="none")
     return {
         "lrp0_reference_norm": float(torch.linalg.vector_norm(ref_lrp)),

@@ -162,6 +162,17 @@ Gradient methods
     zero baseline, ``m`` (default 32) midpoint-rule steps ``alpha = (i + 1/2)/m``,
     ``x * mean_i grad(alpha_i x)`` with ``v`` fixed at the input's logits.
 
+Fast path (``empirical.engine.fastpath``; ``Explainer.attribute(path="auto")``)
+    LRP-0, LRP-epsilon, ``cp_lrp`` and ``attnlrp`` as one forward and one
+    backward pass with modified local derivatives (the rule's ratio ``R/D`` at
+    every affine output, secant ``sigma(z)/z`` at activations, held factors
+    detached, uniform rule ``1/2`` at AttnLRP's bilinear products); taken when
+    every requested LRP rule allows it, ``zero_denominator="zero"``,
+    ``normalisation`` is not ``"pass"``, no ``record`` and every node kind has a
+    fast treatment.  The explicit path above is its reference (maps <= 1e-10
+    relative in float64).  ``normalisation="centre"`` (LayerNorm/GroupNorm:
+    only ``1/std`` held constant) runs on the fast path only.
+
 LayerRecord
     One record per graph node carrying relevance, for each LRP method, in the
     order of the backward pass (output to input).  ``depth`` is the number of
