@@ -6,6 +6,10 @@ STAMP  := $(VENV)/.installed
 # foolbox ships the 20 ImageNet photos of the embedded default; importing foolbox
 # needs more than we use, so it is installed without its dependencies.
 FOOLBOX := foolbox==3.3.4
+# LXT (AttnLRP's reference implementation) is a test-only oracle (tests/test_lxt.py); its
+# declared dependencies (transformers, accelerate, bitsandbytes, open_clip) serve its
+# language-model patches, not the vision path the tests use, so it is installed without them.
+LXT := lxt==2.1
 # torch==2.14.1 is a CUDA build: the finished .venv holds about 6.1 GB. Checked before
 # a first install, so a full disk gives one line instead of pip's ENOSPC half-way through.
 # Override with `make test MIN_FREE_GIB=0`.
@@ -25,7 +29,7 @@ $(STAMP): pyproject.toml | $(PY)
 	fi
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[empirical,dev]'
-	$(PY) -m pip install --quiet --no-deps $(FOOLBOX)
+	$(PY) -m pip install --quiet --no-deps $(FOOLBOX) $(LXT)
 	touch $(STAMP)
 
 install: $(STAMP)

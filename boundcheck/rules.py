@@ -72,6 +72,10 @@ ZeroDenominator = Literal["zero", "nan", "raise"]
 BiasPolicy = Literal["forward_only", "backward"]
 
 
+#: the treatments of an unfoldable normalisation (:attr:`Conventions.normalisation`)
+NORMALISATIONS = ("affine", "centre", "pass")
+
+
 @dataclass(frozen=True)
 class Conventions:
     """The numerical conventions of every rule (see the module docstring).
@@ -88,18 +92,25 @@ class Conventions:
     stabiliser : float
         ``eps >= 0`` added as ``eps * sign(D)``, ``sign(0) := +1``, to every
         denominator.  Default 0 (none).
-    normalisation : {"affine", "pass"}
-        How the torch engine treats an elementwise affine map ``y = s*z + c`` that
-        cannot be folded into an adjacent convolution/linear layer: a BatchNorm
-        (eval mode) after a join or before an activation, LayerNorm /
-        LayerNorm2d with its statistics held constant, ConvNeXt's layer scale,
-        multiplication by or addition of a constant.  ``"affine"`` (default):
+    normalisation : {"affine", "centre", "pass"}
+        How the torch engine treats an affine map that cannot be folded into an
+        adjacent convolution/linear layer: a BatchNorm (eval mode) after a join or
+        before an activation, LayerNorm / LayerNorm2d / GroupNorm / RMSNorm with
+        their statistics held constant, ConvNeXt's layer scale, multiplication by
+        or addition of a constant.  ``"affine"`` (default): the elementwise map
+        ``y = s*z + c`` with the mean and the standard deviation held constant;
         like every affine layer, the rule of the call is applied to it (each
-        output has the single contribution ``s*z``; the shift ``c`` is a bias
-        and follows ``bias``); with ``bias="backward"`` and LRP-0 this keeps the
-        identity LRP-0 = x * modified gradient exact.  ``"pass"``: relevance is
-        copied through unchanged (the engine's behaviour before this option;
-        not an LRP rule).  The numeric oracle has no such layers.
+        output has the single contribution ``s*z``; the shift ``c``, which holds
+        the mean, is a bias and follows ``bias``); with ``bias="backward"`` and
+        LRP-0 this keeps the identity LRP-0 = x * modified gradient exact.
+        ``"centre"``: as ``"affine"``, except that a LayerNorm/GroupNorm keeps its
+        centring in the linear map and only ``1/sigma`` is held constant
+        (``y = s*(z - mean z) + b``, the convention of LXT and the AttnLRP paper):
+        a dense linear map per normalised group whose off-diagonal weights
+        ``-s_i/n`` spread relevance over the group; RMSNorm (no mean) is ``s*z``
+        under both.  ``"pass"``: relevance is copied through unchanged (the
+        engine's behaviour before this option; not an LRP rule).  The numeric
+        oracle has no such layers; :mod:`empirical.oracle` models all three.
     """
 
     zero_denominator: ZeroDenominator = "zero"
@@ -112,8 +123,8 @@ class Conventions:
             raise InputError(f"zero_denominator must be 'zero', 'nan' or 'raise', got {self.zero_denominator!r}")
         if self.bias not in ("forward_only", "backward"):
             raise InputError(f"bias must be 'forward_only' or 'backward', got {self.bias!r}")
-        if self.normalisation not in ("affine", "pass"):
-            raise InputError(f"normalisation must be 'affine' or 'pass', got {self.normalisation!r}")
+        if self.normalisation not in NORMALISATIONS:
+            raise InputError(f"normalisation must be 'affine', 'centre' or 'pass', got {self.normalisation!r}")
         eps = require_real("stabiliser", self.stabiliser)
         if eps < 0:
             raise InputError(f"stabiliser must be >= 0, got {eps}")

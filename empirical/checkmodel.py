@@ -46,7 +46,7 @@ def add_arguments(parser, name: str = "check-model") -> None:
     add_deprecated_alias(parser, "--batch", "--batch-size", dest="batch", type=positive_int)
     parser.add_argument("--no-oracle", dest="oracle", action="store_false", default=True,
                         help="only the operation table (no forward/backward pass)")
-    parser.add_argument("--normalisation", choices=("affine", "pass"), default="affine",
+    parser.add_argument("--normalisation", choices=("affine", "centre", "pass"), default="affine",
                         help="treatment of unfoldable normalisations (Conventions.normalisation; default affine)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -167,7 +167,7 @@ def check_model(model, name: str = "model", input_size: int = 224, seed: int = 0
               "lrp0_oracle_rel_error": None, "gradient_rel_error": None, "conservation": None,
               "normalisation": normalisation, "input_shape": [batch, 3, input_size, input_size]}
     try:
-        gm = canonicalise(model, torch.float64, torch.device("cpu"))
+        gm = canonicalise(model, torch.float64, torch.device("cpu"), (3, input_size, input_size))
         plan = plan_graph(gm, conv, collect=True)
     except UnsupportedModuleError as exc:
         result["unsupported"] = [str(exc)]
@@ -193,7 +193,7 @@ def check_model(model, name: str = "model", input_size: int = 224, seed: int = 0
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, 3, input_size, input_size, generator=g, dtype=torch.float64)
     try:
-        cmp = compare_with_engine(model, x)
+        cmp = compare_with_engine(model, x, normalisation=normalisation)
     except InputError as exc:
         raise InputError(f"{name}: {exc}") from None
     result["lrp0_oracle_rel_error"] = _finite(cmp["lrp0_oracle_rel_error"])
@@ -206,7 +206,7 @@ def check_model(model, name: str = "model", input_size: int = 224, seed: int = 0
                                                      "non-finite values in the forward or backward pass")
         return result
     result["target"] = cmp.get("target")
-    ex = Explainer(model, conventions=conv, dtype=torch.float64)
+    ex = Explainer(model, conventions=conv, dtype=torch.float64, input_shape=tuple(x.shape[1:]))
     result["conservation"] = conservation(ex, x)
     return result
 

@@ -19,8 +19,10 @@ engine is tested against).
 Every modelling choice, in one place
 ====================================
 The model
-    Deep-copied, ``eval()``, cast to ``dtype`` (default float64), parameters
-    frozen, ``inplace`` flags switched off; the caller's model is never modified.
+    Copied (new modules and parameter objects; a parameter or buffer already in
+    ``dtype`` shares the caller's storage and is never written), ``eval()``, cast
+    to ``dtype`` (default float64), parameters frozen, ``inplace`` flags switched
+    off; the caller's model is never modified.
     The forward pass is the copy's own ``forward`` (no tracing), so any model
     that runs runs here; the replacements act through a
     :class:`torch.overrides.TorchFunctionMode` active during that forward pass.
@@ -57,15 +59,31 @@ Attention (only the value path carries gradient)
     torchvision's Swin V1/V2 window attention and MaxViT's attention call
     ``softmax`` directly and are covered by the softmax rule (the attention
     logits, relative position bias and cosine attention then get no gradient).
-Normalisation (statistics held constant, the elementwise affine part kept)
-    ``layer_norm``: ``(x - mean.detach()) / sqrt(var.detach() + eps) * w + b``
+Normalisation (``normalisation=``, the engine's ``Conventions.normalisation``)
+    ``"affine"`` (default; statistics held constant, the elementwise affine part
+    kept): ``layer_norm`` is ``(x - mean.detach()) / sqrt(var.detach() + eps) * w + b``
     (``LayerNorm`` and torchvision's ``LayerNorm2d`` call it); ``group_norm``,
     ``instance_norm`` (input statistics), ``rms_norm`` likewise; ``batch_norm``
     with running statistics is already affine (eval mode), with batch statistics
-    (no running buffers) those are detached.
+    (no running buffers) those are detached.  ``"centre"``: only the standard
+    deviation is detached, ``(x - mean) / sqrt(var.detach() + eps) * w + b`` (the
+    centring keeps its derivative; ``rms_norm`` has no mean and is the same as
+    under ``"affine"``).  ``"pass"`` (the engine copies relevance through these
+    maps): every normalisation with input statistics (``layer_norm``,
+    ``group_norm``, ``instance_norm``, ``rms_norm``, ``batch_norm`` with batch
+    statistics) and every addition or subtraction of a constant (a tensor or
+    number that does not depend on the input, e.g. ViT's position embedding) gets
+    the secant ``y / x`` as its derivative, elementwise, like an activation: then
+    ``x * g_in = y * g_out``, the relevance copied through.  An eval-mode
+    ``batch_norm`` with running statistics stays affine under ``"pass"`` (the
+    engine folds those into the adjacent layer where it can, and only an unfolded
+    one is passed through; the oracle does not trace, so under ``"pass"`` it
+    models networks whose every BatchNorm the engine folds).  In-place additions
+    of a constant (``x += c``) are not replaced.
 Statistics (held constant)
     ``Tensor.norm``, ``torch.norm``, ``torch.linalg.vector_norm``/``norm``
-    (``F.normalize`` divides by ``Tensor.norm``): outputs detached, like the
+    (``F.normalize`` divides by ``Tensor.norm``), ``sqrt``/``rsqrt`` (a
+    hand-written RMSNorm): outputs detached, like the
     normalisation statistics (ConvNeXt-V2's GRN, cosine attention, XCiT).
 Products of two input-dependent tensors (AttnLRP's uniform rule)
     ``*``/``mul``, ``@``/``matmul``/``bmm``, two-operand ``einsum``: when both
@@ -134,7 +152,8 @@ _ACTIVATIONS = _registry([
 ])
 _GATES = _registry(["sigmoid", "hardsigmoid", "expit", "softmax"])
 #: statistics held constant like LayerNorm's (``F.normalize`` divides by ``Tensor.norm``)
-_HELD_STATISTICS = {f for f in _candidates("norm") + [torch.linalg.vector_norm, torch.linalg.norm, torch.linalg.matrix_norm]}
+_HELD_STATISTICS = set(_candidates("norm") + _candidates("sqrt") + _candidates("rsqrt") + [
+    torch.linalg.vector_norm, torch.linalg.norm, torch.linalg.matrix_norm])
 #: products of two tensors: with both factors input-dependent, each factor's gradient is halved
 _PRODUCTS = set(_candidates("mul") + _candidates("matmul") + _candidates("bmm") + [
     torch.Tensor.__mul__, torch.Tensor.__rmul__, torch.Tensor.__matmul__, torch.Tensor.__rmatmul__,
@@ -201,10 +220,17 @@ class _Secant(torch.autograd.Function):
         return g * slope, None
 
 
-def _stats_norm(x, dims, weight, bias, eps, centre=True):
-    """``(x - mean) / sqrt(var + eps)`` over ``dims`` with the statistics detached."""
+#: the treatments of a normalisation the oracle models (``boundcheck.rules.NORMALISATIONS``)
+_HOW = ("affine", "centre", "pass")
+
+
+def _stats_norm(x, dims, weight, bias, eps, centre=True, how="affine"):
+    """``(x - mean) / sqrt(var + eps)`` over ``dims`` with the statistics detached
+    (``how="centre"``: the variance only; ``centre=False``: RMS, no mean)."""
     if centre:
-        mean = x.mean(dims, keepdim=True).detach()
+        mean = x.mean(dims, keepdim=True)
+        if how != "centre":
+            mean = mean.detach()
         var = x.var(dims, unbiased=False, keepdim=True).detach()
         y = (x - mean) / torch.sqrt(var + eps)
     else:
@@ -216,13 +242,17 @@ def _stats_norm(x, dims, weight, bias, eps, centre=True):
     return y
 
 
-def _layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, cudnn_enable=None):
-    dims = tuple(range(input.dim() - len(tuple(normalized_shape)), input.dim()))
-    return _stats_norm(input, dims, weight, bias, eps)
+def _shape(normalized_shape):
+    return (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
 
 
-def _rms_norm(input, normalized_shape, weight=None, eps=None):
-    dims = tuple(range(input.dim() - len(tuple(normalized_shape)), input.dim()))
+def _layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, cudnn_enable=None, *, how="affine"):
+    dims = tuple(range(input.dim() - len(_shape(normalized_shape)), input.dim()))
+    return _stats_norm(input, dims, weight, bias, eps, how=how)
+
+
+def _rms_norm(input, normalized_shape, weight=None, eps=None, *, how="affine"):
+    dims = tuple(range(input.dim() - len(_shape(normalized_shape)), input.dim()))
     eps = torch.finfo(input.dtype).eps if eps is None else eps
     return _stats_norm(input, dims, weight, None, eps, centre=False)
 
@@ -236,38 +266,43 @@ def _channel_affine(y, weight, bias):
     return y
 
 
-def _group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, cudnn_enabled=None):
+def _group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, cudnn_enabled=None, *, how="affine"):
     n = input.shape[0]
     g = input.reshape(n, num_groups, -1)
-    y = _stats_norm(g, (2,), None, None, eps).reshape(input.shape)
+    y = _stats_norm(g, (2,), None, None, eps, how=how).reshape(input.shape)
     return _channel_affine(y, weight, bias)
 
 
 def _instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None,
-                   use_input_stats=True, momentum=0.1, eps=1e-5):
+                   use_input_stats=True, momentum=0.1, eps=1e-5, *, how="affine"):
     if not use_input_stats:
         return F.batch_norm(input, running_mean, running_var, weight, bias, False, momentum, eps)
-    y = _stats_norm(input, tuple(range(2, input.dim())), None, None, eps)
+    y = _stats_norm(input, tuple(range(2, input.dim())), None, None, eps, how=how)
     return _channel_affine(y, weight, bias)
 
 
+def _running_stats(running_mean, running_var, training=False):
+    return not training and running_mean is not None and running_var is not None
+
+
 def _batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
-                eps=1e-5):
-    if not training and running_mean is not None and running_var is not None:
+                eps=1e-5, *, how="affine"):
+    if _running_stats(running_mean, running_var, training):
         return F.batch_norm(input, running_mean, running_var, weight, bias, False, momentum, eps)
     dims = (0,) + tuple(range(2, input.dim()))
-    return _channel_affine(_stats_norm(input, dims, None, None, eps), weight, bias)
+    return _channel_affine(_stats_norm(input, dims, None, None, eps, how=how), weight, bias)
 
 
-def _torch_batch_norm(input, weight, bias, running_mean, running_var, training, momentum, eps, cudnn_enabled=None):
+def _torch_batch_norm(input, weight, bias, running_mean, running_var, training, momentum, eps, cudnn_enabled=None,
+                      *, how="affine"):
     """``torch.batch_norm``'s argument order."""
-    return _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+    return _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps, how=how)
 
 
 def _torch_instance_norm(input, weight, bias, running_mean, running_var, use_input_stats, momentum, eps,
-                         cudnn_enabled=None):
+                         cudnn_enabled=None, *, how="affine"):
     """``torch.instance_norm``'s argument order."""
-    return _instance_norm(input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps)
+    return _instance_norm(input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps, how=how)
 
 
 def _attend(q, k, v, mask=None):
@@ -355,7 +390,8 @@ def _mha(query, key, value, embed_dim_to_check, num_heads, in_proj_weight, in_pr
     return out, weights
 
 
-_REPLACED = {
+#: normalisations with (possibly) input statistics: the ``normalisation`` choice applies
+_NORM_FUNCS = {
     f: impl
     for f, impl in (
         (F.layer_norm, _layer_norm), (getattr(torch, "layer_norm", None), _layer_norm),
@@ -363,14 +399,61 @@ _REPLACED = {
         (getattr(F, "rms_norm", None), _rms_norm), (getattr(torch, "rms_norm", None), _rms_norm),
         (F.instance_norm, _instance_norm), (getattr(torch, "instance_norm", None), _torch_instance_norm),
         (F.batch_norm, _batch_norm), (getattr(torch, "batch_norm", None), _torch_batch_norm),
-        (F.multi_head_attention_forward, _mha), (F.scaled_dot_product_attention, _sdpa),
     )
     if f is not None
 }
+#: every replaced call (the normalisations dispatch through :data:`_NORM_FUNCS` first)
+_REPLACED = {**_NORM_FUNCS, F.multi_head_attention_forward: _mha, F.scaled_dot_product_attention: _sdpa}
+#: additions/subtractions: a constant offset gets the secant under ``normalisation="pass"``
+_OFFSETS = {f for f in (torch.add, torch.sub, torch.subtract, torch.rsub, torch.Tensor.add, torch.Tensor.sub,
+                        torch.Tensor.subtract, torch.Tensor.__add__, torch.Tensor.__radd__,
+                        torch.Tensor.__sub__, torch.Tensor.__rsub__) if f is not None}
+
+
+def _with_stats(func, args, kwargs):
+    """Whether a normalisation call computes statistics from its input (else: running ones)."""
+    if func in (F.batch_norm, getattr(torch, "batch_norm", None)):
+        ba = _bind(_batch_norm if func is F.batch_norm else _torch_batch_norm, args, kwargs)
+        return ba is None or not _running_stats(ba.arguments["running_mean"], ba.arguments["running_var"],
+                                                bool(ba.arguments["training"]))
+    if func in (F.instance_norm, getattr(torch, "instance_norm", None)):
+        ba = _bind(_instance_norm if func is F.instance_norm else _torch_instance_norm, args, kwargs)
+        return ba is None or bool(ba.arguments["use_input_stats"])
+    return True
+
+
+def _secant_of(z, value):
+    """``value`` with the derivative ``value / z`` (elementwise, 0 at ``z = 0``) w.r.t. ``z``."""
+    if not (torch.is_tensor(z) and z.requires_grad):
+        return value
+    if z.shape != value.shape:
+        z = z.expand(value.shape)
+    return _Secant.apply(z, value.detach())
+
+
+def _constant_offset_operand(args):
+    """The input-dependent operand of a sum/difference with a constant, or None."""
+    if len(args) < 2:
+        return None
+    dep = [torch.is_tensor(a) and a.requires_grad for a in args[:2]]
+    if dep.count(True) != 1:
+        return None
+    z = args[dep.index(True)]
+    return z if z.is_floating_point() else None
 
 
 class OracleMode(TorchFunctionMode):
-    """The replacements of the module docstring, active for every torch call in its context."""
+    """The replacements of the module docstring, active for every torch call in its context.
+
+    ``normalisation``: ``"affine"`` (default), ``"centre"`` or ``"pass"``, the
+    engine's ``Conventions.normalisation`` (module docstring).
+    """
+
+    def __init__(self, normalisation: str = "affine"):
+        if normalisation not in _HOW:
+            raise InputError(f"normalisation must be 'affine', 'centre' or 'pass', got {normalisation!r}")
+        super().__init__()
+        self.normalisation = normalisation
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -387,8 +470,16 @@ class OracleMode(TorchFunctionMode):
         if func in _GATES:
             value, target = _out_of_place(func, _GATES[func], args, kwargs)
             return _write_back(target, value.detach())
+        if func in _NORM_FUNCS:
+            if self.normalisation == "pass" and _with_stats(func, args, kwargs):
+                return _secant_of(args[0], func(*args, **kwargs))
+            return _NORM_FUNCS[func](*args, **kwargs, how=self.normalisation)
         if func in _REPLACED:
             return _REPLACED[func](*args, **kwargs)
+        if self.normalisation == "pass" and func in _OFFSETS:
+            z = _constant_offset_operand(args)
+            if z is not None:
+                return _secant_of(z, func(*args, **kwargs))
         if (func in _POWERS and len(args) == 2 and torch.is_tensor(args[0]) and args[0].requires_grad
                 and isinstance(args[1], (int, float)) and not kwargs):
             return _Secant.apply(args[0], func(args[0].detach(), args[1]))
@@ -421,7 +512,13 @@ def _prepare(model, dtype):
         raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if dtype not in (torch.float32, torch.float64):
         raise InputError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-    m = copy.deepcopy(model).eval().to(dtype)
+    # new module and parameter objects over the caller's storage: the copy costs no weight memory
+    # unless ``.to(dtype)`` converts (which makes new tensors), and nothing here writes into a weight
+    memo = {}
+    for t in list(model.parameters()) + list(model.buffers()):
+        if id(t) not in memo:
+            memo[id(t)] = nn.Parameter(t.detach(), requires_grad=False) if isinstance(t, nn.Parameter) else t.detach()
+    m = copy.deepcopy(model, memo).eval().to(dtype)
     for p in m.parameters():
         p.requires_grad_(False)
     for mod in m.modules():
@@ -465,10 +562,10 @@ def _target(logits, target):
     return t
 
 
-def _grad_of_target(m, x, target, mode):
+def _grad_of_target(m, x, target, mode, normalisation="affine"):
     with torch.enable_grad():
         if mode:
-            with OracleMode():
+            with OracleMode(normalisation):
                 logits = m(x)
         else:
             logits = m(x)
@@ -478,7 +575,7 @@ def _grad_of_target(m, x, target, mode):
     return grad.detach(), logits.detach(), t
 
 
-def modified_gradient(model, x, target=None, dtype=torch.float64):
+def modified_gradient(model, x, target=None, dtype=torch.float64, normalisation="affine"):
     """Gradient of the target logit with the oracle's replacements (module docstring).
 
     Parameters
@@ -491,6 +588,8 @@ def modified_gradient(model, x, target=None, dtype=torch.float64):
         Class per sample; default the argmax of the logits.
     dtype : torch.dtype
         float64 (default) or float32.
+    normalisation : {"affine", "centre", "pass"}
+        The engine's ``Conventions.normalisation`` to model (module docstring).
 
     Returns
     -------
@@ -498,18 +597,21 @@ def modified_gradient(model, x, target=None, dtype=torch.float64):
         ``d logit_target / dx`` (modified) and the logits of the forward pass, which
         are the unmodified model's logits (the replacements change derivatives only).
     """
+    if normalisation not in _HOW:
+        raise InputError(f"normalisation must be 'affine', 'centre' or 'pass', got {normalisation!r}")
     m = _prepare(model, dtype)
     xg = _input(x, dtype, _device_of(m))
-    grad, logits, _ = _grad_of_target(m, xg, target, mode=True)
+    grad, logits, _ = _grad_of_target(m, xg, target, mode=True, normalisation=normalisation)
     return grad, logits
 
 
-def lrp0_reference(model, x, target=None, dtype=torch.float64):
-    """LRP-0 map (bias in the denominators, logit start) as ``x * modified_gradient``.
+def lrp0_reference(model, x, target=None, dtype=torch.float64, normalisation="affine"):
+    """LRP-0 map (bias in the denominators, logit start) as ``x * modified_gradient``
+    under the engine's ``Conventions(normalisation=normalisation)``.
 
     Returns a tensor shaped like ``x`` (``(B, C, H, W)`` for images), channels kept.
     """
-    grad, _ = modified_gradient(model, x, target, dtype)
+    grad, _ = modified_gradient(model, x, target, dtype, normalisation)
     return x.detach().to(grad.dtype) * grad
 
 
@@ -534,11 +636,15 @@ def relative_error(a, ref) -> float:
     return diff / den if den > 0 else diff
 
 
-def compare_with_engine(model, x, target=None) -> dict:
+def compare_with_engine(model, x, target=None, normalisation="affine", weight_cache_bytes="auto") -> dict:
     """Relative errors of :class:`empirical.engine.Explainer` (float64) against the oracle.
 
-    The engine runs with ``Conventions(bias="backward")``: ``"lrp_zero"`` with
-    ``init="logit"`` against :func:`lrp0_reference`, and ``"gradient"`` with
+    The engine runs with ``Conventions(bias="backward", normalisation=normalisation)``
+    (and ``weight_cache_bytes``, its memory budget: the maps do not depend on it)
+    and the oracle models the same ``normalisation``: ``"lrp_zero"`` with
+    ``init="logit"`` on its explicit path (``path="explicit"``; the fast path is
+    tested against it and the oracle in ``tests/test_engine_fastpath.py``) against
+    :func:`lrp0_reference`, and ``"gradient"`` with
     ``init="q"`` against :func:`gradient_reference`; both with ``reduce="none"``
     and the same target (default the argmax of the float64 logits).
 
@@ -557,13 +663,14 @@ def compare_with_engine(model, x, target=None) -> dict:
     from boundcheck.rules import Conventions
     from empirical.engine import Explainer
 
-    grad, logits = modified_gradient(model, x, target)
+    grad, logits = modified_gradient(model, x, target, normalisation=normalisation)
     t = _target(logits, target)
     ref_lrp = x.detach().to(grad.dtype) * grad
     ref_grad = gradient_reference(model, x, t)
-    ex = Explainer(model, conventions=Conventions(bias="backward"), dtype=torch.float64)
+    ex = Explainer(model, conventions=Conventions(bias="backward", normalisation=normalisation), dtype=torch.float64,
+                   weight_cache_bytes=weight_cache_bytes, input_shape=tuple(x.shape[1:]))
     xe = x.detach().to(torch.float64)
-    a_lrp = ex.attribute(xe, ["lrp_zero"], target=t, init="logit", reduce="none")
+    a_lrp = ex.attribute(xe, ["lrp_zero"], target=t, init="logit", reduce="none", path="explicit")
     a_grad = ex.attribute(xe, ["gradient"], target=t, init="q", reduce="none")
     return {
         "lrp0_reference_norm": float(torch.linalg.vector_norm(ref_lrp)),

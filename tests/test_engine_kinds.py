@@ -218,7 +218,7 @@ def test_weight_budget_does_not_change_the_maps(cl):
     none = Explainer(net, dtype=torch.float64, channels_last=cl, weight_cache_bytes=0)
     a, b = full.attribute(x, rules), none.attribute(x, rules)
     assert full.weight_cache.used > 0
-    assert none.weight_cache.used == sum(  # only the grouped convolution's (small) weights are kept
+    assert none.weight_cache.used == sum(  # nothing is kept beyond a zero budget
         w.numel() * w.element_size() for p in none.plan.plans.values() if p.op is not None and hasattr(p.op, "_cache")
         for w in p.op._cache.values())
     for m in rules:

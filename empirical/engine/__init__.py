@@ -8,8 +8,10 @@ Every modelling choice, in one place
 ====================================
 
 Canonicalisation (once, in ``Explainer.__init__``; the user's model is never modified)
-    deep copy (tensors an earlier forward pass cached with autograd history are
-    copied detached) -> ``eval()`` -> dtype/device -> parameters frozen ->
+    copy (new module and parameter objects; a parameter or buffer that neither the
+    dtype/device conversion nor BatchNorm folding changes keeps the caller's
+    storage, nothing is written into it; tensors an earlier forward
+    pass cached with autograd history are copied detached) -> ``eval()`` -> dtype/device -> parameters frozen ->
     efficientnet_lite's ``Conv2dStaticSamePadding`` replaced by
     ``Sequential(ZeroPad2d, Conv2d)`` -> traced by ``torch.fx`` with concrete
     shapes (:mod:`empirical.engine.tracing`: the traced program also runs on an
@@ -57,7 +59,10 @@ The node kinds (``empirical.engine.kinds.KINDS``; depth = rule ops on a relevanc
                                    ``z / const``, ``z + const``, ``-z``, ``addcmul``/``addcdiv`` with
                                    constant factors, ``F.normalize`` and ``z * stat`` / ``z / stat``
                                    with a norm-derived statistic held constant (ConvNeXt-V2's GRN)
-                                   (``normalisation="affine"``)
+                                   RMSNorm (``normalisation="affine"``; RMSNorm also under ``"centre"``)
+    centre      affine      1      ``s*(z - mean z) + b``: LayerNorm / LayerNorm2d / GroupNorm with
+                                   only ``1/sigma`` constant (``normalisation="centre"``): a dense
+                                   linear map per normalised group, ``W = diag(s)(I - 11^T/n)``
     attnsum     attention   1      ``softmax(...) @ v`` / ``einsum`` / ``* `` with the softmax
                                    weights held constant (a linear map with weights >= 0);
                                    ``F.scaled_dot_product_attention`` (masks, ``scale``,
@@ -94,12 +99,15 @@ The node kinds (``empirical.engine.kinds.KINDS``; depth = rule ops on a relevanc
     ``exp``, bicubic resampling, a sum over the batch axis).
     ``Conventions.normalisation`` (beside ``bias`` and ``zero_denominator``)
     chooses between ``"affine"`` (default; makes LRP-0 with ``bias="backward"``
-    equal x times the modified gradient on every architecture) and ``"pass"``
-    (the previous copy-through, not an LRP rule).
+    equal x times the modified gradient on every architecture), ``"centre"``
+    (LXT's and AttnLRP's LayerNorm; the identity holds with the oracle's
+    ``normalisation="centre"``) and ``"pass"`` (the previous copy-through, not an
+    LRP rule).
 
 Backward step of an affine operator ``L`` at input ``z`` (``empirical.engine.ops``)
     sign-part outputs ``O_s = L(z_s; W_s)`` (one call with ``[W+; W-]``
-    concatenated; grouped/depthwise convolutions: one call per weight part; z- rows only when ``z`` has a negative entry, checked at run
+    concatenated, per block of output channels when it is not stored;
+    grouped/depthwise convolutions: one call per weight part; z- rows only when ``z`` has a negative entry, checked at run
     time); per term ``t``: ``D_t = sum_s a_ts O_s`` (+ bias part) (+ ``(eps_conv +
     rule.epsilon) sign(D_t)``, ``sign(0) = +1``; terms weighing pp/nn and pn/np
     alike, i.e. every rule of [P1], use ``P = O_pp + O_nn`` and ``N = O_pn + O_np``
@@ -128,10 +136,13 @@ Memory
     The LRP forward pass drops every node value its backward pass does not read
     (liveness plan); with only symmetric rules (``ops.symmetric_rule``: every rule
     of [P1]) a mixed-sign layer keeps ``P`` and ``N`` instead of its four sign parts.
-    Weights: ``W+``/``W-`` are views of one stored ``[W+; W-]``; combined weights
-    are cached per operator within ``Explainer(weight_cache_bytes=...)`` (default
-    the larger of 1 GiB and the model's parameter bytes); beyond it the terms are
-    folded into the ratios and transposed with ``[W+; W-]`` (same maps).
+    Weights: the canonical copy shares the caller's unchanged parameters;
+    ``[W+; W-]`` and the combined weights are kept per operator within
+    ``Explainer(weight_cache_bytes=...)`` (default the larger of 1 GiB and the
+    model's parameter bytes), admitted in the order first needed; beyond it
+    ``[W+; W-]`` is built per call in blocks of at most
+    ``ops.SIGN_SPLIT_BLOCK_BYTES`` (64 MiB) and the terms are folded into the
+    ratios and transposed with it (same maps).
 Memory format
     ``Explainer(channels_last=None)``: on the CPU the canonical copy, the input
     and every relevance buffer are channels-last (oneDNN's native layout; about
@@ -150,6 +161,17 @@ Gradient methods
     squares); ``gradient_x_input``: ``x * gradient``; ``integrated_gradients[_m]``:
     zero baseline, ``m`` (default 32) midpoint-rule steps ``alpha = (i + 1/2)/m``,
     ``x * mean_i grad(alpha_i x)`` with ``v`` fixed at the input's logits.
+
+Fast path (``empirical.engine.fastpath``; ``Explainer.attribute(path="auto")``)
+    LRP-0, LRP-epsilon, ``cp_lrp`` and ``attnlrp`` as one forward and one
+    backward pass with modified local derivatives (the rule's ratio ``R/D`` at
+    every affine output, secant ``sigma(z)/z`` at activations, held factors
+    detached, uniform rule ``1/2`` at AttnLRP's bilinear products); taken when
+    every requested LRP rule allows it, ``zero_denominator="zero"``,
+    ``normalisation`` is not ``"pass"``, no ``record`` and every node kind has a
+    fast treatment.  The explicit path above is its reference (maps <= 1e-10
+    relative in float64).  ``normalisation="centre"`` (LayerNorm/GroupNorm:
+    only ``1/std`` held constant) runs on the fast path only.
 
 LayerRecord
     One record per graph node carrying relevance, for each LRP method, in the

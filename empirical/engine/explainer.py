@@ -16,7 +16,8 @@ import torch.fx as fx
 import torch.nn as nn
 
 from boundcheck.errors import InputError
-from boundcheck.rules import DEFAULT_CONVENTIONS, Conventions, parse_rule
+from boundcheck.rules import DEFAULT_CONVENTIONS, Conventions, lrp_zero, parse_rule
+from empirical.engine import fastpath
 from empirical.engine.graph import INSERTED, canonicalise
 from empirical.engine.kinds import KINDS, LRP_OP_KINDS, UnsupportedModuleError, plan_graph
 from empirical.engine.ops import (
@@ -38,25 +39,42 @@ AUTO_CACHE_FLOOR = 1 << 30
 
 _GRADIENT_METHODS = ("gradient", "squared_gradient", "gradient_x_input")
 _IG_RE = re.compile(r"^integrated_gradients(?:_(\d+))?$")
+#: the transformer methods: ``cp_lrp`` (attention weights held constant, identity rule on
+#: activations, LRP-0 or LRP-epsilon on the affine layers) and ``attnlrp`` (AttnLRP: uniform
+#: rule on q k^T and A V, softmax rule, identity rule, LRP-0/-epsilon), optional ``_<epsilon>``
+_TRANSFORMER_RE = re.compile(r"^(cp_lrp|attnlrp)(?:_([0-9.eE+-]+))?$")
+#: the attribution paths of :meth:`Explainer.attribute`
+PATHS = ("auto", "explicit", "fast")
 
 
 def parse_method(name: str):
     """Validate a method name.
 
     Returns ``("gradient" | "squared_gradient" | "gradient_x_input", None)``,
-    ``("integrated_gradients", steps)`` or ``("lrp", Rule)``.
+    ``("integrated_gradients", steps)``, ``("lrp", Rule)`` or ``("attnlrp", Rule)``.
+
+    ``cp_lrp`` / ``cp_lrp_<e>`` is ``("lrp", lrp_zero)`` / ``("lrp", lrp_epsilon(e))``:
+    CP-LRP is what every LRP rule of this engine does at attention (weights held
+    constant) and at activations (identity rule), so it is that rule under its
+    transformer name.  ``attnlrp`` / ``attnlrp_<e>`` is ``("attnlrp", rule)``: the
+    same rule on the affine layers, AttnLRP's uniform and softmax rules at
+    attention (fast path only).
 
     Raises
     ------
     InputError
         Naming the method when it is not one of: gradient, squared_gradient,
-        gradient_x_input, integrated_gradients[_<steps>], or a
-        :func:`boundcheck.rules.parse_rule` name.
+        gradient_x_input, integrated_gradients[_<steps>], cp_lrp[_<e>],
+        attnlrp[_<e>], or a :func:`boundcheck.rules.parse_rule` name.
     """
     if not isinstance(name, str):
         raise InputError(f"method must be a string, got {name!r}")
     if name in _GRADIENT_METHODS:
         return name, None
+    m = _TRANSFORMER_RE.match(name)
+    if m:
+        rule = lrp_zero() if m.group(2) is None else parse_rule(f"lrp_epsilon_{m.group(2)}")
+        return ("lrp" if m.group(1) == "cp_lrp" else "attnlrp"), rule
     m = _IG_RE.match(name)
     if m:
         steps = 32 if m.group(1) is None else int(m.group(1))
@@ -68,7 +86,7 @@ def parse_method(name: str):
     except InputError as exc:
         raise InputError(
             f"unknown method {name!r}: expected gradient, squared_gradient, gradient_x_input, "
-            f"integrated_gradients[_<steps>] or an LRP rule ({exc})"
+            f"integrated_gradients[_<steps>], cp_lrp[_<e>], attnlrp[_<e>] or an LRP rule ({exc})"
         ) from None
 
 
@@ -104,9 +122,11 @@ class Explainer:
     ----------
     model : torch.nn.Module
         Any classifier mapping ``(B, C, H, W)`` to logits ``(B, K)`` built from the
-        supported operations (package docstring).  It is deep-copied; the copy is
-        canonicalised once (eval mode, BatchNorm folded, traced with torch.fx);
-        ``model`` itself is never modified.
+        supported operations (package docstring).  It is copied (new modules and
+        parameter objects; the weights that neither the dtype/device conversion nor
+        BatchNorm folding changes share ``model``'s storage, so rebuild the
+        Explainer after changing them); the copy is canonicalised once (eval mode,
+        BatchNorm folded, traced with torch.fx); ``model`` itself is never modified.
     conventions : boundcheck.rules.Conventions
         Zero-denominator, bias and stabiliser policy of every LRP rule.
     dtype : torch.dtype
@@ -135,15 +155,18 @@ class Explainer:
         about 10% faster on ResNet-50's layers (``BENCHMARKS.md``); a layout choice,
         the values are the same up to summation order.
 
-        ``weight_cache_bytes``: budget for the combined LRP weights kept between
-        calls (:class:`empirical.engine.ops.WeightCache`); beyond it an operator
-        transposes with its stored ``[W+; W-]`` instead (same maps, no further
-        weight copy).  ``"auto"`` (default): the byte size of the model's
-        parameters in ``dtype`` but at least 1 GiB, so the engine keeps at most
-        three weight-sized copies besides its canonical model (``W+``, ``W-``,
-        and at most one copy's worth of combined weights) on large networks,
-        while the paper networks keep all their combined weights (ResNet-50's
-        six methods: 0.5 GiB in float32); ``None``: no limit; an int: bytes.
+        ``weight_cache_bytes``: budget for the weight copies the LRP operators keep
+        between calls (:class:`empirical.engine.ops.WeightCache`): each layer's
+        ``[W+; W-]`` and the rules' combined weights, admitted in the order they are
+        first needed; beyond it ``[W+; W-]`` is built per call in blocks of output
+        channels and the rules are transposed with it (same maps, no stored copy).
+        ``"auto"`` (default): the byte size of the model's parameters in ``dtype``
+        but at least 1 GiB, so that on large networks the engine holds at most one
+        weight-sized set of copies besides the caller's model (whose unchanged
+        parameters the canonical copy shares), while the paper networks keep all of
+        theirs (ResNet-50, six methods, float32: [W+; W-] 0.2 GiB and 0.5 GiB of
+        combined weights); ``None``: no limit;
+        an int: bytes.
 
         ``input_shape``: ``(C, H, W)`` of the example the model is traced on
         (default ``(3, 224, 224)``, :mod:`empirical.engine.tracing`).  It matters
@@ -209,6 +232,8 @@ class Explainer:
         self._depth = self.plan.depth
         self._nonneg = self.plan.nonneg  # inputs whose sign check is skipped
         self._release = self._release_plan()
+        self._fast_missing = fastpath.unsupported_kinds(self.plan)
+        self._fast_release = self._fast_release_plan()
 
     def _graph_for(self, shape):
         """A model whose ``forward`` asked Python about its example's shape is traced
@@ -244,6 +269,33 @@ class Explainer:
             plan.setdefault(self._nodes[last], []).append(node)
         return plan
 
+    def _fast_release_plan(self):
+        """``{node: [values to drop after it]}`` for the fast path's forward pass (autograd
+        keeps what its backward pass needs)."""
+        index = {n: i for i, n in enumerate(self._nodes)}
+        plan = {}
+        for node in self._nodes:
+            if self._kinds[node] in ("input", "output") or not node.users:
+                continue
+            plan.setdefault(self._nodes[max(index[u] for u in node.users)], []).append(node)
+        return plan
+
+    def fast_path_reason(self, rules=(), record=False):
+        """Why LRP ``rules`` would not run on the fast path (``None``: they would)."""
+        if self._fast_missing:
+            return f"node kinds without a fast-path treatment: {', '.join(self._fast_missing)}"
+        if self.conventions.zero_denominator != "zero":
+            return f"zero_denominator={self.conventions.zero_denominator!r} (the fast path evaluates 'zero' only)"
+        if self.conventions.normalisation == "pass":
+            return ("normalisation='pass' (relevance copied through s*z + c reaches inputs equal to 0, "
+                    "which a value times a gradient cannot carry)")
+        if record:
+            return "record=True (per-node records come from the explicit path)"
+        slow = [r.name for r in rules if not fastpath.fast_rule(r)]
+        if slow:
+            return f"rules that are not relevance-linear without a sign split: {', '.join(slow)}"
+        return None
+
     # ------------------------------------------------------------------ public
     @contextlib.contextmanager
     def _precision(self):
@@ -265,12 +317,15 @@ class Explainer:
         with torch.no_grad(), self._precision():
             return self.gm(x)
 
-    def attribute(self, x, methods, target=None, q=None, init="q", reduce="sum", record=False) -> Attribution:
+    def attribute(self, x, methods, target=None, q=None, init="q", reduce="sum", record=False,
+                  path="auto") -> Attribution:
         """Attribution maps of several methods for one batch; see :meth:`_attribute`."""
         with self._precision():
-            return self._attribute(x, methods, target=target, q=q, init=init, reduce=reduce, record=record)
+            return self._attribute(x, methods, target=target, q=q, init=init, reduce=reduce, record=record,
+                                   path=path)
 
-    def _attribute(self, x, methods, target=None, q=None, init="q", reduce="sum", record=False) -> Attribution:
+    def _attribute(self, x, methods, target=None, q=None, init="q", reduce="sum", record=False,
+                   path="auto") -> Attribution:
         """Attribution maps of several methods for one batch.
 
         Parameters
@@ -292,6 +347,15 @@ class Explainer:
             ``(B, H, W)``; ``"none"``: ``(B, C, H, W)``.
         record : bool
             Keep a :class:`LayerRecord` per node for every LRP method.
+        path : {"auto", "explicit", "fast"}
+            How the LRP rules run.  ``"auto"``: on the fast path
+            (:mod:`empirical.engine.fastpath`, one modified gradient pass per
+            method) when every requested LRP rule is relevance-linear (LRP-0,
+            LRP-epsilon, cp_lrp, attnlrp), ``zero_denominator="zero"``, no
+            ``record`` and every node kind has a fast treatment; else on the
+            explicit path (sign-part forward, rule steps).  ``"explicit"``/
+            ``"fast"`` force one (``"fast"`` raises when it does not apply).
+            ``attnlrp`` exists on the fast path only.
         """
         if isinstance(methods, str):
             methods = [methods]
@@ -303,13 +367,42 @@ class Explainer:
             raise InputError(f"init must be 'q' or 'logit', got {init!r}")
         if reduce not in ("sum", "none"):
             raise InputError(f"reduce must be 'sum' or 'none', got {reduce!r}")
+        if path not in PATHS:
+            raise InputError(f"path must be one of {', '.join(PATHS)}, got {path!r}")
         x = self._input(x)
         lrp = [(m, p[1]) for m, p in parsed.items() if p[0] == "lrp"]
-        env = store = None
+        attn = [(m, p[1]) for m, p in parsed.items() if p[0] == "attnlrp"]
+        why = self.fast_path_reason([r for _, r in lrp], record) if lrp else None
+        if attn:
+            why_attn = "path='explicit' was requested" if path == "explicit" else self.fast_path_reason(
+                [r for _, r in attn], record)
+            if why_attn is not None:
+                raise InputError(f"attnlrp runs on the fast path only, not available here: {why_attn}")
+        if path == "fast" and why is not None:
+            raise InputError(f"path='fast' is not available: {why}")
+        fast = bool(lrp) and why is None and path != "explicit"  # every LRP rule of the call, or none
+        fast_maps = None
         logits = None
-        if lrp:
+        if fast or attn:
+            methods_fast = [fastpath.FastMethod(m, r, "held") for m, r in lrp] if fast else []
+            methods_fast += [fastpath.FastMethod(m, r, "uniform") for m, r in attn]
+
+            def start(lg):
+                qq, tt = self._start(lg, target, q)
+                return qq, tt, fastpath.start_vector(lg, qq, init)
+            res = fastpath.attribute_fast(self, x, methods_fast, start)
+            if res is None:
+                if attn:
+                    raise InputError("attnlrp with init='q' and a logit exactly 0 at q > 0: the start relevance is "
+                                     "not a value times a gradient; use init='logit'")
+                fast = False
+            else:
+                fast_maps, logits, _ = res
+        env = store = None
+        if lrp and not fast:
             env, store = self._lrp_forward(x, compact=all(symmetric_rule(r) for _, r in lrp))
-            logits = env[self._output_node()]
+            if logits is None:
+                logits = env[self._output_node()]
         grad_methods = [m for m, p in parsed.items() if p[0] in _GRADIENT_METHODS]
         grad = None
         if grad_methods:
@@ -332,7 +425,10 @@ class Explainer:
                 ig = self._integrated_gradients(x, v, p[1])
                 maps[m] = self._reduce(ig, x, "integrated_gradients", reduce)
         records = None
-        if lrp:
+        if fast_maps is not None:
+            for m, rmap in fast_maps.items():
+                maps[m] = self._reduce(rmap, x, "lrp", reduce)
+        if lrp and not fast:
             rel, records = self._lrp_backward(env, store, [r for _, r in lrp], v, record)
             B = x.shape[0]
             for k, (m, _) in enumerate(lrp):

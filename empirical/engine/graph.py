@@ -1,4 +1,4 @@
-"""Canonicalisation and tracing: a deep copy of the model as a torch.fx graph.
+"""Canonicalisation and tracing: a copy of the model (sharing its unchanged weights) as a torch.fx graph.
 
 See the package docstring (``empirical/engine/__init__.py``) for every choice.
 """
@@ -64,10 +64,10 @@ def _fold_bn(gm: fx.GraphModule) -> None:
             continue
         if isinstance(bn, nn.BatchNorm1d) and isinstance(lin, nn.Conv2d):
             continue
-        with torch.no_grad():
+        with torch.no_grad():  # new tensors: the copy's parameters may share the caller's storage
             scale, shift = _bn_affine(bn)
             shape = (-1,) + (1,) * (lin.weight.dim() - 1)
-            lin.weight.mul_(scale.reshape(shape))
+            lin.weight = nn.Parameter(lin.weight * scale.reshape(shape), requires_grad=False)
             b = lin.bias if lin.bias is not None else torch.zeros_like(scale)
             new_b = b * scale + shift
             lin.bias = nn.Parameter(new_b, requires_grad=False)
@@ -121,7 +121,7 @@ def _fold_bn_into_next(gm: fx.GraphModule, modules, calls) -> None:
             W = lin.weight
             shape = (1, -1) + (1,) * (W.dim() - 2)
             extra = (W.sum(dim=tuple(range(2, W.dim()))) if W.dim() > 2 else W) @ shift
-            W.mul_(scale.reshape(shape))
+            lin.weight = nn.Parameter(W * scale.reshape(shape), requires_grad=False)
             b = lin.bias if lin.bias is not None else torch.zeros(W.shape[0], dtype=W.dtype, device=W.device)
             lin.bias = nn.Parameter(b + extra, requires_grad=False)
         node.replace_all_uses_with(node.args[0])
@@ -129,29 +129,47 @@ def _fold_bn_into_next(gm: fx.GraphModule, modules, calls) -> None:
 
 
 def copy_model(model: nn.Module) -> nn.Module:
-    """``copy.deepcopy`` that also copies a model holding tensors computed with
-    autograd outside its parameters (a cache filled by an earlier forward pass,
-    e.g. timm LeViT's attention-bias cache): those are copied detached."""
+    """A deep copy of ``model`` whose parameters and buffers share the caller's storage.
+
+    Every module, parameter and buffer object is new (so ``requires_grad_``,
+    ``.to(...)`` and attribute assignments on the copy never reach the caller's
+    model), but a parameter or buffer that is not converted (same dtype and
+    device) keeps pointing at the caller's memory: the copy costs no weight
+    memory.  Canonicalisation never writes into a tensor in place (BatchNorm
+    folding assigns new parameters, constants are folded into new buffers), so
+    the caller's values are never changed.  Tensors an earlier forward pass
+    cached with autograd history outside the parameters (timm LeViT's
+    attention-bias cache) are copied detached (``deepcopy`` refuses them).
+    """
     memo = {}
+    for t in list(model.parameters()) + list(model.buffers()):
+        if id(t) in memo:
+            continue
+        if isinstance(t, nn.Parameter):
+            memo[id(t)] = nn.Parameter(t.detach(), requires_grad=False)
+        else:
+            memo[id(t)] = t.detach()
     for mod in model.modules():
         for value in vars(mod).values():
             for t in value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else (value,):
-                if torch.is_tensor(t) and t.grad_fn is not None:
+                if torch.is_tensor(t) and t.grad_fn is not None and id(t) not in memo:
                     memo[id(t)] = t.detach().clone()
     return copy.deepcopy(model, memo)
 
 
 def canonicalise(model: nn.Module, dtype, device, input_shape=None) -> fx.GraphModule:
-    """Deep copy -> eval -> dtype/device -> same-padding convs made explicit -> traced
-    (:class:`empirical.engine.tracing.ConcreteTracer` on an example of ``input_shape``)
-    -> constants folded -> functional layers lifted to their modules -> BN folded
-    -> ``contiguous()`` before every ``view``.
+    """Copy sharing the weights' storage (:func:`copy_model`) -> eval -> dtype/device
+    -> same-padding convs made explicit -> traced (:class:`empirical.engine.tracing.ConcreteTracer`
+    on an example of ``input_shape``) -> constants folded -> functional layers lifted
+    to their modules -> BN folded -> ``contiguous()`` before every ``view``.
 
     ``input_shape``: ``(C, H, W)`` of the example input (default
     :data:`DEFAULT_INPUT_SHAPE`).  The returned graph's ``specialised_shape`` is
     that shape when its ``forward`` asked Python about a value (then the graph
     holds for inputs of that shape only), else ``None``.  The user's ``model``
-    is never modified.
+    is never modified; its parameters and buffers are shared (not copied) where
+    neither the dtype/device conversion nor BatchNorm folding changes them, so an
+    explainer must be rebuilt after the caller changes the model's weights.
     """
     m = copy_model(model)
     m.eval()

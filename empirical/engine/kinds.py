@@ -77,6 +77,7 @@ SqueezeExcitation = _optional("torchvision.ops.misc", "SqueezeExcitation")
 StochasticDepth = _optional("torchvision.ops.stochastic_depth", "StochasticDepth")
 ShiftedWindowAttention = _optional("torchvision.models.swin_transformer", "ShiftedWindowAttention")
 _patch_merging_pad = _optional("torchvision.models.swin_transformer", "_patch_merging_pad")
+RMSNorm = getattr(nn, "RMSNorm", None)
 
 #: modules kept as single graph nodes by the tracer (their handler knows their inside)
 LEAF_TYPES = tuple(t for t in (SqueezeExcitation, StochasticDepth, ShiftedWindowAttention) if t is not None)
@@ -117,6 +118,8 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("add", "affine", 1, True, "sum of two input-dependent tensors (weights 1)"),
     Kind("diag", "affine", 1, False, "elementwise affine map s*z + c (unfolded BatchNorm, LayerNorm with "
                                       "statistics constant, layer scale, constant scaling/offset)"),
+    Kind("centre", "affine", 1, False, "LayerNorm/GroupNorm with normalisation='centre': s*(z - mean z) + c, "
+                                        "1/sigma held, the centring a dense linear map per row"),
     Kind("attnsum", "attention", 1, False, "product with attention weights held constant (weights >= 0)"),
     Kind("attention", "attention", 3, False, "attention module: value projection, A @ V, output projection"),
     Kind("pass", "pass", 0, False, "relevance unchanged (activation, identity, dropout)"),
@@ -131,7 +134,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
 )}
 
 #: kinds whose operator goes through :func:`empirical.engine.ops.lrp_step`
-LRP_OP_KINDS = frozenset({"conv", "linear", "avgpool", "diag", "attnsum"})
+LRP_OP_KINDS = frozenset({"conv", "linear", "avgpool", "diag", "centre", "attnsum"})
 
 
 def depth_weight(kind: str) -> int:
@@ -254,8 +257,14 @@ SUM_FUNCTIONS = {torch.sum}
 SUM_METHODS = {"sum"}
 #: statistics of a tensor: held constant like LayerNorm's (a norm, and what is computed from norms only)
 NORM_FUNCTIONS = {torch.norm, torch.linalg.vector_norm, torch.linalg.norm}
-NORM_METHODS = {"norm"}
+NORM_METHODS = {"norm", "sqrt", "rsqrt"}
+#: square roots are taken as statistics too (a hand-written RMSNorm/LayerNorm: ``x * rsqrt(mean(x**2) + eps)``)
+NORM_FUNCTIONS |= {torch.sqrt, torch.rsqrt}
 NORMALIZE_FUNCTIONS = {F.normalize}
+#: ``max``/``amax`` over an axis (VOLO's class-token pooling): like max pooling
+MAX_REDUCTIONS = {torch.max, torch.amax, "max", "amax"}
+#: ``F.fold``/``nn.Fold``: overlapping patches summed back (weights 1)
+FOLD_FUNCTIONS = {F.fold}
 INTERPOLATE_FUNCTIONS = {F.interpolate, F.upsample, F.upsample_nearest, F.upsample_bilinear}
 #: ``z ** c`` with a constant exponent: an elementwise nonlinearity (StarReLU's ``relu(x) ** 2``)
 POW = {torch.pow, operator.pow, "pow", "__pow__"}
@@ -439,11 +448,14 @@ class _Planner:
             return self.elementwise(node, lambda args, kw, m=mod: ops.batchnorm_diag(m, args[0]),
                                     "BatchNorm not foldable into an adjacent layer")
         if isinstance(mod, nn.LayerNorm):
-            return self.elementwise(node, lambda args, kw, m=mod: ops.layernorm_diag(
-                args[0], m.normalized_shape, m.weight, m.bias, m.eps), "LayerNorm, statistics constant")
+            return self.norm(node, lambda args, kw, m=mod, c=self.centre: ops.layernorm_diag(
+                args[0], m.normalized_shape, m.weight, m.bias, m.eps, centre=c), "LayerNorm")
         if isinstance(mod, nn.GroupNorm):
-            return self.elementwise(node, lambda args, kw, m=mod: ops.groupnorm_diag(
-                args[0], m.num_groups, m.weight, m.bias, m.eps), "GroupNorm, statistics constant")
+            return self.norm(node, lambda args, kw, m=mod, c=self.centre: ops.groupnorm_diag(
+                args[0], m.num_groups, m.weight, m.bias, m.eps, centre=c), "GroupNorm")
+        if RMSNorm is not None and isinstance(mod, RMSNorm):
+            return self.elementwise(node, lambda args, kw, m=mod: ops.rmsnorm_diag(
+                args[0], m.normalized_shape, m.weight, m.eps), "RMSNorm, scale constant")
         if SqueezeExcitation is not None and isinstance(mod, SqueezeExcitation):
             return self.plan(node, "gate", note="squeeze-excitation x*s(x): relevance to x")
         if ShiftedWindowAttention is not None and isinstance(mod, ShiftedWindowAttention):
@@ -459,6 +471,9 @@ class _Planner:
                 raise self.unsupported(node, str(exc)) from None
             return self.plan(node, "attention", rel=(handler.value_node,), op=handler,
                              note="multi-head attention, value path")
+        if isinstance(mod, nn.Fold):
+            return self.plan(node, "avgpool", op=ops.PoolOp(mod), sign="keeps",
+                             note="fold: overlapping patches summed (weights 1), rule applied")
         if isinstance(mod, UPSAMPLE_MODULES):
             return self.interpolation(node, mod.mode, lambda z, _m=mod: _m(z))
         if isinstance(mod, MAXPOOL_MODULES):
@@ -480,6 +495,18 @@ class _Planner:
             sign = "nonneg" if type(mod) in NONNEG_MODULES else None
             return self.plan(node, "pass", sign=sign, note="activation, relevance unchanged")
         return self.untreated(node, "no LRP treatment is defined for this module type")
+
+    @property
+    def centre(self) -> bool:
+        return self.conv.normalisation == "centre"
+
+    def norm(self, node, build, name):
+        """A normalisation with input statistics: ``diag`` (mean and sigma held), ``centre``
+        (sigma held, the centring part of the map) or ``pass``, by ``Conventions.normalisation``."""
+        if self.centre:
+            return self.plan(node, "centre", rel=(node.args[0],), build=build, operand=0,
+                             note=name + ", 1/sigma constant, centring in the map, rule applied")
+        return self.elementwise(node, build, name + ", statistics constant")
 
     def elementwise(self, node, build, note, operand=0):
         if self.conv.normalisation == "pass":
@@ -509,6 +536,9 @@ class _Planner:
             return self.addc(node)
         if _is(node, NORMALIZE_FUNCTIONS):
             return self.normalize(node)
+        if _is(node, FOLD_FUNCTIONS):
+            return self.plan(node, "avgpool", build=_call_with(node), sign="keeps",
+                             note="fold: overlapping patches summed (weights 1), rule applied")
         if _is(node, INTERPOLATE_FUNCTIONS):
             a = list(node.args) + [None] * 4
             mode = node.kwargs.get("mode", a[3] if a[3] is not None else "nearest")
@@ -530,16 +560,25 @@ class _Planner:
                 w = a[2] if a[2] is not None else kw.get("weight")
                 b = a[3] if a[3] is not None else kw.get("bias")
                 eps = a[4] if a[4] is not None else kw.get("eps", 1e-5)
-                return ops.layernorm_diag(args[0], shape, w, b, eps)
-            return self.elementwise(node, build, "layer_norm, statistics constant")
+                return ops.layernorm_diag(args[0], shape, w, b, eps, centre=centre)
+            centre = self.centre
+            return self.norm(node, build, "layer_norm")
         if node.op == "call_function" and t is F.group_norm:
             def build(args, kw):
                 a = list(args) + [None] * 5
                 g = a[1] if a[1] is not None else kw["num_groups"]
                 return ops.groupnorm_diag(args[0], g, a[2] if a[2] is not None else kw.get("weight"),
                                           a[3] if a[3] is not None else kw.get("bias"),
-                                          a[4] if a[4] is not None else kw.get("eps", 1e-5))
-            return self.elementwise(node, build, "group_norm, statistics constant")
+                                          a[4] if a[4] is not None else kw.get("eps", 1e-5), centre=centre)
+            centre = self.centre
+            return self.norm(node, build, "group_norm")
+        if node.op == "call_function" and t is getattr(F, "rms_norm", None):
+            def build(args, kw):
+                a = list(args) + [None] * 4
+                shape = a[1] if a[1] is not None else kw["normalized_shape"]
+                return ops.rmsnorm_diag(args[0], shape, a[2] if a[2] is not None else kw.get("weight"),
+                                        a[3] if a[3] is not None else kw.get("eps"))
+            return self.elementwise(node, build, "rms_norm, scale constant")
         if _is(node, AVGPOOL_FUNCTIONS):
             gmd = None
             if t is F.adaptive_avg_pool2d and _pair(node.args[1] if len(node.args) > 1 else node.kwargs.get("output_size")) == (1, 1):
@@ -560,6 +599,9 @@ class _Planner:
         if _is(node, IDENTITY_FUNCTIONS) or _is(node, IDENTITY_METHODS) or getattr(t, "__name__", "") == "stochastic_depth":
             self.propagate(node)
             return self.plan(node, "pass", sign="keeps", note="identity in eval mode")
+        if _is(node, MAX_REDUCTIONS) and (len(node.args) > 1 or "dim" in node.kwargs) and not (
+                len(node.args) > 1 and isinstance(node.args[1], fx.Node) and self.dep.get(node.args[1])):
+            return self.plan(node, "maxpool", sign="keeps", note="max over an axis, winner-take-all")
         if _is(node, MAXPOOL_FUNCTIONS):
             return self.plan(node, "maxpool", sign="keeps", note="max pooling, winner-take-all")
         if _is(node, ROUTE_FUNCTIONS) or _is(node, ROUTE_METHODS):
@@ -599,7 +641,7 @@ class _Planner:
         other = node.args[1 - operand] if len(node.args) == 2 else None
         shape = other.meta.get(SHAPE) if isinstance(other, fx.Node) else None
         if operand != 0 or node.target is torch.einsum or shape is None or len(shape) != 2:
-            raise self.unsupported(node, "a matrix product with a constant matrix other than z @ W (2-d W)")
+            return self.untreated(node, "a matrix product with a constant matrix other than z @ W (2-d W)")
 
         def build(args, kw):
             return ops.LinearOp(args[1].transpose(0, 1))
@@ -638,7 +680,9 @@ class _Planner:
         dims = (dims,) if isinstance(dims, int) else tuple(dims)
         src = node.args[0] if isinstance(node.args[0], fx.Node) else None
         nd = len(src.meta[SHAPE]) if src is not None and SHAPE in src.meta else None
-        if 0 in dims or (nd is not None and any(d % nd == 0 for d in dims)):
+        stacked = src is not None and src.op == "call_function" and src.target is torch.stack and (
+            (src.args[1] if len(src.args) > 1 else src.kwargs.get("dim", 0)) == 0)
+        if not stacked and (0 in dims or (nd is not None and any(d % nd == 0 for d in dims))):
             raise self.unsupported(node, "a sum over the batch axis")
         op = ops.PoolOp(lambda z, _d=dims, _k=keepdim: z.sum(dim=_d, keepdim=_k))
         return self.plan(node, "avgpool", op=op, sign="keeps", note="sum over axes (weights 1), rule applied")
@@ -863,7 +907,8 @@ class _Planner:
                                                 note="no relevance reaches it, so it needs no treatment")
         for node in self.nodes:
             if self.plans[node].kind == "weights" and node in relevant:
-                exc = self.unsupported(node, "a softmax whose output is used as a value, not as attention weights")
+                exc = self.unsupported(node, "attention weights (a softmax) or a statistic (a norm, a square root) "
+                                             "used as a value, not as a factor held constant")
                 if not self.collect:
                     raise exc
                 self.failed(node, exc)

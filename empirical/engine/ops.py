@@ -56,14 +56,18 @@ def _combine(alpha, beta, Wp, Wn):
 
 
 class WeightCache:
-    """A byte budget for the combined weights ``sum_t c_t (a W+ + b W-)`` of all
-    operators of one explainer.
+    """A byte budget for the weight copies the LRP operators of one explainer keep:
+    each operator's sign-split ``[W+; W-]`` and the combined weights
+    ``sum_t c_t (a W+ + b W-)``.
 
-    Within the budget a combined weight is built once and kept (one transposed
-    call per rule and input sign); beyond it the operator folds the terms into the
-    ratios instead and transposes with the stored ``[W+; W-]`` (same values, no
-    new weight copy, up to twice the work for rules with one term per sign).
-    ``limit_bytes=None``: no limit.
+    A copy is admitted when it is first needed and kept while the budget holds it
+    (operators run in the forward order first, so ``[W+; W-]`` of the early layers
+    are admitted before any combined weight).  Beyond the budget nothing more is
+    kept: an operator without a stored ``[W+; W-]`` builds it per call, in blocks
+    of output channels of at most :data:`SIGN_SPLIT_BLOCK_BYTES` (transient), and a
+    rule without stored combined weights is folded into the ratios and transposed
+    with ``[W+; W-]`` (same values, up to twice the work for rules with one term
+    per sign).  ``limit_bytes=None``: no limit.
     """
 
     def __init__(self, limit_bytes: int | None = None):
@@ -80,6 +84,10 @@ class WeightCache:
 
 _NO_LIMIT = WeightCache(None)
 
+#: the most bytes of ``[W+; W-]`` built at once for an operator whose sign-split weights
+#: are not stored (one block of output channels; at least one channel)
+SIGN_SPLIT_BLOCK_BYTES = 64 << 20
+
 
 def _nbytes(t) -> int:
     return t.numel() * t.element_size()
@@ -88,37 +96,95 @@ def _nbytes(t) -> int:
 class _SignedOp:
     """Backward-pass machinery shared by operators with weights of both signs.
 
+    The operator keeps its weight ``W`` (the canonical model's parameter, no copy).
+    ``[W+; W-]`` (both parts stacked along the output channels, so that one call
+    gives both sign-part outputs) is stored when the explainer's
+    :class:`WeightCache` admits it, else built per call in blocks of output
+    channels (:meth:`_signed_blocks`; the values are the same).
+
     ``transpose_terms(buf, key, in_shape)`` computes ``sum_t L^T_{V_t} g_t`` with
     ``V_t = alpha_t W+ + beta_t W-`` for ``key = ((alpha_1, beta_1), ...)``: the
-    combined weights are built once per key and cached (they depend on the
-    weights only), so a rule whose terms share one ratio per input sign costs ONE
-    transpose (LRP-gamma: ``(1+gamma) W+ + W-``; LRP-beta_0: ``W+``) instead of
-    one per weight part.
+    combined weights are built once per key and cached within the budget (they
+    depend on the weights only), so a rule whose terms share one ratio per input
+    sign costs ONE transpose (LRP-gamma: ``(1+gamma) W+ + W-``; LRP-beta_0: ``W+``)
+    instead of one per weight part.
     """
 
     nonneg = False
     budget = _NO_LIMIT  # set by the explainer (one WeightCache for all its operators)
+    _multi_out_dim = 1
 
-    def _split_w2(self):
-        """``W+``/``W-`` as views of the one stored ``[W+; W-]`` (no extra copy)."""
-        self.Wp, self.Wn = self.W2[: self.cout], self.W2[self.cout :]
+    def _init_weight(self, W, fmt=torch.contiguous_format):
+        self.W = W.detach()
+        self.cout = W.shape[0]
+        self.fmt = fmt
+        self._w2 = None
+        self._w2_decided = False
+        self._cache = {}
+
+    def _split(self, W):
+        """``[W+; W-]`` of ``W`` (rows = output channels)."""
+        return torch.cat([W.clamp(min=0), W.clamp(max=0)]).contiguous(memory_format=self.fmt)
+
+    def _stored_w2(self):
+        """The stored ``[W+; W-]``, or None when the budget did not admit it (decided at first use)."""
+        if not self._w2_decided:
+            self._w2_decided = True
+            if self.budget.admit(2 * _nbytes(self.W)):
+                self._w2 = self._split(self.W)
+        return self._w2
+
+    def _signed_blocks(self):
+        """``(r0, r1, [W+; W-] of output channels r0:r1)``: the stored one (one block), or
+        built now per block of at most :data:`SIGN_SPLIT_BLOCK_BYTES`."""
+        W2 = self._stored_w2()
+        if W2 is not None:
+            yield 0, self.cout, W2
+            return
+        per_row = max(1, 2 * _nbytes(self.W) // max(1, self.cout))
+        rows = max(1, SIGN_SPLIT_BLOCK_BYTES // per_row)
+        for r0 in range(0, self.cout, rows):
+            r1 = min(r0 + rows, self.cout)
+            yield r0, r1, self._split(self.W[r0:r1])
+
+    def _signed_parts(self, z):
+        """``(O_+, O_-)``: the operator with ``W+`` and with ``W-`` at ``z`` (one call per block)."""
+        ps, ns = [], []
+        d = self._multi_out_dim
+        for r0, r1, W2 in self._signed_blocks():
+            o = self._forward_raw(z, W2)
+            k = r1 - r0
+            ps.append(o.narrow(d, 0, k))
+            ns.append(o.narrow(d, k, k))
+        if len(ps) == 1:
+            return ps[0], ns[0]
+        return torch.cat(ps, d), torch.cat(ns, d)
 
     def _build(self, key):
-        parts = [_combine(a, b, self.Wp, self.Wn) for a, b in key]
+        """The combined weights of ``key`` (``sum``-free: one ``a W+ + b W-`` per term, stacked)."""
+        W2 = self._stored_w2()
+        if W2 is not None:
+            Wp, Wn = W2[: self.cout], W2[self.cout :]
+            parts = [_combine(a, b, Wp, Wn) for a, b in key]
+        else:  # block by block: never more than one block of [W+; W-] besides the result
+            parts = []
+            for a, b in key:
+                out = torch.empty_like(self.W, memory_format=self.fmt)
+                for r0, r1, W2b in self._signed_blocks():
+                    k = r1 - r0
+                    out[r0:r1] = _combine(a, b, W2b[:k], W2b[k:])
+                parts.append(out)
         W = parts[0] if len(parts) == 1 else torch.cat(parts, 0)
-        return W.contiguous(memory_format=_fmt_of(self.Wp))
+        return W.contiguous(memory_format=self.fmt)
 
     def _weights(self, key):
         """Combined weights of ``key``, cached within the budget; None beyond it
         (the caller then folds the terms, :meth:`_folded_transpose`)."""
         W = self._cache.get(key)
         if W is None:
-            n = len(key) * _nbytes(self.Wp)
-            if self.W2 is not None and not self.budget.admit(n):
+            if not self.budget.admit(len(key) * _nbytes(self.W)):
                 return None
             W = self._build(key)
-            if self.W2 is None:  # grouped convolution: small weights, always kept (and counted)
-                self.budget.admit(n, force=True)
             self._cache[key] = W
         return W
 
@@ -128,18 +194,19 @@ class _SignedOp:
         beyond the budget."""
         W = self._cache.get((dim,) + keys)
         if W is None:
-            if not self.budget.admit(sum(len(k) for k in keys) * _nbytes(self.Wp)):
+            if not self.budget.admit(sum(len(k) for k in keys) * _nbytes(self.W)):
                 return None
             parts = [self._cache[k] if k in self._cache else self._build(k) for k in keys]
-            W = torch.cat(parts, dim).contiguous(memory_format=_fmt_of(self.Wp))
+            W = torch.cat(parts, dim).contiguous(memory_format=self.fmt)
             self._cache[(dim,) + keys] = W
         return W
 
     def _folded_transpose(self, buf, key, in_shape):
         """``sum_t L^T_{a_t W+ + b_t W-} g_t = L^T_{[W+; W-]} [sum_t a_t g_t; sum_t b_t g_t]``:
-        the terms folded into the ratios, transposed with the stored ``W2``."""
+        the terms folded into the ratios, transposed with ``[W+; W-]`` (block by block
+        when it is not stored)."""
         c = self.cout
-        d = self._multi_out_dim if isinstance(self, LinearOp) else 1
+        d = self._multi_out_dim
         gp = gn = None
         for t, (a, b) in enumerate(key):
             g = buf.narrow(d, t * c, c)
@@ -147,11 +214,19 @@ class _SignedOp:
                 gp = a * g if gp is None else gp.add_(g, alpha=a)
             if b != 0.0:
                 gn = b * g if gn is None else gn.add_(g, alpha=b)
-        if gn is None:
-            return self._transpose_raw(gp, self.Wp, in_shape)
-        if gp is None:
-            return self._transpose_raw(gn, self.Wn, in_shape)
-        return self._transpose_raw(torch.cat([gp, gn], d), self.W2, in_shape)
+        T = None
+        for r0, r1, W2 in self._signed_blocks():
+            k = r1 - r0
+            gpb = None if gp is None else gp.narrow(d, r0, k)
+            gnb = None if gn is None else gn.narrow(d, r0, k)
+            if gnb is None:
+                Tb = self._transpose_raw(gpb, W2[:k], in_shape)
+            elif gpb is None:
+                Tb = self._transpose_raw(gnb, W2[k:], in_shape)
+            else:
+                Tb = self._transpose_raw(torch.cat([gpb, gnb], d), W2, in_shape)
+            T = Tb if T is None else T.add_(Tb)
+        return T
 
     def transpose_signs(self, buf, keys, in_shape):
         """:meth:`transpose_terms` for several keys (one per input sign) of the same buffer.
@@ -197,7 +272,14 @@ def conv_padding(module) -> tuple:
 
 
 class ConvOp(_SignedOp):
-    """A 1-, 2- or 3-d convolution ``y = conv(z, W) + b`` (BatchNorm already folded)."""
+    """A 1-, 2- or 3-d convolution ``y = conv(z, W) + b`` (BatchNorm already folded).
+
+    Ungrouped: ``[W+; W-]`` stored within the budget or built per call
+    (:class:`_SignedOp`).  Grouped/depthwise: ``W+`` and ``W-`` as two tensors
+    (stacking them along the output channels would mix the groups) and the
+    combined weights of each term, stored within the budget or built per call
+    (RegNet-Y-128GF's grouped convolutions hold a third of its weights).
+    """
 
     kind = "conv"
 
@@ -210,27 +292,34 @@ class ConvOp(_SignedOp):
         self.stride, self.dilation, self.groups = module.stride, module.dilation, module.groups
         self.padding = conv_padding(module)
         self.bias = None if module.bias is None else module.bias.detach()
-        self.cout = W.shape[0]
-        fmt = _fmt_of(W)  # the canonical model's memory format (Explainer(channels_last=...))
-        self.bias_shape = (self.cout,) + (1,) * self.nd
-        if self.groups == 1:  # both weight parts in ONE call ([W+; W-] along the output channels)
-            self.W2 = torch.cat([W.clamp(min=0), W.clamp(max=0)]).contiguous(memory_format=fmt)
-            self._split_w2()
-        else:
-            self.W2 = None
-            self.Wp = W.clamp(min=0).contiguous(memory_format=fmt)
-            self.Wn = W.clamp(max=0).contiguous(memory_format=fmt)
-        self._cache = {}
+        self.bias_shape = (W.shape[0],) + (1,) * self.nd
+        # the canonical model's memory format (Explainer(channels_last=...))
+        self._init_weight(W, _fmt_of(W))
+        self._pair = None
 
     def _conv(self, z, W):
         return self._CONV[self.nd](z, W, None, self.stride, self.padding, self.dilation, self.groups)
 
+    _forward_raw = _conv
+
+    def _grouped_parts(self):
+        """``(W+, W-)`` of a grouped convolution: stored within the budget, else built now."""
+        if self._pair is not None:
+            return self._pair
+        pair = (self.W.clamp(min=0).contiguous(memory_format=self.fmt),
+                self.W.clamp(max=0).contiguous(memory_format=self.fmt))
+        if not self._w2_decided:
+            self._w2_decided = True
+            if self.budget.admit(2 * _nbytes(self.W)):
+                self._pair = pair
+        return pair
+
     def parts(self, z):
-        if self.W2 is not None:
-            o = self._conv(z, self.W2)
-            op_, on_ = o[:, : self.cout], o[:, self.cout :]
+        if self.groups == 1:
+            op_, on_ = self._signed_parts(z)
         else:
-            op_, on_ = self._conv(z, self.Wp), self._conv(z, self.Wn)
+            Wp, Wn = self._grouped_parts()
+            op_, on_ = self._conv(z, Wp), self._conv(z, Wn)
         return op_, on_, op_ + on_
 
     def term_buffer(self, n, rows, tail, ref):
@@ -245,7 +334,7 @@ class ConvOp(_SignedOp):
     def _out_pad(self, in_hw, out_hw):
         pads = []
         for i in range(self.nd):
-            k = self.Wp.shape[2 + i]
+            k = self.W.shape[2 + i]
             base = (out_hw[i] - 1) * self.stride[i] - 2 * self.padding[i] + self.dilation[i] * (k - 1) + 1
             pads.append(in_hw[i] - base)
         return tuple(pads)
@@ -262,6 +351,25 @@ class ConvOp(_SignedOp):
 
     def _transpose_raw(self, buf, W, in_shape):
         return self._convT(buf, W, in_shape)
+
+    def _build(self, key):
+        if self.groups == 1:
+            return _SignedOp._build(self, key)
+        Wp, Wn = self._grouped_parts()
+        parts = [_combine(a, b, Wp, Wn) for a, b in key]
+        W = parts[0] if len(parts) == 1 else torch.cat(parts, 0)
+        return W.contiguous(memory_format=self.fmt)
+
+    def _weights(self, key):
+        if self.groups == 1:
+            return _SignedOp._weights(self, key)
+        W = self._cache.get(key)
+        if W is None:  # grouped convolution: kept within the budget, else built for this call only
+            if not self.budget.admit(len(key) * _nbytes(self.W)):
+                return self._build(key)
+            W = self._build(key)
+            self._cache[key] = W
+        return W
 
     def transpose_terms(self, buf, key, in_shape):
         if self.groups == 1:
@@ -284,17 +392,16 @@ class LinearOp(_SignedOp):
     kind = "linear"
 
     def __init__(self, weight, bias=None):
-        W = weight.detach()
-        self.cout = W.shape[0]
-        self.W2 = torch.cat([W.clamp(min=0), W.clamp(max=0)], 0).contiguous()
-        self._split_w2()
+        self._init_weight(weight.detach().contiguous())
         self.bias = None if bias is None else bias.detach()
         self.bias_shape = (self.cout,)
-        self._cache = {}
+
+    @staticmethod
+    def _forward_raw(z, W):
+        return F.linear(z, W)
 
     def parts(self, z):
-        o = F.linear(z, self.W2)
-        op_, on_ = o[..., : self.cout], o[..., self.cout :]
+        op_, on_ = self._signed_parts(z)
         return op_, on_, op_ + on_
 
     def term_buffer(self, n, rows, tail, ref):
@@ -438,36 +545,146 @@ def batchnorm_diag(bn, z) -> DiagOp:
     return DiagOp(s.reshape(shape), c.reshape(shape))
 
 
-def layernorm_diag(z, normalized_shape, weight, bias, eps) -> DiagOp:
-    """LayerNorm with its statistics held constant: ``s = w / sigma``, ``c = b - mu s``
-    (``mu``, ``sigma`` per sample over the last ``len(normalized_shape)`` axes)."""
-    k = len(normalized_shape) if not isinstance(normalized_shape, int) else 1
+class CentreOp:
+    """The centring map ``y = s * (z - mean(z)) + c`` of a normalisation with only its
+    scale held constant (``Conventions(normalisation="centre")``).
+
+    ``z`` is viewed as ``(rows, g, n)`` (:attr:`view`): the mean runs over the last
+    axis of ``n`` entries, ``s`` has one value per entry (``w / sigma``: affine weight
+    over the held standard deviation, one row per sample).  Per group this is the
+    dense linear map ``W = diag(s) (I - 1 1^T / n)``, ``W_ij = s_i (delta_ij - 1/n)``,
+    not a diagonal one: output ``i`` has the contribution ``s_i (1 - 1/n) z_i`` of its
+    own entry and ``-s_i z_j / n`` of every other entry, so LRP-beta/gamma see four
+    sign parts like at a dense layer.  With ``p = s+``, ``m = s-``:
+
+        W+ = diag(p (1 - 1/n)) + offdiag(-m / n),   W- = diag(m (1 - 1/n)) + offdiag(-p / n),
+
+    and for a term weighing ``alpha W+ + beta W-`` (``u = alpha p + beta m``, ``v = alpha m + beta p``)
+
+        (alpha W+ + beta W-) z = u z (1 - 1/n) - v (sum(z) - z) / n,
+        (alpha W+ + beta W-)^T g = u g (1 - 1/n) - (sum(v g) - v g) / n,
+
+    O(n) per group, never the ``n x n`` matrix.  ``c`` (the normalisation's bias) is
+    the bias and follows ``Conventions.bias``.  ``n = 1``: ``W = 0``.
+    """
+
+    kind = "centre"
+    nonneg = False
+
+    def __init__(self, scale, shift, groups, n):
+        self.s = scale  # (B, g, n)
+        self.p, self.m = scale.clamp(min=0), scale.clamp(max=0)
+        self.groups, self.n = groups, n
+        self.bias = None if shift is None else torch.as_tensor(shift)
+        self.bias_shape = None if shift is None else tuple(self.bias.shape)
+
+    def view(self, t):
+        return t.reshape(t.shape[0], self.groups, self.n)
+
+    def _rows(self, t, rows):
+        return t if t.shape[0] == rows else t.repeat(rows // t.shape[0], 1, 1)
+
+    def _apply(self, u, v, z):
+        n = self.n
+        zs = z.sum(-1, keepdim=True)
+        return u * z * (1.0 - 1.0 / n) - v * (zs - z) / n
+
+    def _apply_t(self, u, v, g):
+        n = self.n
+        vg = v * g
+        return u * g * (1.0 - 1.0 / n) - (vg.sum(-1, keepdim=True) - vg) / n
+
+    def parts(self, z):
+        zv = self.view(z)
+        p, m = self._rows(self.p, zv.shape[0]), self._rows(self.m, zv.shape[0])
+        op_ = self._apply(p, m, zv).reshape(z.shape)
+        on_ = self._apply(m, p, zv).reshape(z.shape)
+        return op_, on_, op_ + on_
+
+    def term_buffer(self, n, rows, tail, ref):
+        bufs = [rows_like(ref, rows) for _ in range(n)]
+        return bufs, bufs
+
+    def transpose_signs(self, buf, keys, in_shape):
+        out = []
+        for key in keys:
+            T = None
+            for t, (a, b) in enumerate(key):
+                if a == 0.0 and b == 0.0:
+                    continue
+                g = self.view(buf[t])
+                p, m = self._rows(self.p, g.shape[0]), self._rows(self.m, g.shape[0])
+                u, v = _axpby(a, p, b, m), _axpby(a, m, b, p)
+                term = self._apply_t(u, v, g).reshape(buf[t].shape)
+                T = term if T is None else T.add_(term)
+            out.append(T)
+        return out
+
+
+def _norm_dims(normalized_shape):
+    return len(normalized_shape) if not isinstance(normalized_shape, int) else 1
+
+
+def layernorm_diag(z, normalized_shape, weight, bias, eps, centre: bool = False):
+    """LayerNorm with its statistics held constant.
+
+    ``centre=False`` (``normalisation="affine"``): the elementwise map ``s*z + c``,
+    ``s = w / sigma``, ``c = b - mu s`` (mean and standard deviation held; the mean
+    acts as a bias), a :class:`DiagOp`.  ``centre=True`` (``"centre"``): only
+    ``sigma`` is held, ``y = s * (z - mean(z)) + b`` with the centring part of the
+    linear map, a :class:`CentreOp` (``mu``, ``sigma`` per sample over the last
+    ``len(normalized_shape)`` axes).
+    """
+    k = _norm_dims(normalized_shape)
     dims = tuple(range(-k, 0))
     mu = z.mean(dim=dims, keepdim=True)
     var = (z - mu).square().mean(dim=dims, keepdim=True)
     inv = torch.rsqrt(var + eps)
     s = inv if weight is None else inv * weight
+    if centre:
+        n = 1
+        for d in z.shape[-k:]:
+            n *= int(d)
+        s = s.expand(z.shape).reshape(z.shape[0], -1, n)
+        return CentreOp(s, bias, s.shape[1], n)
     c = -mu * s
     if bias is not None:
         c = c + bias
     return DiagOp(s, c)
 
 
-def groupnorm_diag(z, groups, weight, bias, eps) -> DiagOp:
-    """GroupNorm with its statistics held constant (per sample and group)."""
+def groupnorm_diag(z, groups, weight, bias, eps, centre: bool = False):
+    """GroupNorm with its statistics held constant (per sample and group); ``centre``
+    as in :func:`layernorm_diag` (the mean over each group is part of the map)."""
     B, C = z.shape[:2]
     zg = z.reshape(B, groups, -1)
     mu = zg.mean(-1, keepdim=True)
     inv = torch.rsqrt((zg - mu).square().mean(-1, keepdim=True) + eps)
     shape = (B, C) + (1,) * (z.dim() - 2)
     inv = inv.expand(B, groups, C // groups).reshape(shape)
-    mu = mu.expand(B, groups, C // groups).reshape(shape)
     wshape = (1, C) + (1,) * (z.dim() - 2)
     s = inv if weight is None else inv * weight.reshape(wshape)
+    if centre:
+        s = s.expand(z.shape).reshape(B, groups, -1)
+        return CentreOp(s, None if bias is None else bias.reshape(wshape), groups, s.shape[-1])
+    mu = mu.expand(B, groups, C // groups).reshape(shape)
     c = -mu * s
     if bias is not None:
         c = c + bias.reshape(wshape)
     return DiagOp(s, c)
+
+
+def rmsnorm_diag(z, normalized_shape, weight, eps) -> DiagOp:
+    """RMSNorm with its scale held constant: ``s * z``, ``s = w / sqrt(mean(z^2) + eps)``
+    (no centring, no bias: the same map under ``"affine"`` and ``"centre"``).  ``eps``
+    None: ``torch.finfo(z.dtype).eps`` (torch's default)."""
+    k = _norm_dims(normalized_shape)
+    dims = tuple(range(-k, 0))
+    eps = torch.finfo(z.dtype).eps if eps is None else eps
+    s = torch.rsqrt(z.square().mean(dim=dims, keepdim=True) + eps)
+    if weight is not None:
+        s = s * weight
+    return DiagOp(s)
 
 
 class MatmulConstOp(_NonNegOp):

@@ -247,6 +247,22 @@ def input_dependent(graph: fx.Graph) -> set:
     return dep
 
 
+def _evaluate_constant(gm, node, values):
+    if node.op == "get_attr":
+        obj = gm
+        for part in node.target.split("."):
+            obj = getattr(obj, part)
+        return obj
+    load = lambda a: values[a] if isinstance(a, fx.Node) else a  # noqa: E731 - KeyError: not a constant
+    args, kwargs = map_aggregate(node.args, load), map_aggregate(node.kwargs, load)
+    with torch.no_grad():
+        if node.op == "call_function":
+            return node.target(*args, **kwargs)
+        if node.op == "call_method":
+            return getattr(args[0], node.target)(*args[1:], **kwargs)
+        return gm.get_submodule(node.target)(*args, **kwargs)
+
+
 def fold_constants(gm: fx.GraphModule, values: dict) -> int:
     """Replace each tensor computed from parameters/buffers only, where an
     input-dependent node uses it, by one buffer holding its value.
@@ -256,6 +272,14 @@ def fold_constants(gm: fx.GraphModule, values: dict) -> int:
     folded (eval mode has none among the operations that reach here).
     """
     dep = input_dependent(gm.graph)
+    values = dict(values)
+    for node in gm.graph.nodes:  # constants the example did not evaluate (purely symbolic trace)
+        if node in dep or node in values or node.op not in ("get_attr", "call_function", "call_method", "call_module"):
+            continue
+        try:
+            values[node] = _evaluate_constant(gm, node, values)
+        except Exception:  # noqa: BLE001 - left in the graph, evaluated at run time as before
+            pass
     folded = 0
     for node in list(gm.graph.nodes):
         if node in dep or node.op not in ("call_function", "call_method", "call_module"):

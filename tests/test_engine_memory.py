@@ -1,0 +1,85 @@
+"""What the engine keeps in memory: the canonical copy shares the caller's unchanged
+weights (never writing into them), and ``[W+; W-]`` / the combined weights are kept
+only within ``Explainer(weight_cache_bytes=...)``; beyond it they are built per call,
+block by block, with the same maps (``benchmarks/bench_memory.py`` measures the peaks)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+from empirical.engine import Explainer  # noqa: E402
+from empirical.engine import ops  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+RULES = ["lrp_beta_0", "lrp_beta_1", "lrp_gamma_100", "lrp_epsilon_0.01", "adaptive_beta", "lrp_zero"]
+
+
+def _net():
+    torch.manual_seed(4)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.SiLU(), nn.Conv2d(8, 8, 3, padding=1, groups=2),
+        nn.GELU(), nn.Conv2d(8, 6, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 5), nn.Tanh(),
+        nn.Linear(5, 4),
+    ).double().eval()
+    with torch.no_grad():
+        net[1].running_mean.uniform_(-0.5, 0.5)
+        net[1].running_var.uniform_(0.5, 1.5)
+    return net
+
+
+def _signed_ops(ex):
+    return [p.op for p in ex.plan.plans.values() if isinstance(p.op, ops._SignedOp)]
+
+
+def test_canonical_copy_shares_unchanged_weights_and_never_writes_the_callers():
+    net = _net()
+    before = copy.deepcopy(net.state_dict())
+    grads = [p.requires_grad for p in net.parameters()]
+    ex = Explainer(net, dtype=torch.float64, channels_last=False)
+    ex.attribute(torch.randn(1, 3, 6, 6, dtype=torch.float64), RULES + ["gradient"])
+    shared = {p.data_ptr() for p in ex.gm.parameters()}
+    assert net[8].weight.data_ptr() in shared and net[10].weight.data_ptr() in shared  # linear: unchanged
+    assert net[5].weight.data_ptr() in shared
+    assert net[0].weight.data_ptr() not in shared  # folded with the BatchNorm: a new tensor
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert [p.requires_grad for p in net.parameters()] == grads
+    # a conversion (dtype, channels-last) copies, and leaves the caller's tensors as they were
+    net32 = _net().float()
+    ex = Explainer(net32, dtype=torch.float64, channels_last=True)
+    assert all(p.dtype == torch.float32 for p in net32.parameters())
+    assert all(p.dtype == torch.float64 for p in ex.gm.parameters())
+
+
+@pytest.mark.parametrize("cl", [False, True])
+def test_sign_split_weights_built_per_call_in_blocks_give_the_same_maps(cl, monkeypatch):
+    """Budget 0: no [W+; W-] and no combined weight is stored (grouped convolutions included);
+    with blocks of one output channel the maps equal the fully stored ones to 1e-12."""
+    net = _net()
+    x = torch.randn(3, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    full = Explainer(net, dtype=torch.float64, channels_last=cl, weight_cache_bytes=None)
+    a = full.attribute(x, RULES)
+    assert all(op._w2 is not None or op.groups != 1 for op in _signed_ops(full) if hasattr(op, "groups"))
+    assert all(op._w2 is not None for op in _signed_ops(full) if isinstance(op, ops.LinearOp))
+    monkeypatch.setattr(ops, "SIGN_SPLIT_BLOCK_BYTES", 1)  # one output channel per block
+    none = Explainer(net, dtype=torch.float64, channels_last=cl, weight_cache_bytes=0)
+    b = none.attribute(x, RULES)
+    assert all(op._w2 is None and not op._cache for op in _signed_ops(none))
+    assert none.weight_cache.used == 0
+    for m in RULES:
+        rel = float((a.maps[m] - b.maps[m]).norm() / a.maps[m].norm())
+        assert rel <= 1e-12, (m, rel)
+
+
+def test_the_budget_counts_the_sign_split_weights():
+    net = _net()
+    ex = Explainer(net, dtype=torch.float64, weight_cache_bytes=None)
+    ex.attribute(torch.randn(1, 3, 6, 6, dtype=torch.float64), ["lrp_beta_0"])
+    stored = sum(2 * op.W.numel() * op.W.element_size() for op in _signed_ops(ex))
+    cached = sum(w.numel() * w.element_size() for op in _signed_ops(ex) for w in op._cache.values())
+    assert ex.weight_cache.used == stored + cached
