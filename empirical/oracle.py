@@ -37,18 +37,18 @@ Activations (derivative -> secant ``sigma(z)/z``, ``:= 0`` at ``z = 0``)
     the relevance there is ``sigma(0) = 0`` for every listed activation.  For
     ReLU networks the secant slope is the plain derivative (``relu'(0) = 0`` in
     torch), so the oracle is the plain gradient there.
-Gates and attention weights (output detached: a constant of the backward pass)
+Gates and attention weights
     ``sigmoid``/``hardsigmoid`` (torch, functional, ``Tensor``, ``torch.special.expit``)
-    and ``softmax`` (functional, torch, ``Tensor``, ``torch.special``).  A sigmoid in
-    a classifier is a multiplicative gate (squeeze-excitation ``x * s(x)``,
-    ``x * torch.sigmoid(conv(x))``), so holding the gate constant sends all of the
-    product's gradient through ``x``; a sigmoid used as a hidden activation
-    would also be held constant (it is not one of the pass-through activations;
-    none of torchvision's classifiers has one).  Note ``x * sigmoid(x)`` written
-    out by hand then gets the derivative ``sigmoid(x) = silu(x)/x``, the SiLU
-    secant, so both spellings agree.  A softmax in a classifier computes attention
-    weights; a model returning probabilities would be out of scope (the oracle
-    explains logits).
+    get the secant derivative like an activation (the engine passes relevance
+    through a sigmoid that is a value, e.g. iFormer's ``v, gate = sigmoid(conv(x)).chunk(2)``);
+    as a factor of an elementwise product, a sigmoid output (moved only: views,
+    expands, chunks; found by walking its autograd nodes) is a gate and held
+    constant (squeeze-excitation ``x * s(x)``, ECA, ``x * torch.sigmoid(conv(x))``),
+    so all of the product's gradient goes through ``x``.  Note ``x * sigmoid(x)``
+    written out by hand then gets the derivative ``sigmoid(x) = silu(x)/x``, the
+    SiLU secant, so both spellings agree.  ``softmax`` (functional, torch,
+    ``Tensor``, ``torch.special``): output detached, attention weights; a model
+    returning probabilities would be out of scope (the oracle explains logits).
 Attention (only the value path carries gradient)
     ``F.multi_head_attention_forward`` (called by ``nn.MultiheadAttention``; its
     fast path is never taken while a torch-function mode is active) and
@@ -150,7 +150,8 @@ _ACTIVATIONS = _registry([
     "relu", "relu6", "hardtanh", "gelu", "silu", "hardswish", "mish", "elu", "selu", "celu",
     "leaky_relu", "softplus", "tanh",
 ])
-_GATES = _registry(["sigmoid", "hardsigmoid", "expit", "softmax"])
+_GATES = _registry(["sigmoid", "hardsigmoid", "expit"])
+_ATTENTION_WEIGHTS = _registry(["softmax"])
 #: statistics held constant like LayerNorm's (``F.normalize`` divides by ``Tensor.norm``)
 _HELD_STATISTICS = set(_candidates("norm") + _candidates("sqrt") + _candidates("rsqrt") + [
     torch.linalg.vector_norm, torch.linalg.norm, torch.linalg.matrix_norm])
@@ -164,6 +165,50 @@ _PRODUCTS = set(_candidates("mul") + _candidates("matmul") + _candidates("bmm") 
 _POWERS = set(_candidates("pow") + [torch.Tensor.__pow__])
 #: quotients of two input-dependent tensors: the divisor is held constant (a normalisation)
 _QUOTIENTS = set(_candidates("div") + _candidates("true_divide") + [torch.Tensor.__truediv__])
+
+
+_MATMULS = set(_candidates("matmul") + _candidates("bmm") + [
+    torch.Tensor.__matmul__, torch.Tensor.__rmatmul__, torch.einsum])
+
+
+class _GateSecant(torch.autograd.Function):
+    """A sigmoid-type output: the secant derivative like an activation (relevance passes
+    through it when it is a value), recognised as a gate when it is a factor of a product."""
+
+    @staticmethod
+    def forward(ctx, z, out):
+        nz = z != 0
+        slope = torch.where(nz, out / torch.where(nz, z, torch.ones_like(z)), torch.zeros_like(z))
+        ctx.save_for_backward(slope)
+        return out.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        (slope,) = ctx.saved_tensors
+        return g * slope, None
+
+
+#: autograd nodes of data movement, through which a gate stays a gate (views, chunks, copies)
+_MOVES = ("ViewBackward", "ExpandBackward", "UnsqueezeBackward", "SqueezeBackward", "SplitBackward",
+          "SplitWithSizesBackward", "UnbindBackward", "PermuteBackward", "TransposeBackward", "ReshapeAlias",
+          "UnsafeViewBackward", "CloneBackward", "SelectBackward", "SliceBackward", "AsStridedBackward",
+          "RepeatBackward", "ToCopyBackward", "UnsafeSplitBackward", "FlattenBackward")
+
+
+def _is_gate(t) -> bool:
+    """``t`` is a sigmoid-type output, moved only (the engine's gate: ``x * g(...)``)."""
+    fn = t.grad_fn
+    while fn is not None:
+        name = type(fn).__name__
+        if name == "_GateSecantBackward":
+            return True
+        if not name.startswith(_MOVES):
+            return False
+        nxt = [f for f, _ in fn.next_functions if f is not None]
+        if len(nxt) != 1:
+            return False
+        fn = nxt[0]
+    return False
 
 
 def _half_gradient(t):
@@ -467,9 +512,15 @@ class OracleMode(TorchFunctionMode):
             if z.requires_grad:
                 value = _Secant.apply(z, value.detach())
             return _write_back(target, value)
-        if func in _GATES:
-            value, target = _out_of_place(func, _GATES[func], args, kwargs)
+        if func in _ATTENTION_WEIGHTS:
+            value, target = _out_of_place(func, _ATTENTION_WEIGHTS[func], args, kwargs)
             return _write_back(target, value.detach())
+        if func in _GATES and args and torch.is_tensor(args[0]):
+            z = args[0]
+            value, target = _out_of_place(func, _GATES[func], args, kwargs)
+            if z.requires_grad:
+                value = _GateSecant.apply(z, value.detach())
+            return _write_back(target, value)
         if func in _NORM_FUNCS:
             if self.normalisation == "pass" and _with_stats(func, args, kwargs):
                 return _secant_of(args[0], func(*args, **kwargs))
@@ -491,6 +542,10 @@ class OracleMode(TorchFunctionMode):
             ops = list(args[1:]) if func is torch.einsum else list(args)
             flat = ops[0] if func is torch.einsum and len(ops) == 1 and isinstance(ops[0], (list, tuple)) else ops
             live = [t for t in flat if torch.is_tensor(t) and t.requires_grad]
+            gates = [t for t in live if _is_gate(t)] if len(live) == 2 and func not in _MATMULS else []
+            if len(gates) == 1:  # x * g(...): the gate held, all of the product's gradient through x
+                held = [t.detach() if t is gates[0] else t for t in flat]
+                return func(*held, **kwargs)
             if len(live) == 2 and live[0] is not live[1]:
                 halved = [_half_gradient(t) if torch.is_tensor(t) and t.requires_grad else t for t in flat]
                 if func is torch.einsum:

@@ -128,3 +128,22 @@ def test_lstm_is_refused_with_its_module_path():
     with pytest.raises(UnsupportedModuleError, match="'rnn' of type LSTM") as exc:
         Explainer(Seq(), input_shape=(3, 4))
     assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("build", ["blocks", "test_vit", "test_mambaout"])
+def test_fast_path_equals_explicit_path_on_the_new_operations(build):
+    """The fast path (one modified gradient pass) follows the same node plan: SDPA, products
+    (uniform rule), held statistics, differences, sums, folded constants."""
+    from boundcheck.rules import Conventions
+
+    torch.manual_seed(0)
+    model = TimmBlocks().double() if build == "blocks" else _timm_model(build)
+    x = torch.randn(1, 3, 24 if build == "blocks" else 160, 24 if build == "blocks" else 160, dtype=torch.float64)
+    ex = Explainer(model, conventions=Conventions(bias="backward"), dtype=torch.float64, input_shape=tuple(x.shape[1:]))
+    from empirical.engine import parse_method
+
+    assert ex.fast_path_reason([parse_method("lrp_epsilon_0.01")[1]]) is None
+    for method in ("lrp_zero", "lrp_epsilon_0.01"):
+        fast = ex.attribute(x, [method], init="logit", reduce="none", path="fast").maps[method]
+        slow = ex.attribute(x, [method], init="logit", reduce="none", path="explicit").maps[method]
+        assert float((fast - slow).norm() / slow.norm()) <= 1e-10, (build, method)

@@ -669,7 +669,8 @@ class _Audit(OracleMode):
         name = getattr(func, "__name__", "")
         live = [t for t in _tensors(list(args) + list(kwargs.values())) if t.requires_grad]
         try:
-            replaced = any(func in table for table in (_oracle._ACTIVATIONS, _oracle._GATES, _oracle._REPLACED))
+            replaced = any(func in table for table in (_oracle._ACTIVATIONS, _oracle._GATES, _oracle._REPLACED,
+                                                       _oracle._ATTENTION_WEIGHTS, _oracle._HELD_STATISTICS))
         except TypeError:
             replaced = False
         if replaced or not live or name in _LINEAR:
@@ -677,8 +678,8 @@ class _Audit(OracleMode):
         if name in _BILINEAR:
             if "div" in name:  # x / c is linear, c / x and x / x are not
                 nonlinear = len(args) > 1 and torch.is_tensor(args[1]) and args[1].requires_grad
-            else:  # a product is linear when at most one factor carries gradient
-                nonlinear = len(live) >= 2
+            else:  # a product is linear when at most one factor carries gradient or one is a gate (held)
+                nonlinear = len(live) >= 2 and not any(_oracle._is_gate(t) for t in live)
             if not nonlinear:
                 return out
         if torch.is_tensor(out) and out.is_floating_point() and out.requires_grad:

@@ -291,7 +291,7 @@ def _affine(run, node, p, env):
     if p.kind == "attnsum" and run.method.attention == "uniform":
         return _uniform_product(run, node, env)
     args, kwargs = _args(node, env, keep=set(p.rel_inputs))
-    if p.kind == "diag":
+    if p.kind in ("diag", "centre"):
         spec = _norm_spec(node, ex._modules)
         if spec is not None:
             return run.scale(*_norm_forward(run, node, env[p.rel_inputs[0]], args, kwargs, spec))
@@ -299,7 +299,7 @@ def _affine(run, node, p, env):
         z = args[p.operand]
         return run.scale(z * _diag_scale(op), op.bias)
     if p.kind in ("conv", "linear"):
-        if not run.forward_only or p.op.bias is None:  # the bias inside the denominator: y itself
+        if not run.forward_only or p.op is None or p.op.bias is None:  # the bias inside the denominator: y itself
             return run.scale(ex._call(node, args, kwargs))
         return run.scale(_without_bias(ex, node, p, args, kwargs), p.op.bias.reshape(p.op.bias_shape))
     return run.scale(ex._call(node, args, kwargs))
@@ -318,7 +318,7 @@ def _without_bias(ex, node, p, args, kwargs):
     z = args[p.operand]
     if node.op == "call_module":
         mod = ex._modules[node.target]
-        if isinstance(mod, nn.Conv2d):
+        if isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             return mod._conv_forward(z, mod.weight, None)
         if isinstance(mod, nn.Linear):
             return F.linear(z, mod.weight)
@@ -447,6 +447,7 @@ FAST_KINDS = {
     "input": None, "output": None,
     "const": _const, "meta": _const,
     "conv": _affine, "linear": _affine, "avgpool": _affine, "add": _affine, "diag": _affine, "attnsum": _affine,
+    "centre": _affine,
     "attention": _attention,
     "pass": _pass, "gate": _pass,
     "route": _plain, "maxpool": _plain,
