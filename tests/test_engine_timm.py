@@ -147,3 +147,19 @@ def test_fast_path_equals_explicit_path_on_the_new_operations(build):
         fast = ex.attribute(x, [method], init="logit", reduce="none", path="fast").maps[method]
         slow = ex.attribute(x, [method], init="logit", reduce="none", path="explicit").maps[method]
         assert float((fast - slow).norm() / slow.norm()) <= 1e-10, (build, method)
+
+
+def test_a_model_that_mixes_the_samples_of_a_batch_is_refused_at_build():
+    class BatchMix(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            q = x.flatten(1)
+            attn = (q @ q.transpose(-1, -2)).softmax(-1)  # (B, B): attends over the batch
+            return self.fc(attn @ q)
+
+    with pytest.raises(UnsupportedModuleError, match="mixes the samples of a batch") as exc:
+        Explainer(BatchMix(), input_shape=(4,))
+    assert "\n" not in str(exc.value)

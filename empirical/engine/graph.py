@@ -201,14 +201,46 @@ def canonicalise(model: nn.Module, dtype, device, input_shape=None) -> fx.GraphM
         inline_default_arguments(gm)
     except ValueError as exc:
         raise UnsupportedModuleError(f"the model cannot be explained: {exc}") from None
+    out_node = next(n for n in gm.graph.nodes if n.op == "output")
+    reference = tracer.values.get(out_node.args[0]) if isinstance(out_node.args[0], fx.Node) else None
     fold_constants(gm, tracer.values)
     tracer.values.clear()
+    if torch.is_tensor(reference):
+        _check_samples_independent(gm, example, reference)
     lift_functional(gm)
     _fold_bn(gm)
     _contiguous_before_views(gm)
     gm.eval()
     gm.specialised_shape = shape if tracer.specialised else None
     return gm
+
+
+def _check_samples_independent(gm, example, reference) -> None:
+    """The engine stacks rules and sign halves along the batch axis, so a model must
+    treat the samples of a batch independently.  Its graph is run once on the example
+    beside a second sample; the example's row must equal its batch-of-one output.
+
+    Raises UnsupportedModuleError naming what went wrong (e.g. timm's CSATv2, whose
+    ``q @ k.transpose(-1, -2)`` on ``(B, N)`` tensors attends over the batch)."""
+    other = torch.empty_like(example).normal_(generator=torch.Generator(device=example.device).manual_seed(1))
+    try:
+        with torch.no_grad():
+            out = gm(torch.cat([example, other]))
+    except Exception as exc:  # noqa: BLE001
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise UnsupportedModuleError(
+            f"the model fails on a batch of two samples ({type(exc).__name__}: {first}); an operation that mixes "
+            "the samples of a batch is not supported") from None
+    if not torch.is_tensor(out) or out.shape[0] != 2 or out.shape[1:] != reference.shape[1:]:
+        raise UnsupportedModuleError(
+            f"the model's output does not keep the batch axis (batch 1 -> {tuple(reference.shape)}, batch 2 -> "
+            f"{tuple(out.shape) if torch.is_tensor(out) else type(out).__name__})")
+    scale = float(reference.abs().max()) or 1.0
+    tol = 1e-9 if example.dtype == torch.float64 else 1e-3
+    if float((out[:1] - reference).abs().max()) > tol * scale:
+        raise UnsupportedModuleError(
+            "the model mixes the samples of a batch (a sample's logits change with the other samples in the "
+            "batch); the engine explains each sample on its own")
 
 
 #: ``node.meta`` key of the nodes canonicalisation adds (not the user's operations: no LayerRecord)
