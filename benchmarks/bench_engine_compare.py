@@ -6,19 +6,34 @@ side-by-side comparison of two engines in one session: run it alternately with
     for i in 1 2 3; do PYTHONPATH=../base .venv/bin/python benchmarks/bench_engine_compare.py;
                        PYTHONPATH=. .venv/bin/python benchmarks/bench_engine_compare.py; done
 """
-import sys, time, statistics, torch, torchvision, json
+import json
+import statistics
+import time
+
+import torch
+import torchvision
+
 import empirical
-torch.set_num_threads(2)
-from empirical.engine import Explainer, PAPER_METHODS
-torch.manual_seed(0)
-m = torchvision.models.resnet50()
-ex = Explainer(m)
-x = torch.randn(2, 3, 224, 224)
-out = {"engine": empirical.__file__}
-for name, methods in (("six_paper_methods", list(PAPER_METHODS)), ("lrp_beta_1", ["lrp_beta_1"]), ("gradient", ["gradient"])):
-    ex.attribute(x, methods)
-    ts = []
-    for _ in range(5):
-        t = time.perf_counter(); ex.attribute(x, methods); ts.append(time.perf_counter() - t)
-    out[name] = {"median": statistics.median(ts), "best": min(ts)}
-print(json.dumps(out))
+from empirical.engine import PAPER_METHODS, Explainer
+
+
+def main():
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    ex = Explainer(torchvision.models.resnet50())
+    x = torch.randn(2, 3, 224, 224)
+    out = {"engine": empirical.__file__}
+    for name, methods in (("six_paper_methods", list(PAPER_METHODS)), ("lrp_beta_1", ["lrp_beta_1"]),
+                          ("gradient", ["gradient"])):
+        ex.attribute(x, methods)
+        ts = []
+        for _ in range(5):
+            t = time.perf_counter()
+            ex.attribute(x, methods)
+            ts.append(time.perf_counter() - t)
+        out[name] = {"median": statistics.median(ts), "best": min(ts)}
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
