@@ -163,3 +163,28 @@ def test_a_model_that_mixes_the_samples_of_a_batch_is_refused_at_build():
     with pytest.raises(UnsupportedModuleError, match="mixes the samples of a batch") as exc:
         Explainer(BatchMix(), input_shape=(4,))
     assert "\n" not in str(exc.value)
+
+
+def test_talking_heads_attention_mixed_after_the_softmax_equals_the_oracle():
+    """CaiT's talking heads: attention weights mixed across heads by a linear map after the
+    softmax are held constant with both signs (``ops.HeldMatmulOp``)."""
+    from timm.models.cait import TalkingHeadAttn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Linear(3, 16)
+            self.attn = TalkingHeadAttn(16, num_heads=4)
+            self.head = nn.Linear(16, 5)
+
+        def forward(self, x):
+            t = self.embed(x.flatten(2).transpose(1, 2))
+            return self.head((t + self.attn(t)).mean(1))
+
+    torch.manual_seed(0)
+    r = compare_with_engine(Net().double(), torch.randn(2, 3, 4, 4, dtype=torch.float64))
+    assert r["lrp0_reference_norm"] > 0 and r["lrp0_oracle_rel_error"] <= TOL, r
+    ex = Explainer(Net(), dtype=torch.float64, input_shape=(3, 4, 4))
+    assert "attnsum" in {p.kind for p in ex.plan.plans.values()}
+    maps = ex.attribute(torch.randn(2, 3, 4, 4), ["lrp_beta_1", "lrp_gamma_100"]).maps
+    assert all(bool(torch.isfinite(m).all()) for m in maps.values())

@@ -508,11 +508,19 @@ class DiagOp:
             return t  # broadcast: no batch axis, or one row for all
         return t.repeat(n // t.shape[0], *([1] * (t.dim() - 1)))
 
+    def _apply(self, W, z):
+        """``L_W(z)``: the map with weights ``W`` (here elementwise)."""
+        return z * self._rows(W, z)
+
+    def _apply_t(self, W, g):
+        """``L_W^T(g)`` (a diagonal map is its own transpose)."""
+        return g * self._rows(W, g)
+
     def parts(self, z):
-        op_ = z * self._rows(self.Wp, z)
+        op_ = self._apply(self.Wp, z)
         if self.nonneg:
             return op_, None, op_.clone()
-        on_ = z * self._rows(self.Wn, z)
+        on_ = self._apply(self.Wn, z)
         return op_, on_, op_ + on_
 
     def term_buffer(self, n, rows, tail, ref):
@@ -527,7 +535,7 @@ class DiagOp:
                 if a == 0.0 and (b == 0.0 or self.nonneg):
                     continue
                 w = a * self.Wp if self.nonneg else a * self.Wp + b * self.Wn
-                term = buf[t] * self._rows(w, buf[t])
+                term = self._apply_t(w, buf[t])
                 T = term if T is None else T.add_(term)
             out.append(T)
         return out
@@ -711,7 +719,7 @@ class MatmulConstOp(_NonNegOp):
         return t if self.groups == 1 else t.unflatten(-3, (-1, self.groups)).sum(-3)
 
 
-class HeldMatmulOp:
+class HeldMatmulOp(DiagOp):
     """``y = A @ v`` with attention weights ``A`` of either sign held constant (attention
     mixed across heads after the softmax: CaiT's / EfficientFormer-V2's talking heads).
 
@@ -721,39 +729,18 @@ class HeldMatmulOp:
     kind = "attention"
 
     def __init__(self, A):
-        self.Wp, self.Wn = A.clamp(min=0), A.clamp(max=0)
-        self.nonneg = not bool((A < 0).any())
-        self.bias = None
-        self.bias_shape = None
+        super().__init__(A)
 
     @staticmethod
     def _rep(A, n):
         k = n // A.shape[0]
         return A if k == 1 else A.repeat(k, *([1] * (A.dim() - 1)))
 
-    def parts(self, z):
-        op_ = self._rep(self.Wp, z.shape[0]) @ z
-        if self.nonneg:
-            return op_, None, op_.clone()
-        on_ = self._rep(self.Wn, z.shape[0]) @ z
-        return op_, on_, op_ + on_
+    def _apply(self, W, z):
+        return self._rep(W, z.shape[0]) @ z
 
-    def term_buffer(self, n, rows, tail, ref):
-        bufs = [rows_like(ref, rows) for _ in range(n)]
-        return bufs, bufs
-
-    def transpose_signs(self, buf, keys, in_shape):
-        out = []
-        for key in keys:
-            T = None
-            for t, (a, b) in enumerate(key):
-                if a == 0.0 and (b == 0.0 or self.nonneg):
-                    continue
-                W = a * self.Wp if self.nonneg else a * self.Wp + b * self.Wn
-                term = self._rep(W, buf[t].shape[0]).transpose(-2, -1) @ buf[t]
-                T = term if T is None else T.add_(term)
-            out.append(T)
-        return out
+    def _apply_t(self, W, g):
+        return self._rep(W, g.shape[0]).transpose(-2, -1) @ g
 
 
 def sdpa_weights(q, k, attn_mask=None, is_causal=False, scale=None, enable_gqa=False):
