@@ -14,7 +14,7 @@ import torch.nn as nn
 
 
 from empirical.engine.kinds import LEAF_TYPES, UnsupportedModuleError  # noqa: F401 (re-exported)
-from empirical.engine.spellings import lift_functional
+from empirical.engine.spellings import lift_functional, sums_of_stacks_to_adds
 from empirical.engine.tracing import ConcreteTracer, fold_constants, inline_default_arguments
 
 #: the example input's (C, H, W) when the caller gives none (a model that asks
@@ -208,6 +208,7 @@ def canonicalise(model: nn.Module, dtype, device, input_shape=None) -> fx.GraphM
     if torch.is_tensor(reference):
         _check_samples_independent(gm, example, reference)
     lift_functional(gm)
+    sums_of_stacks_to_adds(gm)
     _fold_bn(gm)
     _contiguous_before_views(gm)
     gm.eval()

@@ -680,9 +680,7 @@ class _Planner:
         dims = (dims,) if isinstance(dims, int) else tuple(dims)
         src = node.args[0] if isinstance(node.args[0], fx.Node) else None
         nd = len(src.meta[SHAPE]) if src is not None and SHAPE in src.meta else None
-        stacked = src is not None and src.op == "call_function" and src.target is torch.stack and (
-            (src.args[1] if len(src.args) > 1 else src.kwargs.get("dim", 0)) == 0)
-        if not stacked and (0 in dims or (nd is not None and any(d % nd == 0 for d in dims))):
+        if 0 in dims or (nd is not None and any(d % nd == 0 for d in dims)):
             raise self.unsupported(node, "a sum over the batch axis")
         op = ops.PoolOp(lambda z, _d=dims, _k=keepdim: z.sum(dim=_d, keepdim=_k))
         return self.plan(node, "avgpool", op=op, sign="keeps", note="sum over axes (weights 1), rule applied")

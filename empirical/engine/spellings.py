@@ -18,6 +18,8 @@ hypernetwork) is left alone and refused by the node-kind table.
 
 from __future__ import annotations
 
+import operator
+
 import torch
 import torch.fx as fx
 import torch.nn as nn
@@ -177,3 +179,47 @@ def lift_functional(gm: fx.GraphModule) -> int:
         gm.graph.lint()
         gm.recompile()
     return lifted
+
+
+def _sum_dims(node):
+    if node.op == "call_method" and node.target == "sum":
+        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+    elif node.op == "call_function" and node.target is torch.sum:
+        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+    else:
+        return None
+    if keep or "dtype" in node.kwargs:
+        return None
+    return (dims,) if isinstance(dims, int) else tuple(dims) if isinstance(dims, (list, tuple)) else None
+
+
+def sums_of_stacks_to_adds(gm: fx.GraphModule) -> int:
+    """``torch.stack([a, b, ...]).sum(0)`` is ``a + b + ...`` (timm's multi-head
+    classifiers): rewritten into the residual sums it computes, so the stacking axis
+    is never mistaken for the batch axis.  Returns the number of rewrites."""
+    done = 0
+    for node in list(gm.graph.nodes):
+        dims = _sum_dims(node)
+        src = node.args[0] if node.args else None
+        if dims != (0,) or not isinstance(src, fx.Node) or src.op != "call_function" or src.target is not torch.stack:
+            continue
+        if (src.args[1] if len(src.args) > 1 else src.kwargs.get("dim", 0)) != 0 or len(src.users) != 1:
+            continue
+        items = src.args[0]
+        if not isinstance(items, (list, tuple)) or not items:
+            continue
+        with gm.graph.inserting_before(node):
+            acc = items[0]
+            for item in items[1:]:
+                acc = gm.graph.call_function(operator.add, (acc, item))
+                acc.meta = dict(node.meta)
+        node.replace_all_uses_with(acc)
+        gm.graph.erase_node(node)
+        gm.graph.erase_node(src)
+        done += 1
+    if done:
+        gm.graph.lint()
+        gm.recompile()
+    return done
