@@ -171,7 +171,8 @@ Fast path (``empirical.engine.fastpath``; ``Explainer.attribute(path="auto")``)
     ``normalisation`` is not ``"pass"``, no ``record`` and every node kind has a
     fast treatment.  The explicit path above is its reference (maps <= 1e-10
     relative in float64).  ``normalisation="centre"`` (LayerNorm/GroupNorm:
-    only ``1/std`` held constant) runs on the fast path only.
+    only ``1/std`` held constant) runs on both paths (the explicit one with the
+    dense centring operator ``CentreOp``).
 
 LayerRecord
     One record per graph node carrying relevance, for each LRP method, in the
