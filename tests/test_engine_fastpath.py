@@ -265,3 +265,54 @@ def test_attnlrp_differs_from_cp_lrp_and_swin_has_no_attnlrp():
     model, x = _model("swin_t")
     with pytest.raises(InputError, match="window attention"):
         Explainer(model, dtype=torch.float64).attribute(x, ["attnlrp"])
+
+
+class _ZeroOutputs(nn.Module):
+    """Affine outputs exactly 0 from nonzero inputs (``x_0 - x_1`` with ``x_0 == x_1``:
+    weights +1 and -1, no bias), each read by another kind of user: a ReLU, an identity
+    (whose gradient at 0 is not 0), a SiLU (the secant, 0 at 0), and a residual sum that
+    is itself 0 and read by a ReLU."""
+
+    def __init__(self):
+        super().__init__()
+        self.l1, self.l2, self.l3, self.l4, self.l5 = (nn.Linear(6, 3) for _ in range(5))
+        self.idn = nn.Identity()
+        self.head = nn.Linear(12, 3)
+        with torch.no_grad():
+            for lin in (self.l1, self.l2, self.l3):
+                lin.weight[0] = torch.tensor([1.0, -1.0, 0, 0, 0, 0])
+                lin.bias[0] = 0.0
+            self.l4.weight[0] = torch.tensor([1.0, 0, 0, 0, 0, 0])
+            self.l5.weight[0] = torch.tensor([0, -1.0, 0, 0, 0, 0])
+            self.l4.bias[0] = self.l5.bias[0] = 0.0
+
+    def forward(self, x):
+        b1 = torch.relu(self.l1(x))
+        b2 = self.idn(self.l2(x))
+        b3 = nn.functional.silu(self.l3(x))
+        b4 = torch.relu(self.l4(x) + self.l5(x))
+        return self.head(torch.cat([b1, b2, b3, b4], dim=1))
+
+
+def test_the_zero_denominator_mask_is_skipped_only_where_the_gradient_is_already_zero():
+    """cp_lrp (bias in the denominators, no epsilon) divides each affine output by itself:
+    1, and 0/0 := 0 where it is exactly 0.  The fast path drops that mask where every user
+    already sends back 0 there (:func:`empirical.engine.fastpath.zero_at_zero_nodes`)."""
+    torch.manual_seed(3)
+    model = _ZeroOutputs().double().eval()
+    x = torch.randn(1, 6, dtype=torch.float64)
+    x[0, 1] = x[0, 0]
+    ex = Explainer(model, dtype=torch.float64, conventions=Conventions(bias="backward", normalisation="centre"))
+    names = {n.name for n in ex._fast_zero_at_zero}
+    assert {"l1", "l3", "add"} <= names  # read by a ReLU, the SiLU's secant, a ReLU
+    assert not {"l2", "l4", "l5"} & names  # an identity; the residual sum (not a ReLU)
+    with torch.no_grad():
+        assert all(lin(x)[0, 0] == 0 for lin in (model.l1, model.l2, model.l3))
+        assert (model.l4(x) + model.l5(x))[0, 0] == 0
+    fast, expl = _both(ex, x, ["cp_lrp", "lrp_zero"], init="logit")
+    for m in ("cp_lrp", "lrp_zero"):
+        assert relative_error(fast.maps[m], expl.maps[m]) <= 1e-10, m
+    # the mask matters where the user is an identity: dropping it everywhere is wrong
+    ex._fast_zero_at_zero = frozenset(ex._nodes)
+    wrong = ex.attribute(x, ["cp_lrp"], init="logit", reduce="none", path="fast")
+    assert relative_error(wrong.maps["cp_lrp"], expl.maps["cp_lrp"]) > 1e-3

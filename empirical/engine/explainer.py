@@ -234,6 +234,7 @@ class Explainer:
         self._release = self._release_plan()
         self._fast_missing = fastpath.unsupported_kinds(self.plan)
         self._fast_release = self._fast_release_plan()
+        self._fast_zero_at_zero = fastpath.zero_at_zero_nodes(self.plan, self._modules)
 
     def _graph_for(self, shape):
         """A model whose ``forward`` asked Python about its example's shape is traced

@@ -179,16 +179,25 @@ class _Run:
         self.method = method
         self.e = self.conv.stabiliser + method.rule.epsilon
         self.forward_only = self.conv.bias == "forward_only"
+        self.zero_at_zero = explainer._fast_zero_at_zero
 
-    def scale(self, base, bias=None):
+    def scale(self, base, bias=None, node=None):
         """The affine output ``base + bias`` with the rule's ratio on its gradient; the
-        bias enters the denominator under ``Conventions(bias="backward")``."""
+        bias enters the denominator under ``Conventions(bias="backward")``.
+
+        With the whole output in the denominator and no epsilon the ratio is ``y / y``:
+        1, and 0 where ``y == 0`` (0/0 := 0).  When every user of ``node`` already sends
+        back a gradient of 0 where its input is 0 (:func:`zero_at_zero_nodes`), that
+        mask changes nothing and the output is returned as it is: the step costs
+        exactly the gradient's."""
         if not base.requires_grad:
             return base if bias is None else base + bias
         if bias is not None:
             bias = bias.detach()
             if not self.forward_only:
                 base, bias = base + bias, None
+        if bias is None and self.e == 0.0 and node is not None and node in self.zero_at_zero:
+            return base
         return _RuleScale.apply(base, bias, self.e)
 
 
@@ -284,6 +293,47 @@ def _plain_pass(node, modules) -> bool:
         return False
 
 
+def _is_relu(node, modules) -> bool:
+    if node.op == "call_module":
+        return type(modules[node.target]) is nn.ReLU
+    try:
+        return node.target in _RELU
+    except TypeError:
+        return False
+
+
+def zero_at_zero_nodes(plan, modules) -> frozenset:
+    """Nodes every user of which sends back a gradient of exactly 0 where the node's
+    value is 0, on the fast path: plain ReLUs (autograd's derivative at 0 is 0),
+    activations and gates under the secant ``sigma(z)/z`` (0 at ``z = 0`` by
+    :class:`_Secant`) whose relevance input is the node, and nodes that pass it no
+    relevance.  At such a node the 0/0 := 0 mask of an LRP-0 ratio ``y / y`` is
+    already in the gradient (:meth:`_Run.scale`)."""
+    ok = set()
+    for node, p in plan.plans.items():
+        if not node.users:
+            continue
+        good = True
+        for u in node.users:
+            up = plan.plans.get(u)
+            if up is None:
+                good = False
+            elif node not in up.rel_inputs and up.kind not in ("weights", "product"):
+                continue  # a constant argument of u: detached on the fast path
+            elif up.kind == "pass" and _is_relu(u, modules):
+                continue
+            elif (up.kind in ("pass", "gate") and up.rel_inputs and up.rel_inputs[0] is node
+                  and not _plain_pass(u, modules) and list(u.all_input_nodes).count(node) == 1):
+                continue
+            else:
+                good = False
+            if not good:
+                break
+        if good:
+            ok.add(node)
+    return frozenset(ok)
+
+
 def _affine(run, node, p, env):
     """conv / linear / avgpool / add / attnsum (held) / diag: the map without its bias
     (``base``), then the bias and the rule's scale (:meth:`_Run.scale`)."""
@@ -294,15 +344,15 @@ def _affine(run, node, p, env):
     if p.kind in ("diag", "centre"):
         spec = _norm_spec(node, ex._modules)
         if spec is not None:
-            return run.scale(*_norm_forward(run, node, env[p.rel_inputs[0]], args, kwargs, spec))
+            return run.scale(*_norm_forward(run, node, env[p.rel_inputs[0]], args, kwargs, spec), node=node)
         op = p.op if p.op is not None else p.build(_detach_tree(args), _detach_tree(kwargs))
         z = args[p.operand]
-        return run.scale(z * _diag_scale(op), op.bias)
+        return run.scale(z * _diag_scale(op), op.bias, node=node)
     if p.kind in ("conv", "linear"):
         if not run.forward_only or p.op is None or p.op.bias is None:  # the bias inside the denominator: y itself
-            return run.scale(ex._call(node, args, kwargs))
-        return run.scale(_without_bias(ex, node, p, args, kwargs), p.op.bias.reshape(p.op.bias_shape))
-    return run.scale(ex._call(node, args, kwargs))
+            return run.scale(ex._call(node, args, kwargs), node=node)
+        return run.scale(_without_bias(ex, node, p, args, kwargs), p.op.bias.reshape(p.op.bias_shape), node=node)
+    return run.scale(ex._call(node, args, kwargs), node=node)
 
 
 def _diag_scale(op):
