@@ -113,12 +113,18 @@ class _RuleScale(torch.autograd.Function):
         ctx.e = e
         y = base if bias is None else base + bias
         ctx.same = bias is None
-        ctx.save_for_backward(y) if bias is None else ctx.save_for_backward(y, base)
+        # y / y is 1 wherever y != 0: without a zero (one read of y, no temporary) the
+        # backward step passes the gradient on and keeps nothing
+        ctx.ones = ctx.same and e == 0.0 and bool(torch.all(y))
+        if not ctx.ones:
+            ctx.save_for_backward(y) if bias is None else ctx.save_for_backward(y, base)
         return y if bias is not None else base.view_as(base)
 
     @staticmethod
     def backward(ctx, g):
         e = ctx.e
+        if ctx.ones:
+            return g, None, None
         if ctx.same:
             (y,) = ctx.saved_tensors
             if e == 0.0:
