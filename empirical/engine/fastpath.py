@@ -147,11 +147,14 @@ class _Secant(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, out):
         ctx.save_for_backward(z, out)
+        ctx.nonzero = bool(torch.all(z))  # one read; without a zero the slope needs no mask
         return out.view_as(out)
 
     @staticmethod
     def backward(ctx, g):
         z, out = ctx.saved_tensors
+        if ctx.nonzero:
+            return (g * out).div_(z), None
         nz = z != 0
         slope = torch.where(nz, out / torch.where(nz, z, torch.ones_like(z)), torch.zeros_like(z))
         return g * slope, None
