@@ -153,6 +153,19 @@ CASES = [
     ("audit-nan-weights", ["audit", "--out", "{out}", "--model", "{net}", "--weights", "{nan_w}"], (TORCH,)),
     ("check-model-nan-layer", ["check-model", "{nan_layer}"], (TORCH,)),
     ("explain-nan-layer", ["explain", "--out", "{out}", "--model", "{nan_layer}"], (TORCH,)),
+    ("empirical-nan-weights", ["empirical", "--out", "{out}", "--model", "{net}", "--weights", "{nan_w}", "--n-images",
+                               "1", "--no-progress"], (TORCH,)),
+    ("empirical-nan-layer", ["empirical", "--out", "{out}", "--model", "{nan_layer}", "--n-images", "1",
+                             "--no-progress"], (TORCH,)),
+    ("audit-nan-layer", ["audit", "--out", "{out}", "--model", "{nan_layer}"], (TORCH,)),
+    ("sanity-randomize-nan-weights", ["sanity", "randomize", "--out", "{out}", "--model", "{net}", "--weights",
+                                      "{nan_w}", "--n-images", "1"], (TORCH,)),
+    ("sanity-faithfulness-nan-weights", ["sanity", "faithfulness", "--out", "{out}", "--model", "{net}", "--weights",
+                                         "{nan_w}", "--n-images", "1"], (TORCH,)),
+    ("sanity-overtaking-nan-weights", ["sanity", "overtaking", "--out", "{out}", "--model", "{net}", "--weights",
+                                       "{nan_w}", "--n-images", "1"], (TORCH,)),
+    ("sanity-randomize-nan-layer", ["sanity", "randomize", "--out", "{out}", "--model", "{nan_layer}", "--n-images",
+                                    "1"], (TORCH,)),
     ("check-model-model-conflict", ["check-model", "resnet18", "--model", "vgg16"], (TORCH,)),
     ("explain-label-outside-classes", ["explain", "--out", "{out}", "--model", "{net}", "--no-progress"], (TORCH,)),
     ("empirical-label-outside-classes", ["empirical", "--out", "{out}", "--model", "{net}", "--n-images", "1",
@@ -196,6 +209,11 @@ def build():
     return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), Root(), torch.nn.AdaptiveAvgPool2d(1),
                                torch.nn.Flatten(), torch.nn.Linear(4, 3))
 """
+
+
+#: what the one line must name for a model with NaN weights / a NaN layer output (sandbox key -> text)
+NONFINITE_NAMED = {"nan_w": "non-finite weights: first parameter 4.weight (1 NaN/inf of 40 values)",
+                   "nan_layer": "non-finite values on a zero input: first at 1 (Root)"}
 
 
 def _snapshot(root: Path, skip: Path) -> dict:
@@ -266,6 +284,10 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing_outside_out(argv, sandb
     assert rc == 2, (rc, cap.err[-500:])
     assert len(lines) == 1, cap.err[-1000:]
     assert lines[0].startswith("boundcheck: error:"), lines[0]
+    # non-finite weights / layer outputs: the line names the first offending parameter / layer
+    for kind, named in NONFINITE_NAMED.items():
+        if any(a == sandbox[kind] for a in argv):
+            assert named in lines[0], lines[0]
     assert "Traceback" not in cap.err and "Traceback" not in cap.out
     assert _snapshot(root, root / "out") == before
     # a refused run leaves --out as it found it (absent here)
