@@ -53,7 +53,7 @@ def add_arguments(parser, name: str = "check-model") -> None:
 
 def model_spec_of(args) -> str:
     """The one model of ``check-model MODEL`` / ``--model SPEC``; both naming different models is refused."""
-    from empirical.cliargs import DEFAULT_MODEL
+    from empirical.options import DEFAULT_MODEL
 
     if args.model_spec is not None and args.model is not None and args.model_spec != args.model:
         raise InputError(f"check-model: MODEL {args.model_spec!r} and --model {args.model!r} name different "
@@ -200,10 +200,15 @@ def check_model(model, name: str = "model", input_size: int = 224, seed: int = 0
     result["gradient_rel_error"] = _finite(cmp["gradient_rel_error"])
     if result["lrp0_oracle_rel_error"] is None or result["gradient_rel_error"] is None:
         # a supported model whose errors are not finite numbers is not a pass: say so, never "yes" and null
+        from empirical.models import first_nonfinite_layer
+
+        layer = first_nonfinite_layer(model, x)
+        where = (f"non-finite values in the forward pass on the check's random input: first at {layer}"
+                 if layer else "non-finite values in the backward pass")
         result["supported"] = False
         result["error"] = result["oracle_reason"] = (f"the oracle comparison is not finite (LRP-0 error "
                                  f"{cmp['lrp0_oracle_rel_error']}, gradient error {cmp['gradient_rel_error']}): "
-                                                     "non-finite values in the forward or backward pass")
+                                                     f"{where}")
         return result
     result["target"] = cmp.get("target")
     ex = Explainer(model, conventions=conv, dtype=torch.float64, input_shape=tuple(x.shape[1:]))

@@ -29,9 +29,8 @@ import sys
 
 from boundcheck.errors import InputError
 from empirical.io import check_output_dir
-from empirical.options import DTYPES
+from empirical.options import DEFAULT_MODEL, DTYPES
 
-DEFAULT_MODEL = "efficientnet-lite0"
 DEVICES = ("auto", "cpu", "cuda")  # and cuda:N (empirical.options.check_device)
 
 

@@ -714,6 +714,13 @@ def activation_probe(model, size: int, dtype=None):
     p = next(iter(model.parameters()), None)
     dtype = dtype or (p.dtype if p is not None else torch.float32)
     device = p.device if p is not None else "cpu"
+    return _probe(model, torch.zeros(1, 3, size, size, dtype=dtype, device=device))
+
+
+def _probe(model, x):
+    """:func:`activation_probe` on the input ``x``."""
+    import torch
+
     state = {"bytes": 0, "bad": None}
 
     def hook(name):
@@ -728,7 +735,7 @@ def activation_probe(model, size: int, dtype=None):
     handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if not any(m.children())]
     try:
         with torch.no_grad():
-            y = model(torch.zeros(1, 3, size, size, dtype=dtype, device=device))
+            y = model(x)
     finally:
         for h in handles:
             h.remove()
@@ -807,6 +814,39 @@ def check_finite(loaded) -> None:
     if layer:
         raise InputError(f"model {loaded.name!r} gives non-finite values on a zero input: first at {layer}; "
                          "nothing was computed")
+
+
+def first_nonfinite_layer(model, x) -> str | None:
+    """The first leaf module (``"path (Type)"``, execution order) whose output on the input batch ``x``
+    holds NaN or infinity, ``"the logits"`` when only the output does; None when all are finite.  ``x``
+    is cast to the model's parameter dtype and device; one forward without gradients."""
+    import torch
+
+    p = next(iter(model.parameters()), None)
+    if p is not None:
+        x = x.to(dtype=p.dtype, device=p.device)
+    _, layer, y = _probe(model, x)
+    if layer is None and isinstance(y, torch.Tensor) and y.is_floating_point() and not bool(torch.isfinite(y).all()):
+        layer = "the logits"
+    return layer
+
+
+def check_finite_images(model, x, ids) -> None:
+    """Stop before an image's work when the model's forward on it is not finite (one line naming the
+    image and the first non-finite layer), the per-image counterpart of :func:`check_finite`.
+
+    ``x``: the normalised batch (B, 3, H, W), ``ids``: the B image ids.  One forward of the batch; only
+    when it is not finite, one forward per image to name the first image that fails.
+    """
+    if first_nonfinite_layer(model, x) is None:
+        return
+    for i, image_id in enumerate(ids):
+        layer = first_nonfinite_layer(model, x[i:i + 1])
+        if layer is not None:
+            raise InputError(f"image {image_id}: the model gives non-finite values on it: first at {layer}; "
+                             "stopped before computing it (images already written are kept)")
+    raise InputError(f"images {_abbrev(ids)}: the model gives non-finite values on this batch (each image alone "
+                     "is finite); stopped before computing it (images already written are kept)")
 
 
 # --------------------------------------------------------------------------- entry points
@@ -921,7 +961,10 @@ class ModelSpec:
         return trained_weights(self.model, self.weights, self.random_weights)
 
     def check(self) -> "ModelSpec":
-        """The checks that need nothing loaded: weights and random exclude each other, the file exists."""
+        """The checks that need nothing loaded: a model spec is given, weights and random exclude each other,
+        the weights file exists."""
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise InputError(f"--model must be a name or FILE.py:CALLABLE, got {self.model!r}")
         if self.weights is not None and self.random_weights:
             raise InputError("--random-weights and --weights exclude each other")
         if self.weights is not None and not Path(self.weights).is_file():

@@ -1,11 +1,19 @@
 """The options every torch command shares, validated once in one wording.
 
+* :class:`StudyOptions`: the base dataclass of every study's options (``RunOptions`` of the experiment,
+  ``AuditOptions``, ``SanityOptions``, ``ExplainOptions``): model spec, images, seed, device, dtype,
+  TF32, threads, progress, with one set of defaults and one :meth:`StudyOptions.check_shared`; each
+  study's class adds only its own fields.  :func:`shared_kwargs` reads the shared fields from the parsed
+  command line (the option groups of :mod:`empirical.cliargs`).
 * :class:`empirical.models.ModelSpec` (model, weights or random, classes, input size, mean, std):
-  :func:`model_spec` reads it from any study's options, whichever older field name
-  (``pretrained`` or ``random_weights``) the study uses.
+  :meth:`StudyOptions.model_spec` / :func:`model_spec` (which also reads a parsed command line, and the
+  older ``pretrained`` spelling).  ``random_weights`` is the one field name; ``pretrained`` stays a
+  read-only property (``not random_weights``), and ``config.json`` folders written with ``pretrained``
+  are translated on resume (:func:`empirical.io.migrate_config`).
 * the device (``auto``, ``cpu``, ``cuda``, ``cuda:N``): :func:`check_device` when parsed,
   :func:`resolve_device` when used; "no CUDA device" is said in one place (:data:`NO_CUDA`).
-* the dtype (``float32``, ``float64``): :func:`check_dtype`.
+* the dtype (``float32``, ``float64``): :func:`check_dtype`; counts (``--n-images``, ``--threads``,
+  ``--batch-size``, ...): :func:`check_count`, one wording ("must be an integer >= k, got v").
 
 Nothing here imports torch at module level (the CLI parses options before loading it).
 """
@@ -13,10 +21,14 @@ Nothing here imports torch at module level (the CLI parses options before loadin
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, fields
 
 from boundcheck.errors import InputError
+from empirical.models import LITE0
 
 DTYPES = ("float32", "float64")
+#: the model of every command when ``--model`` is not given
+DEFAULT_MODEL = LITE0
 _DEVICE_RX = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 #: the one wording of a CUDA device asked for on a machine without one
 NO_CUDA = "--device {name}: no CUDA device is available; use --device cpu or auto"
@@ -58,7 +70,8 @@ def check_dtype(name) -> str:
 
 
 def model_spec(opts):
-    """The :class:`empirical.models.ModelSpec` of any study's options (``pretrained`` or ``random_weights``)."""
+    """The :class:`empirical.models.ModelSpec` of options or a parsed command line (``random_weights``, or
+    the older ``pretrained``)."""
     from empirical.models import ModelSpec
 
     if hasattr(opts, "random_weights"):
@@ -86,6 +99,16 @@ def check_run_memory(loaded, batch: int, device: str, dtype: str = "float32") ->
                               batch=int(batch) * (2 if check_dtype(dtype) == "float64" else 1))
 
 
+def default_batch_size(device) -> int:
+    """The batch when none is given: 64 on CUDA, 8 on the CPU (where larger batches leave the caches)."""
+    name = check_device(device)
+    if name == "auto":
+        import torch
+
+        return 64 if torch.cuda.is_available() else 8
+    return 64 if name.startswith("cuda") else 8
+
+
 def check_count(option: str, value, minimum: int = 1, allow_none: bool = False):
     """An integer option (``--n-images``, ``--batch-size``, ...) that must be >= ``minimum``, in one wording:
     ``"--n-images must be an integer >= 1, got 0"``."""
@@ -94,3 +117,94 @@ def check_count(option: str, value, minimum: int = 1, allow_none: bool = False):
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InputError(f"{option} must be an integer >= {minimum}, got {value!r}")
     return value
+
+
+def check_threads(value):
+    """``--threads``: None (torch's own choice) or an integer >= 1; else one line."""
+    return check_count("--threads", value, allow_none=True)
+
+
+@dataclass(kw_only=True)
+class StudyOptions:
+    """The options every torch study shares (keyword-only; a study's own fields come first in its class).
+
+    Model (:class:`empirical.models.ModelSpec`): ``model`` (a name, ``timm:NAME``, ``FILE.py:build`` or
+    ``package.module:build``), ``weights`` (a state_dict file) or ``random_weights``, and the overrides
+    ``num_classes``, ``input_size``, ``mean``, ``std`` (None: the weights' / builder's own).
+    Images (:func:`empirical.data.list_images`): ``images`` (a folder), ``image_files`` (single files),
+    ``imagenet_val`` with ``labels``, ``n_images`` (None: the study's own rule, documented there).
+    Run: ``seed``; ``device`` ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``; ``dtype``
+    ``float32`` or ``float64``; ``allow_tf32`` (CUDA only); ``threads`` (torch CPU threads, None: leave
+    torch's setting); ``progress`` (a bar on stderr, shown after 2 s).
+
+    ``pretrained`` is the older name of ``not random_weights`` (read-only).
+    """
+
+    model: str = DEFAULT_MODEL
+    weights: str | None = None
+    random_weights: bool = False
+    num_classes: int | None = None
+    input_size: int | None = None
+    mean: tuple | None = None
+    std: tuple | None = None
+    images: str | None = None
+    image_files: tuple | None = None
+    imagenet_val: str | None = None
+    labels: str | None = None
+    n_images: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "float32"
+    allow_tf32: bool = False
+    threads: int | None = None
+    progress: bool = True
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether trained weights were asked for (the older spelling; ``not random_weights``)."""
+        return not self.random_weights
+
+    def model_spec(self):
+        """The :class:`empirical.models.ModelSpec` of these options."""
+        return model_spec(self)
+
+    def check_shared(self):
+        """Check the shared options in one wording, loading nothing; returns the checked ``ModelSpec``.
+
+        Raises
+        ------
+        InputError
+            One line naming the option (the model spec's own checks, ``--n-images``, ``--seed``,
+            ``--device``, ``--dtype``, ``--threads``, an image source given twice).
+        """
+        check_count("--n-images", self.n_images, allow_none=True)
+        check_count("--seed", self.seed, minimum=0)
+        check_device(self.device)
+        check_dtype(self.dtype)
+        check_threads(self.threads)
+        if self.image_files is not None and not isinstance(self.image_files, (tuple, list)):
+            raise InputError(f"image_files must be a sequence of files, got {self.image_files!r}")
+        return self.model_spec().check()
+
+    def apply_threads(self) -> None:
+        """``torch.set_num_threads(threads)`` when ``threads`` is given."""
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(int(self.threads))
+
+
+#: the names of the shared fields (what :func:`shared_kwargs` reads from a parsed command line)
+SHARED_FIELDS = tuple(f.name for f in fields(StudyOptions))
+
+
+def shared_kwargs(args) -> dict:
+    """The shared fields from a parsed command line (:mod:`empirical.cliargs` option groups): ``--image``
+    becomes ``image_files`` (a tuple or None), ``--no-progress`` ``progress``; a field the command has no
+    option for keeps its default."""
+    kw = {k: getattr(args, k) for k in SHARED_FIELDS if hasattr(args, k)}
+    if hasattr(args, "image"):
+        kw["image_files"] = tuple(args.image) if args.image else None
+    if hasattr(args, "no_progress"):
+        kw["progress"] = not args.no_progress
+    return kw

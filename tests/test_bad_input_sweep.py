@@ -153,6 +153,32 @@ CASES = [
     ("audit-nan-weights", ["audit", "--out", "{out}", "--model", "{net}", "--weights", "{nan_w}"], (TORCH,)),
     ("check-model-nan-layer", ["check-model", "{nan_layer}"], (TORCH,)),
     ("explain-nan-layer", ["explain", "--out", "{out}", "--model", "{nan_layer}"], (TORCH,)),
+    ("empirical-nan-weights", ["empirical", "--out", "{out}", "--model", "{net}", "--weights", "{nan_w}", "--n-images",
+                               "1", "--no-progress"], (TORCH,)),
+    ("empirical-nan-layer", ["empirical", "--out", "{out}", "--model", "{nan_layer}", "--n-images", "1",
+                             "--no-progress"], (TORCH,)),
+    ("audit-nan-layer", ["audit", "--out", "{out}", "--model", "{nan_layer}"], (TORCH,)),
+    ("sanity-randomize-nan-weights", ["sanity", "randomize", "--out", "{out}", "--model", "{net}", "--weights",
+                                      "{nan_w}", "--n-images", "1"], (TORCH,)),
+    ("sanity-faithfulness-nan-weights", ["sanity", "faithfulness", "--out", "{out}", "--model", "{net}", "--weights",
+                                         "{nan_w}", "--n-images", "1"], (TORCH,)),
+    ("sanity-overtaking-nan-weights", ["sanity", "overtaking", "--out", "{out}", "--model", "{net}", "--weights",
+                                       "{nan_w}", "--n-images", "1"], (TORCH,)),
+    ("sanity-randomize-nan-layer", ["sanity", "randomize", "--out", "{out}", "--model", "{nan_layer}", "--n-images",
+                                    "1"], (TORCH,)),
+    # finite on the zero probe, NaN on the photos: stopped at the first image, naming the layer
+    ("check-model-nan-on-images", ["check-model", "{img_nan}", "--input-size", "32"], (TORCH,)),
+    ("empirical-nan-on-images", ["empirical", "--out", "{out}", "--model", "{img_nan}", "--input-size", "32",
+                                 "--n-images", "1", "--m-grid", "2", "--no-progress"], (TORCH,)),
+    ("audit-nan-on-images", ["audit", "--out", "{out}", "--model", "{img_nan}", "--input-size", "32", "--m-samples",
+                             "0", "--no-progress"], (TORCH,)),
+    ("explain-nan-on-images", ["explain", "--out", "{out}", "--model", "{img_nan}", "--input-size", "32",
+                               "--m-grid", "1", "--no-split-half", "--no-heatmaps", "--no-progress"], (TORCH,)),
+    ("sanity-overtaking-nan-on-images", ["sanity", "overtaking", "--out", "{out}", "--model", "{img_nan}",
+                                         "--input-size", "32", "--n-images", "1"], (TORCH,)),
+    ("sanity-faithfulness-nan-on-images", ["sanity", "faithfulness", "--out", "{out}", "--model", "{img_nan}",
+                                           "--input-size", "32", "--n-images", "1", "--n-regions", "4", "--methods",
+                                           "gradient"], (TORCH,)),
     ("check-model-model-conflict", ["check-model", "resnet18", "--model", "vgg16"], (TORCH,)),
     ("explain-label-outside-classes", ["explain", "--out", "{out}", "--model", "{net}", "--no-progress"], (TORCH,)),
     ("empirical-label-outside-classes", ["empirical", "--out", "{out}", "--model", "{net}", "--n-images", "1",
@@ -198,6 +224,24 @@ def build():
 """
 
 
+#: what the one line must name for a model with NaN weights / a NaN layer output (sandbox key -> text)
+NONFINITE_NAMED = {"nan_w": "non-finite weights: first parameter 4.weight (1 NaN/inf of 40 values)",
+                   "nan_layer": "non-finite values on a zero input: first at 1 (Root)",
+                   "img_nan": "first at 0 (Root)"}
+
+
+#: finite on a zero input (the probe at resolution), NaN wherever a normalised pixel exceeds 1 in magnitude
+IMG_NAN_NET = """
+import torch
+class Root(torch.nn.Module):
+    def forward(self, x):
+        return x * torch.sqrt(1 - x.abs())
+def build():
+    return torch.nn.Sequential(Root(), torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten(), torch.nn.Linear(4, 1000))
+"""
+
+
 def _snapshot(root: Path, skip: Path) -> dict:
     out = {}
     for dirpath, dirnames, filenames in os.walk(root):
@@ -227,6 +271,7 @@ def sandbox(tmp_path, monkeypatch):
     models.mkdir()
     (models / "net.py").write_text(TEN_CLASS_NET)
     (models / "nanlayer.py").write_text(NAN_LAYER_NET)
+    (models / "imgnan.py").write_text(IMG_NAN_NET)
     try:
         import torch
     except ImportError:
@@ -250,7 +295,8 @@ def sandbox(tmp_path, monkeypatch):
             "under_file": str(tmp_path / "afile.txt" / "sub"), "missing": str(tmp_path / "missing"),
             "empty": str(tmp_path / "empty"), "bad_imgs": str(bad), "junk": str(tmp_path / "junk.pth"),
             "net": f"{models / 'net.py'}:build", "nan_w": str(models / "nan.pth"),
-            "nan_layer": f"{models / 'nanlayer.py'}:build", "_root": tmp_path}
+            "nan_layer": f"{models / 'nanlayer.py'}:build", "img_nan": f"{models / 'imgnan.py'}:build",
+            "_root": tmp_path}
 
 
 @pytest.mark.parametrize("argv", [pytest.param(a, id=i, marks=m) for i, a, m in CASES])
@@ -266,6 +312,10 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing_outside_out(argv, sandb
     assert rc == 2, (rc, cap.err[-500:])
     assert len(lines) == 1, cap.err[-1000:]
     assert lines[0].startswith("boundcheck: error:"), lines[0]
+    # non-finite weights / layer outputs: the line names the first offending parameter / layer
+    for kind, named in NONFINITE_NAMED.items():
+        if any(a == sandbox[kind] for a in argv):
+            assert named in lines[0], lines[0]
     assert "Traceback" not in cap.err and "Traceback" not in cap.out
     assert _snapshot(root, root / "out") == before
     # a refused run leaves --out as it found it (absent here)

@@ -175,7 +175,7 @@ def test_audit_of_an_untrained_user_model_says_random_weights(tmp_path):
     net = tmp_path / "net.py"
     net.write_text(TEN_CLASS_NET)
     opts = validate(AuditOptions(out=None, model=f"{net}:build"))
-    assert opts.pretrained is False and opts.config()["pretrained"] is False
+    assert opts.pretrained is False and opts.config()["random_weights"] is True
     assert validate(AuditOptions(out=None, model="resnet18")).pretrained is True
 
 

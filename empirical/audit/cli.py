@@ -66,14 +66,12 @@ def add_arguments(parser, name: str = "audit") -> None:
 
 
 def options_from_args(args) -> AuditOptions:
+    from empirical.options import shared_kwargs
+
     return AuditOptions(
-        out=args.out, model=args.model, weights=args.weights, pretrained=not args.random_weights,
-        num_classes=args.num_classes, input_size=args.input_size, mean=args.mean, std=args.std,
-        images=args.images, image_files=tuple(args.image) if args.image else None, imagenet_val=args.imagenet_val,
-        labels=args.labels, n_images=args.n_images, rules=tuple(args.methods or DEFAULT_RULES),
-        gammas=tuple(parse_gammas(args.gamma_sweep)), m_samples=args.m_samples,
-        augmentations=tuple(args.augmentation or DEFAULT_AUGMENTATIONS), seed=args.seed, device=args.device,
-        dtype=args.dtype, allow_tf32=args.allow_tf32, threads=args.threads, progress=not args.no_progress,
+        out=args.out, rules=tuple(args.methods or DEFAULT_RULES), gammas=tuple(parse_gammas(args.gamma_sweep)),
+        m_samples=args.m_samples, augmentations=tuple(args.augmentation or DEFAULT_AUGMENTATIONS),
+        **shared_kwargs(args),
     )
 
 
@@ -88,12 +86,14 @@ def run(args) -> int:
 def audit(model_name: str = "efficientnet-lite0", weights=None, pretrained: bool = True, images=None,
           n_images: int = 1, rules=DEFAULT_RULES, gammas=DEFAULT_GAMMAS, m_samples: int = 4,
           augmentations=DEFAULT_AUGMENTATIONS, seed: int = 0, device: str = "cpu", dtype: str = "float32",
-          threads: int | None = 2, out_dir=None, model=None) -> dict:
-    """Keyword form of :func:`empirical.audit.run.run_audit` (see :class:`~empirical.audit.run.AuditOptions`)."""
+          threads: int | None = 2, out_dir=None, model=None, progress: bool = False) -> dict:
+    """Keyword form of :func:`empirical.audit.run.run_audit` (see :class:`~empirical.audit.run.AuditOptions`;
+    ``pretrained=False`` is ``random_weights=True`` there)."""
     opts = AuditOptions(out=None if out_dir is None else str(out_dir), model=model_name, weights=weights,
-                        pretrained=pretrained, images=images, n_images=n_images, rules=tuple(rules),
+                        random_weights=not pretrained, images=images, n_images=n_images, rules=tuple(rules),
                         gammas=tuple(gammas) if isinstance(gammas, (list, tuple)) else gammas, m_samples=m_samples,
-                        augmentations=tuple(augmentations), seed=seed, device=device, dtype=dtype, threads=threads)
+                        augmentations=tuple(augmentations), seed=seed, device=device, dtype=dtype, threads=threads,
+                        progress=progress)
     return run_audit(opts, model=model)
 
 

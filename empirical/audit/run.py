@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from boundcheck.errors import InputError
 from boundcheck.rules import parse_rule
 from empirical.audit.condition29 import DEFAULT_GAMMAS
 from empirical.augment import AUGMENTATIONS
+from empirical.options import StudyOptions
 
 DEFAULT_RULES: tuple[str, ...] = ("lrp_beta_0", "lrp_beta_1", "lrp_gamma_100", "lrp_gamma_1000")
 DEFAULT_AUGMENTATIONS: tuple[str, ...] = AUGMENTATIONS
@@ -59,38 +60,22 @@ def parse_gammas(text) -> list[float]:
 
 
 @dataclass
-class AuditOptions:
-    """Options of one audit run (see ``boundcheck audit --help``).
+class AuditOptions(StudyOptions):
+    """Options of one audit run (see ``boundcheck audit --help``): the shared
+    :class:`empirical.options.StudyOptions` (``n_images`` 1 by default: the audit is
+    per-neuron and slow) and the audit's own below.
 
-    ``out``, ``device``, ``threads`` and ``n_images`` are not part of the run's
-    configuration: a resume into the same ``out`` must repeat the others (a larger
+    ``out``, ``device``, ``threads``, ``progress`` and ``n_images`` are not part of the
+    run's configuration: a resume into the same ``out`` must repeat the others (a larger
     ``n_images`` extends a finished run).
     """
 
     out: str | None = None
-    model: str = "efficientnet-lite0"
-    weights: str | None = None
-    pretrained: bool = True
-    #: model overrides of :func:`empirical.models.resolve_model` (None: the weights' / builder's own)
-    num_classes: int | None = None
-    input_size: int | None = None
-    mean: tuple | None = None
-    std: tuple | None = None
-    images: str | None = None
-    image_files: tuple | None = None
-    imagenet_val: str | None = None
-    labels: str | None = None
-    n_images: int = 1
     rules: tuple = DEFAULT_RULES
     gammas: tuple = DEFAULT_GAMMAS
     m_samples: int = 4
     augmentations: tuple = DEFAULT_AUGMENTATIONS
-    seed: int = 0
-    device: str = "cpu"
-    dtype: str = "float32"
-    allow_tf32: bool = False
-    threads: int | None = 2
-    progress: bool = False  # a progress bar on stderr (the CLI's default; --no-progress)
+    n_images: int | None = field(default=1, kw_only=True)
 
     def config(self) -> dict:
         """The options that change the numbers (a resume must repeat them); unset overrides are left out."""
@@ -122,41 +107,26 @@ def validate(opts: AuditOptions) -> AuditOptions:
     """
     rules = list(dict.fromkeys(opts.rules or ()))
     gammas = parse_gammas(opts.gammas)
-    if not isinstance(opts.model, str) or not opts.model.strip():
-        raise InputError(f"--model must be a name or FILE.py:CALLABLE, got {opts.model!r}")
     if not rules:
         raise InputError("at least one --rule is needed")
     for r in rules:
         rule = parse_rule(r)
         if rule.adaptive_beta_max is not None or not ({"beta", "gamma"} & set(rule.params)):
             raise InputError(f"--rule {r}: the audit needs an LRP-beta or LRP-gamma rule (Lemma 7/8)")
-    n, m = opts.n_images, opts.m_samples
-    from empirical.options import check_count
-
-    check_count("--n-images", n)
+    m = opts.m_samples
     if isinstance(m, bool) or not isinstance(m, int) or m < 0 or m == 1:
         raise InputError(f"--m-samples must be 0 (skip) or an integer >= 2, got {m!r}")
     augs = list(dict.fromkeys(opts.augmentations or ()))
     bad = [a for a in augs if a not in DEFAULT_AUGMENTATIONS]
     if bad or not augs:
         raise InputError(f"--augmentation must be from {', '.join(DEFAULT_AUGMENTATIONS)}, got {augs!r}")
-    from empirical.options import check_device, check_dtype, model_spec
-
-    check_device(opts.device)
-    check_dtype(opts.dtype)
-    t = opts.threads
-    if t is not None and (isinstance(t, bool) or not isinstance(t, int) or t < 1):
-        raise InputError(f"--threads must be an integer >= 1, got {t!r}")
-    spec = model_spec(opts).check()
+    spec = opts.check_shared()
     # what the run really uses: a user model without --weights is randomly initialised by its callable
-    opts = replace(opts, pretrained=spec.trained)
-    device = opts.device
-    if device == "auto":
-        import torch
+    opts = replace(opts, random_weights=not spec.trained)
+    from empirical.options import resolve_device
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return AuditOptions(**{**asdict(opts), "rules": tuple(rules), "gammas": tuple(gammas),
-                           "augmentations": tuple(augs), "device": device})
+    device = resolve_device(opts.device) if opts.device == "auto" else opts.device
+    return replace(opts, rules=tuple(rules), gammas=tuple(gammas), augmentations=tuple(augs), device=device)
 
 
 # ----------------------------------------------------------------------------- one image
@@ -175,6 +145,10 @@ def audit_image(ex, lm, item, opts: AuditOptions, device, tdtype, want_hist: boo
 
     rules, gammas = list(opts.rules), list(opts.gammas)
     x01 = lm.to_unit(load_image(item.path))
+    if hasattr(lm, "model"):
+        from empirical.models import check_finite_images
+
+        check_finite_images(lm.model, lm.normalize(x01).unsqueeze(0), [item.id])
     x = lm.normalize(x01).unsqueeze(0).to(device=device, dtype=tdtype)
     att = ex.attribute(x, rules, record=True, reduce="none")
     target = int(att.target[0])
@@ -236,8 +210,7 @@ def run_audit(opts: AuditOptions, model=None) -> dict:
     opts = replace(opts, device=resolve_device(opts.device))
     items, source = list_images(imagenet_val=opts.imagenet_val, labels=opts.labels, images=opts.images,
                                 n=opts.n_images, image_files=list(opts.image_files) if opts.image_files else None)
-    if opts.threads:
-        torch.set_num_threads(int(opts.threads))
+    opts.apply_threads()
     if model is not None:
         lm = model
     else:

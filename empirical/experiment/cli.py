@@ -23,13 +23,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from boundcheck.errors import InputError
 
 def add_arguments(parser: argparse.ArgumentParser, name: str = "empirical") -> None:
     from empirical.cliargs import (
         add_deprecated_alias, add_device_args, add_image_args, add_m_grid_arg, add_methods_arg, add_model_args,
-        add_out_arg, add_progress_arg, csv_list,
+        add_out_arg, add_progress_arg, add_threads_arg, csv_list,
     )
+    from empirical.augment import AUGMENTATIONS
     from empirical.experiment.runner import DEFAULT_M_GRID, PAPER_METHODS
 
     parser.add_argument("action", nargs="?", choices=("run", "merge"), default="run",
@@ -38,10 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "empirical") -> N
     add_model_args(parser)
     add_image_args(parser, n_images_default=None)
     add_device_args(parser)
+    add_threads_arg(parser)
     add_methods_arg(parser, default=PAPER_METHODS)
     add_m_grid_arg(parser, DEFAULT_M_GRID, help="samples per set, e.g. 25,50,100 (the default)")
-    parser.add_argument("--augmentation", dest="augmentations", type=csv_list, default=("gaussian", "photometric"),
-                        metavar="A,B", help="comma-separated augmentations (default gaussian,photometric)")
+    parser.add_argument("--augmentation", dest="augmentations", type=csv_list, default=AUGMENTATIONS,
+                        metavar="A,B", help=f"comma-separated augmentations (default {','.join(AUGMENTATIONS)})")
     add_deprecated_alias(parser, "--augmentations", "--augmentation", dest="augmentations", type=csv_list)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sigma", type=float, default=1.0, help="Gaussian noise std in network-input space")
@@ -61,25 +62,17 @@ def run(args) -> int:
     else:
         from empirical.io import check_output_dir
 
+        from empirical.options import default_batch_size, shared_kwargs
+
         check_output_dir(args.out)  # before torch is imported or anything loaded
-        if args.random_weights and args.weights:
-            raise InputError("--random-weights and --weights exclude each other")
         import torch
 
-        torch.set_num_threads(max(1, min(torch.get_num_threads(), 16)))
-        on_cuda = args.device == "cuda" or (args.device in (None, "auto") and torch.cuda.is_available())
-        batch_size = args.batch_size if args.batch_size is not None else (64 if on_cuda else 8)
-        opts = RunOptions(
-            out=args.out, model=args.model, weights=args.weights, imagenet_val=args.imagenet_val,
-            labels=args.labels, images=args.images, n_images=args.n_images, m_grid=args.m,
-            augmentations=args.augmentations, methods=args.methods, seed=args.seed, sigma=args.sigma,
-            batch_size=batch_size, device=args.device, dtype=args.dtype, allow_tf32=args.allow_tf32,
-            pretrained=not args.random_weights, progress=not args.no_progress, stop_after=args.stop_after,
-            make_plots=not args.no_plots, num_classes=args.num_classes, input_size=args.input_size,
-            mean=args.mean, std=args.std, image_files=tuple(args.image) if args.image else None,
-        )
-        if args.random_weights and args.weights:
-            raise InputError("--random-weights and --weights exclude each other")
+        if args.threads is None:
+            torch.set_num_threads(max(1, min(torch.get_num_threads(), 16)))
+        batch_size = args.batch_size if args.batch_size is not None else default_batch_size(args.device)
+        opts = RunOptions(out=args.out, m_grid=args.m, augmentations=args.augmentations, methods=args.methods,
+                          sigma=args.sigma, batch_size=batch_size, stop_after=args.stop_after,
+                          make_plots=not args.no_plots, **shared_kwargs(args))
         res = run_experiment(opts)
         if res["status"] != "complete":
             print(f"{res['status']}: {res['written']} image(s) written to {args.out}", file=sys.stderr)

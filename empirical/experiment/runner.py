@@ -39,7 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from boundcheck.errors import InputError
+from empirical.augment import AUGMENTATIONS
 from empirical.engine import PAPER_METHODS
+from empirical.options import StudyOptions
 from empirical.io import (CONFIG_FILE, ResumableStore, append_jsonl, atomic_write_text, check_output_dir,
                           clean_stale_temps, read_jsonl, restore_nonfinite)
 
@@ -74,36 +76,18 @@ def code_fingerprint() -> str:
 
 
 @dataclass
-class RunOptions:
-    """Everything a run needs (the CLI fills it from its options)."""
+class RunOptions(StudyOptions):
+    """Everything a run needs (the CLI fills it from its options): the shared
+    :class:`empirical.options.StudyOptions` (``n_images`` None: every image, the paper's
+    :data:`PAPER_N_IMAGES` with ``imagenet_val``; ``allow_tf32``: float32 gradients on an H100 moved
+    8-12% from float64 with it, BENCHMARKS.md) and the experiment's own below."""
 
     out: str
-    model: str = "efficientnet-lite0"
-    weights: str | None = None
-    imagenet_val: str | None = None
-    labels: str | None = None
-    images: str | None = None
-    n_images: int | None = None
     m_grid: tuple = DEFAULT_M_GRID
-    augmentations: tuple = ("gaussian", "photometric")
+    augmentations: tuple = AUGMENTATIONS
     methods: tuple = PAPER_METHODS
-    seed: int = 0
     sigma: float = 1.0
     batch_size: int = 64
-    device: str | None = None
-    dtype: str = "float32"
-    #: CUDA only: TF32 convolutions/matmuls (faster; float32 gradients on an H100 moved 8-12% from
-    #: float64 with it, BENCHMARKS.md), an explicit part of the configuration; no effect on the CPU
-    allow_tf32: bool = False
-    pretrained: bool = True
-    #: model overrides of :func:`empirical.models.resolve_model` (None: the weights' / builder's own)
-    num_classes: int | None = None
-    input_size: int | None = None
-    mean: tuple | None = None
-    std: tuple | None = None
-    #: single image files (``--image``), instead of a folder
-    image_files: tuple | None = None
-    progress: bool = True
     stop_after: int | None = None  # stop after writing this many images (simulates a kill; tests)
     make_plots: bool = True
     extra: dict = field(default_factory=dict)
@@ -143,7 +127,6 @@ def dist_env() -> tuple[int, int, int]:
 
 # ----------------------------------------------------------------------------- configuration
 def _validate(opts: RunOptions) -> None:
-    from empirical.augment import AUGMENTATIONS
     from empirical.experiment.statistics import GRAD_METHODS, LRP_METHODS
 
     if not opts.m_grid or any(int(m) < 1 for m in opts.m_grid):
@@ -160,12 +143,10 @@ def _validate(opts: RunOptions) -> None:
         parse_method(m)  # an unknown name: InputError before anything is loaded
     if not any(m in GRAD_METHODS for m in opts.methods) or not any(m in LRP_METHODS for m in opts.methods):
         raise InputError(f"--methods needs one of {','.join(GRAD_METHODS)} and one of {','.join(LRP_METHODS)}")
-    from empirical.options import check_count, check_device, check_dtype
+    from empirical.options import check_count
 
     check_count("--batch-size", opts.batch_size)
-    check_count("--n-images", opts.n_images, allow_none=True)
-    check_dtype(opts.dtype)
-    check_device(opts.device)
+    opts.check_shared()
     if not (opts.sigma > 0 and math.isfinite(opts.sigma)):
         raise InputError(f"sigma must be > 0, got {opts.sigma}")
 
@@ -232,6 +213,7 @@ def run_experiment(opts: RunOptions, explainer=None, loaded=None) -> dict:
 
     _validate(opts)
     out = check_output_dir(opts.out)
+    opts.apply_threads()
     rank, world, local = dist_env()
     n_images = opts.n_images if opts.n_images is not None else (PAPER_N_IMAGES if opts.imagenet_val else None)
     items, source = list_images(opts.imagenet_val, opts.labels, opts.images, n_images,
@@ -292,6 +274,11 @@ def run_experiment(opts: RunOptions, explainer=None, loaded=None) -> dict:
                         done.add(it.id)
                         if bar is not None:
                             bar.update(1)
+            if imgs and hasattr(loaded, "model"):  # tests' stand-ins have no model
+                from empirical.models import check_finite_images
+
+                check_finite_images(loaded.model, loaded.normalize(torch.stack([im for _, im in imgs])),
+                                    [it.id for it, _ in imgs])
             # the whole group is recomputed (fixed batch composition); only missing ids are written
             records = run_group(explainer, loaded.normalize, imgs, protocol, opts.batch_size, device=device,
                                 dtype=dtype)

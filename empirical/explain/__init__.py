@@ -222,7 +222,9 @@ def report_section(out_dir, link_base=None, n_photos: int = 2, m=(1, 4), device:
         lm = load_model("efficientnet-lite0")
         ex = Explainer(lm.model, device=device)
         results = {}
-        for aug in ("gaussian", "photometric"):
+        from empirical.augment import AUGMENTATIONS as SECTION_6
+
+        for aug in SECTION_6:
             opts = ExplainOptions(out=str(out_dir / aug), n_images=n_photos, methods=REPORT_METHODS,
                                   augmentation=aug, m_grid=tuple(m), device=device, batch_size=8, progress=False,
                                   heatmaps=False, split_half=False)

@@ -77,20 +77,14 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "explain") -> Non
 def options_from_args(args):
     from empirical.explain.run import ExplainOptions
 
-    batch = args.batch_size
-    if batch is None:
-        import torch
+    from empirical.options import default_batch_size, shared_kwargs
 
-        batch = 64 if (args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())) else 8
+    batch = args.batch_size if args.batch_size is not None else default_batch_size(args.device)
     return ExplainOptions(
-        out=args.out, model=args.model, weights=args.weights, pretrained=not args.random_weights,
-        num_classes=args.num_classes, input_size=args.input_size, mean=args.mean, std=args.std,
-        images=args.images, image_files=tuple(args.image) if args.image else (), imagenet_val=args.imagenet_val,
-        labels=args.labels, n_images=args.n_images, methods=tuple(args.methods), augmentation=args.augmentation,
-        sigma=args.sigma, m_grid=tuple(args.m), seed=args.seed, device=args.device, dtype=args.dtype,
-        allow_tf32=args.allow_tf32, batch_size=batch, t=args.t, delta=args.delta, target_s2=args.target_s2,
+        out=args.out, methods=tuple(args.methods), augmentation=args.augmentation, sigma=args.sigma,
+        m_grid=tuple(args.m), batch_size=batch, t=args.t, delta=args.delta, target_s2=args.target_s2,
         max_m=args.max_m, split_half=not args.no_split_half, heatmaps=not args.no_heatmaps,
-        progress=not args.no_progress, stop_after=args.stop_after)
+        stop_after=args.stop_after, **shared_kwargs(args))
 
 
 def run(args) -> int:

@@ -37,6 +37,7 @@ from pathlib import Path
 from boundcheck.errors import InputError
 from boundcheck.paper import DELTA
 from empirical.explain.average import AUGMENTATIONS
+from empirical.options import StudyOptions
 
 DEFAULT_METHODS = ("gradient_x_input", "lrp_beta_0", "lrp_beta_1", "lrp_gamma_100")
 DEFAULT_M = (1, 4, 16, 64)
@@ -53,30 +54,16 @@ UNGUARANTEED = "measured on this image, not a guarantee"
 
 
 @dataclass
-class ExplainOptions:
-    """Everything ``boundcheck explain`` needs (the CLI fills it)."""
+class ExplainOptions(StudyOptions):
+    """Everything ``boundcheck explain`` needs (the CLI fills it): the shared
+    :class:`empirical.options.StudyOptions` (``n_images`` None: every image of the source, or the
+    first :data:`DEFAULT_N_SHIPPED` shipped photos without one) and explain's own below."""
 
     out: str
-    model: str = "efficientnet-lite0"  # any empirical.models.resolve_model spec
-    weights: str | None = None
-    pretrained: bool = True
-    num_classes: int | None = None
-    input_size: int | None = None
-    mean: tuple | None = None
-    std: tuple | None = None
-    images: str | None = None
-    image_files: tuple = ()
-    imagenet_val: str | None = None
-    labels: str | None = None
-    n_images: int | None = None
     methods: tuple = DEFAULT_METHODS
     augmentation: str = "gaussian"
     sigma: float = 1.0
     m_grid: tuple = DEFAULT_M
-    seed: int = 0
-    device: str | None = None  # None / "auto": cuda when available
-    dtype: str = "float32"
-    allow_tf32: bool = False
     batch_size: int = 8
     t: float = DEFAULT_T
     delta: float = DEFAULT_DELTA
@@ -84,17 +71,10 @@ class ExplainOptions:
     max_m: int = DEFAULT_MAX_M
     split_half: bool = True  # a second, disjoint set of samples for s1, s2 (doubles the cost)
     heatmaps: bool = True  # one PNG per (method, m); the montage and .npy files are always written
-    progress: bool = True
     stop_after: int | None = None  # stop after this many images (a simulated kill; tests)
 
 
 # ----------------------------------------------------------------------------- validation
-def _positive_int(name: str, v, minimum: int = 1) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-        raise InputError(f"{name} must be an integer >= {minimum}, got {v!r}")
-    return v
-
-
 def _real(name: str, v, lo: float | None = None, hi: float | None = None, open_hi: bool = True) -> float:
     try:
         x = float(v)
@@ -111,7 +91,7 @@ def list_items(opts: ExplainOptions):
     (:func:`empirical.data.list_images`; without a source the first :data:`DEFAULT_N_SHIPPED` shipped photos)."""
     from empirical.data import list_images
 
-    files = tuple(opts.image_files) or None
+    files = tuple(opts.image_files or ()) or None
     n = opts.n_images
     if n is None and files is None and opts.images is None and opts.imagenet_val is None:
         n = DEFAULT_N_SHIPPED
@@ -155,16 +135,11 @@ def validate(opts: ExplainOptions):
         opts.target_s2 = _real("--target-s2", opts.target_s2, lo=0.0)
         if not opts.split_half:
             raise InputError("--target-s2 measures the split-half s2: it needs the second sample set (drop --no-split-half)")
-    _positive_int("--max-m", opts.max_m)
-    _positive_int("--batch-size", opts.batch_size)
-    _positive_int("--seed", opts.seed, minimum=0)
-    from empirical.options import check_count, check_device, check_dtype, model_spec
+    from empirical.options import check_count
 
-    check_count("--n-images", opts.n_images, allow_none=True)
-    check_dtype(opts.dtype)
-
-    check_device(opts.device)
-    model_spec(opts).check()
+    check_count("--max-m", opts.max_m)
+    check_count("--batch-size", opts.batch_size)
+    opts.check_shared()
     from empirical.models import LITE0, resolve_model, torchvision_classifiers
 
     if opts.model != LITE0 and ":" not in opts.model and opts.model not in torchvision_classifiers():
@@ -206,7 +181,7 @@ def build_config(opts: ExplainOptions, items, source: dict, weights: str) -> dic
     """The run's configuration; ``weights`` is the --weights file, "random" or "default" (the shipped
     Lite0 weights / the torch hub cache file of :func:`empirical.models.load_model`)."""
     ids = "\n".join(it.id for it in items).encode()
-    return {"format": 1, "model": opts.model, "weights": weights, "random_weights": not opts.pretrained,
+    return {"format": 1, "model": opts.model, "weights": weights, "random_weights": bool(opts.random_weights),
             "num_classes": opts.num_classes, "input_size": opts.input_size,
             "mean": list(opts.mean) if opts.mean else None, "std": list(opts.std) if opts.std else None,
             "allow_tf32": bool(opts.allow_tf32),
@@ -339,6 +314,7 @@ def run_explain(opts: ExplainOptions, loaded=None, explainer=None) -> dict:
     opts, items, source = validate(opts)
     device = resolve_device(opts.device)
     out = check_output_dir(opts.out)
+    opts.apply_threads()
     # the configuration is checked before the model is loaded (a refused resume costs nothing)
     spec = model_spec(opts)
     wdesc = str(Path(opts.weights).resolve()) if opts.weights else ("default" if spec.trained else "random")
@@ -379,6 +355,10 @@ def run_explain(opts: ExplainOptions, loaded=None, explainer=None) -> dict:
     with progress_bar(opts.progress, total=len(todo) * per_image, unit="sample", desc=f"explain {opts.model}") as bar:
         for it in todo:
             x01 = loaded.to_unit(load_image(it.path))
+            if hasattr(loaded, "model"):  # tests' stand-ins have no model
+                from empirical.models import check_finite_images
+
+                check_finite_images(loaded.model, loaded.normalize(x01).unsqueeze(0), [it.id])
 
             def tick(k, _bar=bar):
                 if _bar is not None:

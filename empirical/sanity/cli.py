@@ -32,7 +32,8 @@ from __future__ import annotations
 import argparse
 
 from boundcheck.errors import InputError
-from empirical.sanity.run import DEFAULT_METHODS, DEFAULT_MODEL, SUBCOMMANDS, SanityOptions, run_check
+from empirical.options import DEFAULT_MODEL
+from empirical.sanity.run import DEFAULT_METHODS, SUBCOMMANDS, SanityOptions, run_check
 
 __all__ = ["add_arguments", "options_from_args", "run", "SanityOptions", "run_check"]
 
@@ -40,7 +41,7 @@ __all__ = ["add_arguments", "options_from_args", "run", "SanityOptions", "run_ch
 # --------------------------------------------------------------------------- argparse
 def add_arguments(parser: argparse.ArgumentParser, name: str = "sanity") -> None:
     from empirical.cliargs import (add_deprecated_alias, add_device_args, add_image_args, add_methods_arg,
-                                   add_model_args, add_out_arg, add_progress_arg)
+                                   add_model_args, add_out_arg, add_progress_arg, add_threads_arg)
 
     sub = parser.add_subparsers(dest="sanity_command", metavar="CHECK")
     helps = {
@@ -54,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "sanity") -> None
         add_model_args(p, default=DEFAULT_MODEL)
         add_image_args(p, n_images_default=4)
         add_device_args(p)
+        add_threads_arg(p)
         p.add_argument("--seed", type=int, default=0, help="seed of the randomisation / random baseline")
         p.add_argument("--batch-size", dest="batch_size", type=int, default=8, help="images per batch")
         add_progress_arg(p)
@@ -77,11 +79,9 @@ def options_from_args(args) -> SanityOptions:
     cmd = getattr(args, "sanity_command", None)
     if cmd is None:
         raise InputError("sanity: choose a check: " + ", ".join(SUBCOMMANDS))
-    kw = {k: getattr(args, k) for k in ("out", "model", "weights", "random_weights", "num_classes", "input_size",
-                                        "mean", "std", "images", "imagenet_val", "labels", "n_images", "seed",
-                                        "device", "dtype", "allow_tf32", "batch_size")}
-    kw["progress"] = not args.no_progress
-    kw["image_files"] = tuple(args.image) if args.image else None
+    from empirical.options import shared_kwargs
+
+    kw = {"out": args.out, "batch_size": args.batch_size, **shared_kwargs(args)}
     if hasattr(args, "methods"):
         kw["methods"] = tuple(args.methods)
     for k in ("steps", "stride", "region_size", "n_regions"):

@@ -13,25 +13,26 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from boundcheck.errors import InputError
 from empirical.io import atomic_write_text
+from empirical.options import StudyOptions
 
 SUBCOMMANDS = ("randomize", "faithfulness", "overtaking")
 DEFAULT_METHODS = ("gradient", "gradient_x_input", "integrated_gradients", "lrp_beta_0", "lrp_beta_1",
                    "adaptive_beta", "lrp_gamma_100")
-DEFAULT_MODEL = "efficientnet-lite0"
 
 
 @dataclass
-class SanityOptions:
-    """Options of one sanity run.
+class SanityOptions(StudyOptions):
+    """Options of one sanity run: the shared :class:`empirical.options.StudyOptions`
+    (``n_images`` 4 by default) and the checks' own below.
 
-    The CLI flags except ``out``, ``device``, ``batch_size``, ``progress`` and
+    The options except ``out``, ``device``, ``threads``, ``batch_size``, ``progress`` and
     ``n_images`` form the run's configuration: a restart into the same ``--out``
     must repeat them (results do not depend on the others; a larger
     ``--n-images`` extends a finished run).
@@ -39,35 +40,18 @@ class SanityOptions:
 
     command: str
     out: str
-    model: str = DEFAULT_MODEL
-    weights: str | None = None
-    random_weights: bool = False
-    #: model overrides of :func:`empirical.models.resolve_model` (None: the weights' / builder's own)
-    num_classes: int | None = None
-    input_size: int | None = None
-    mean: tuple | None = None
-    std: tuple | None = None
-    images: str | None = None
-    image_files: tuple | None = None
-    imagenet_val: str | None = None
-    labels: str | None = None
-    n_images: int = 4
     methods: tuple = DEFAULT_METHODS
     region_size: int = 15
     n_regions: int = 30
     blur_kernel: int = 15
     steps: int | None = None
     stride: int = 1
-    seed: int = 0
-    device: str = "cpu"
-    dtype: str = "float32"
-    allow_tf32: bool = False
     batch_size: int = 8
-    progress: bool = False
+    n_images: int | None = field(default=4, kw_only=True)
 
     def config(self) -> dict:
         d = asdict(self)
-        for k in ("out", "device", "batch_size", "progress", "n_images"):
+        for k in ("out", "device", "threads", "batch_size", "progress", "n_images"):
             d.pop(k)
         # options at their defaults stay out (a run made before they existed resumes)
         for k, default in (("random_weights", False), ("num_classes", None), ("input_size", None), ("mean", None),
@@ -95,18 +79,14 @@ def validate(opts: SanityOptions) -> None:
         raise InputError(f"unknown sanity check {opts.command!r}; choose one of {', '.join(SUBCOMMANDS)}")
     from empirical.options import check_count
 
-    for name, v in (("--n-images", opts.n_images), ("--batch-size", opts.batch_size),
-                    ("--n-regions", opts.n_regions), ("--stride", opts.stride)):
+    for name, v in (("--batch-size", opts.batch_size), ("--n-regions", opts.n_regions), ("--stride", opts.stride)):
         check_count(name, v)
-    if opts.steps is not None and (not isinstance(opts.steps, int) or opts.steps < 1):
-        raise InputError(f"--steps must be an integer >= 1, got {opts.steps!r}")
+    check_count("--steps", opts.steps, allow_none=True)
     if opts.region_size not in (8, 15):
         raise InputError(f"--region-size must be 8 or 15, got {opts.region_size!r}")
-    from empirical.options import check_device, check_dtype, model_spec, resolve_device
+    from empirical.options import resolve_device
 
-    check_device(opts.device)
-    check_dtype(opts.dtype)
-    model_spec(opts).check()
+    opts.check_shared()
     if str(opts.device).startswith("cuda"):
         resolve_device(opts.device)
     if opts.command != "overtaking":
@@ -192,6 +172,7 @@ def run_check(opts: SanityOptions) -> dict:
 
     opts = replace(opts, device=resolve_device(opts.device))
     check_output_dir(opts.out)
+    opts.apply_threads()
     t0 = time.time()
     lm, items, src = load_inputs(opts)
     _validate_against_model(opts, lm)
@@ -212,6 +193,10 @@ def run_check(opts: SanityOptions) -> dict:
             for it, why in skipped:
                 store.append({"id": it.id, "skipped": why})
             if x is not None:
+                from empirical.models import check_finite_images
+
+                if hasattr(lm, "model"):  # tests' stand-ins have no model
+                    check_finite_images(lm.model, x, [it.id for it in kept])
                 for rec in _process(opts, ctx, x, kept, device):
                     store.append(rec)
             if bar is not None:
