@@ -213,10 +213,9 @@ def lift_functional(gm: fx.GraphModule) -> int:
 
 
 def _sum_dims(node):
-    if node.op == "call_method" and node.target == "sum":
-        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
-        keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
-    elif node.op == "call_function" and node.target is torch.sum:
+    """The reduced axes of a ``sum``/``mean`` call (method or function) without keepdim/dtype, else None."""
+    if (node.op == "call_method" and node.target in ("sum", "mean")) or (
+            node.op == "call_function" and node.target in (torch.sum, torch.mean)):
         dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
         keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
     else:
@@ -227,9 +226,11 @@ def _sum_dims(node):
 
 
 def sums_of_stacks_to_adds(gm: fx.GraphModule) -> int:
-    """``torch.stack([a, b, ...]).sum(0)`` is ``a + b + ...`` (timm's multi-head
-    classifiers): rewritten into the residual sums it computes, so the stacking axis
-    is never mistaken for the batch axis.  Returns the number of rewrites."""
+    """``torch.stack([a, b, ...]).sum(0)`` is ``a + b + ...`` and ``.mean(0)`` is
+    ``(a + b + ...) / n`` (timm's multi-head classifiers: LeViT's distillation head,
+    CrossViT's per-branch heads): rewritten into the residual sums (and the constant
+    scaling) they compute, so the stacking axis is never mistaken for the batch axis.
+    Returns the number of rewrites."""
     done = 0
     for node in list(gm.graph.nodes):
         dims = _sum_dims(node)
@@ -241,10 +242,14 @@ def sums_of_stacks_to_adds(gm: fx.GraphModule) -> int:
         items = src.args[0]
         if not isinstance(items, (list, tuple)) or not items:
             continue
+        mean = node.target in ("mean", torch.mean)
         with gm.graph.inserting_before(node):
             acc = items[0]
             for item in items[1:]:
                 acc = gm.graph.call_function(operator.add, (acc, item))
+                acc.meta = dict(node.meta)
+            if mean and len(items) > 1:
+                acc = gm.graph.call_function(operator.truediv, (acc, float(len(items))))
                 acc.meta = dict(node.meta)
         node.replace_all_uses_with(acc)
         gm.graph.erase_node(node)
