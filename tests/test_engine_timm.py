@@ -194,7 +194,8 @@ def test_talking_heads_attention_mixed_after_the_softmax_equals_the_oracle():
 # (LowFormer's attention upsampling, depthwise) and bicubic resampling (CrossViT's second branch)
 LINEAR_MAP_CASES = {
     "crossvit_tiny_240": (dict(img_size=48, img_scale=(1.0, 40 / 48), patch_size=[6, 8], embed_dim=[16, 32],
-                               depth=[[1, 1, 0]], num_heads=[2, 2], mlp_ratio=[2, 2, 1], num_classes=10), 48, "resample"),
+                               depth=[[1, 1, 0]], num_heads=[2, 2], mlp_ratio=[2, 2, 1], num_classes=10),
+                          48, "resample"),
     "lowformer_b0": (dict(width_list=[8, 8, 16, 16, 32], depth_list=[0, 1, 1, 1, 1], head_widths=(32, 32),
                           num_classes=10), 64, "conv"),
 }
