@@ -260,3 +260,33 @@ def test_untraceable_model_is_one_line():
     with pytest.raises(UnsupportedModuleError) as exc:
         Explainer(Branchy())
     assert "cannot be traced" in str(exc.value) and "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+def test_sum_or_mean_over_a_stack_of_heads_is_a_residual_sum(reduce):
+    """``torch.stack([h1, h2]).sum(0)`` / ``torch.mean(torch.stack(...), dim=0)`` (LeViT's,
+    CrossViT's classifier heads) are rewritten into ``h1 + h2`` (``/ 2``): the stacking
+    axis is not the batch axis, so a batch of 3 gets 3 maps, LRP-0 == gradient x input."""
+
+    class Heads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(6, 4), nn.Linear(6, 4)
+
+        def forward(self, x):
+            s = torch.stack([self.a(x), self.b(torch.relu(x))], dim=0)
+            return s.sum(0) if reduce == "sum" else torch.mean(s, dim=0)
+
+    torch.manual_seed(7)
+    model = Heads().double()
+    x = torch.randn(3, 6, dtype=torch.float64)
+    ex = Explainer(model, conventions=Conventions(bias="backward"), dtype=torch.float64)
+    kinds = [p.kind for p in ex.plan.plans.values()]
+    assert "add" in kinds and kinds.count("diag") == (reduce == "mean")
+    res = ex.attribute(x, ["lrp_zero"], init="logit", reduce="none")
+    assert res.maps["lrp_zero"].shape == x.shape
+    assert torch.allclose(res.logits, model(x), rtol=1e-12)
+    xg = x.clone().requires_grad_(True)
+    out = model(xg)
+    (g,) = torch.autograd.grad(out.gather(1, res.target[:, None]).sum(), xg)
+    assert float((res.maps["lrp_zero"] - x * g).norm() / (x * g).norm()) < 1e-10

@@ -31,9 +31,9 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-def _timm_model(name):
+def _timm_model(name, **kw):
     torch.manual_seed(0)
-    model = timm.create_model(name, pretrained=False)
+    model = timm.create_model(name, pretrained=False, **kw)
     randomise_batchnorm_stats(model, generator=torch.Generator().manual_seed(1))
     for mod in model.modules():  # zero-initialised heads would make every map 0 (a trivially exact comparison)
         if isinstance(mod, nn.Linear) and not bool(mod.weight.abs().sum()):
@@ -188,3 +188,40 @@ def test_talking_heads_attention_mixed_after_the_softmax_equals_the_oracle():
     assert "attnsum" in {p.kind for p in ex.plan.plans.values()}
     maps = ex.attribute(torch.randn(2, 3, 4, 4), ["lrp_beta_1", "lrp_gamma_100"]).maps
     assert all(bool(torch.isfinite(m).all()) for m in maps.values())
+
+
+# small versions of the two timm families whose only blockers were a transposed convolution
+# (LowFormer's attention upsampling, depthwise) and bicubic resampling (CrossViT's second branch)
+LINEAR_MAP_CASES = {
+    "crossvit_tiny_240": (dict(img_size=48, img_scale=(1.0, 40 / 48), patch_size=[6, 8], embed_dim=[16, 32],
+                               depth=[[1, 1, 0]], num_heads=[2, 2], mlp_ratio=[2, 2, 1], num_classes=10),
+                          48, "resample"),
+    "lowformer_b0": (dict(width_list=[8, 8, 16, 16, 32], depth_list=[0, 1, 1, 1, 1], head_widths=(32, 32),
+                          num_classes=10), 64, "conv"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LINEAR_MAP_CASES))
+def test_transposed_convolution_and_bicubic_models_equal_the_oracle_on_both_paths(name):
+    """LRP-0 == the oracle, gradient == autograd, fast path == explicit path (LRP-0, CP-LRP,
+    LRP-epsilon; <= 1e-10) on small LowFormer / CrossViT."""
+    from boundcheck.rules import Conventions
+    from empirical.oracle import relative_error
+
+    kw, side, kind = LINEAR_MAP_CASES[name]
+    model = _timm_model(name, **kw)
+    x = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(2))
+    r = compare_with_engine(model, x)
+    assert r["lrp0_reference_norm"] > 0
+    assert r["lrp0_oracle_rel_error"] <= TOL, (name, r)
+    assert r["gradient_rel_error"] <= 1e-10, (name, r)
+    ex = Explainer(model, conventions=Conventions(bias="backward"), dtype=torch.float64)
+    notes = [p.note for p in ex.plan.plans.values() if p.kind == kind]
+    assert any("bicubic" in n or "transposed" in n for n in notes), notes
+    methods = ["lrp_zero", "cp_lrp", "lrp_epsilon_0.1"]
+    xd = x.double()
+    fast = ex.attribute(xd, methods, reduce="none", path="fast", init="logit")
+    expl = ex.attribute(xd, methods, reduce="none", path="explicit", init="logit")
+    for m in methods:
+        assert relative_error(fast.maps[m], expl.maps[m]) <= 1e-10, m
+

@@ -630,6 +630,7 @@ _LINEAR = {
     "contiguous", "clone", "chunk", "split", "cat", "stack", "roll", "__getitem__", "__setitem__", "masked_fill",
     "__get__", "fn",  # properties (.T, .shape ...); max_pool2d's boolean dispatch (winner-take-all selection)
     "max_pool2d", "adaptive_max_pool2d", "_assert", "zero_", "new_zeros", "size", "dim", "numel",
+    "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "interpolate",  # (transposed) convolution, resampling
 }
 _BILINEAR = {"mul", "__mul__", "__rmul__", "mul_", "__imul__", "matmul", "__matmul__", "bmm", "einsum", "div",
              "__truediv__", "div_", "__itruediv__"}
@@ -710,3 +711,31 @@ def test_no_gradient_through_unreplaced_nonlinear_ops(family):
     assert bool(torch.isfinite(grad).all()) and float(grad.abs().max()) > 0
     nonzero = [(n, g) for n, g in audit.log if g != 0]
     assert nonzero == [], nonzero
+
+
+def test_transposed_convolution_and_bicubic_resampling_are_plain_linear_maps_to_the_oracle():
+    """The oracle needs nothing for them: autograd's derivative of a linear map is the map,
+    and no gradient reaches an unreplaced nonlinear operation (LowFormer's, CrossViT's)."""
+
+    class Up(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(3, 4, 3, padding=1)
+            self.up = nn.ConvTranspose2d(4, 4, 4, stride=2, padding=1, groups=4)
+            self.fc = nn.Linear(4 * 7 * 7, 5)
+
+        def forward(self, x):
+            y = self.up(torch.relu(self.c(x)))
+            y = nn.functional.interpolate(y, size=(7, 7), mode="bicubic", align_corners=False)
+            return self.fc(nn.functional.gelu(y).flatten(1))
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = Up().eval().to(D64).requires_grad_(False)
+    x = torch.randn(1, 3, 5, 5, dtype=D64, generator=_seeded(2), requires_grad=True)
+    audit = _Audit()
+    with audit:
+        logits = model(x)
+    (grad,) = torch.autograd.grad(logits[0, int(logits.argmax())], x)
+    assert float(grad.abs().max()) > 0
+    assert [(n, g) for n, g in audit.log if g != 0] == []

@@ -45,11 +45,17 @@ The node kinds (``empirical.engine.kinds.KINDS``; depth = rule ops on a relevanc
     kind        treatment   depth  nodes
     ==========  ==========  =====  ==============================================================
     conv        affine      1      ``nn.Conv1d/2d/3d`` and their functional forms (zero padding,
-                                   ints/"valid"/symmetric "same")
+                                   ints/"valid"/symmetric "same"); ``nn.ConvTranspose1d/2d/3d``
+                                   and ``F.conv_transpose*`` with a constant weight (groups,
+                                   stride, padding, output_padding/output_size, dilation)
     linear      affine      1      ``nn.Linear`` (any leading axes)
     avgpool     affine      1      average pooling modules/functions (1-3 d), ``mean``/``sum`` over
-                                   given axes (never the batch axis), (bi/tri)linear and area
-                                   resampling (weights >= 0)
+                                   given axes (never the batch axis)
+    resample    affine      1      ``F.interpolate``/``nn.Upsample`` in the modes linear, bilinear,
+                                   trilinear, area (weights >= 0) and bicubic (both signs;
+                                   ``align_corners``, ``antialias``, ``scale_factor``): the separable
+                                   map ``A X B^T`` with torch's own per-axis matrices, sign parts
+                                   ``A+ (x) B+- + A- (x) B-+`` applied axis by axis
     add         affine      1      ``a + b`` of two input-dependent tensors (weights 1); ``a - b``
                                    as the summands ``a`` and ``-b`` (exact for every rule weighing
                                    pp/nn and pn/np alike: all rules of [P1])
@@ -96,7 +102,7 @@ The node kinds (``empirical.engine.kinds.KINDS``; depth = rule ops on a relevanc
 
     A quotient of two input-dependent tensors whose divisor is not a held
     statistic is unsupported, and so is every operation without an entry (LSTM,
-    ``exp``, bicubic resampling, a sum over the batch axis).
+    ``exp``, a sum over the batch axis).
     ``Conventions.normalisation`` (beside ``bias`` and ``zero_denominator``)
     chooses between ``"affine"`` (default; makes LRP-0 with ``bias="backward"``
     equal x times the modified gradient on every architecture), ``"centre"``
@@ -184,7 +190,7 @@ LayerRecord
     ``relevance_out_*``: sums of the positive / negative relevance arriving at
     the node's output; ``relevance_in_*``: after the node's step, over all its
     inputs together.  ``pos_sum``/``neg_sum``: for the rule ops of kinds conv, linear,
-    avgpool, add, diag and attnsum ``P_a = sum_b (w_ab z_b)_+`` and ``N_a = sum_b (w_ab z_b)_-`` per output
+    avgpool, resample, add, diag and attnsum ``P_a = sum_b (w_ab z_b)_+`` and ``N_a = sum_b (w_ab z_b)_-`` per output
     neuron (bias excluded), shared by all rules; ``None`` elsewhere (including
     the attention modules).
 

@@ -16,9 +16,9 @@ The treatments, one per node kind of :data:`empirical.engine.kinds.KINDS`
 ==========================  ===================================================================
 kind                        modified local derivative
 ==========================  ===================================================================
-conv, linear, avgpool,      the node's own (affine) derivative, then the gradient at its output
-add, diag, attnsum          times ``y / D`` (:class:`_RuleScale`): ``D`` is the rule's
-                            denominator, ``y`` minus the bias part under
+conv (also transposed),     the node's own (affine) derivative, then the gradient at its output
+linear, avgpool, resample,  times ``y / D`` (:class:`_RuleScale`): ``D`` is the rule's
+add, diag, attnsum          denominator, ``y`` minus the bias part under
                             ``Conventions(bias="forward_only")`` (``y`` under ``"backward"``),
                             plus ``(stabiliser + epsilon) * sign(D)``, ``sign(0) = +1``; a ratio
                             with ``D == 0`` is 0 (``zero_denominator="zero"``, the only policy
@@ -358,9 +358,12 @@ def _affine(run, node, p, env):
         z = args[p.operand]
         return run.scale(z * _diag_scale(op), op.bias, node=node)
     if p.kind in ("conv", "linear"):
-        if not run.forward_only or p.op is None or p.op.bias is None:  # the bias inside the denominator: y itself
+        op = p.op
+        if op is None and p.build is not None:  # an operator of the call (a transposed convolution's output size)
+            op = p.build(_detach_tree(args), _detach_tree(kwargs))
+        if not run.forward_only or op is None or op.bias is None:  # the bias inside the denominator: y itself
             return run.scale(ex._call(node, args, kwargs), node=node)
-        return run.scale(_without_bias(ex, node, p, args, kwargs), p.op.bias.reshape(p.op.bias_shape), node=node)
+        return run.scale(_without_bias(ex, node, p, op, args, kwargs), op.bias.reshape(op.bias_shape), node=node)
     return run.scale(ex._call(node, args, kwargs), node=node)
 
 
@@ -372,16 +375,18 @@ def _diag_scale(op):
     return s
 
 
-def _without_bias(ex, node, p, args, kwargs):
-    """A convolution's / linear layer's output without its bias."""
+def _without_bias(ex, node, p, op, args, kwargs):
+    """A (transposed) convolution's / linear layer's output without its bias."""
     z = args[p.operand]
+    if hasattr(op, "forward_without_bias"):
+        return op.forward_without_bias(z)
     if node.op == "call_module":
         mod = ex._modules[node.target]
         if isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             return mod._conv_forward(z, mod.weight, None)
         if isinstance(mod, nn.Linear):
             return F.linear(z, mod.weight)
-    op = p.op  # another spelling of the same operator: its weights, kept once
+    # another spelling of the same operator: its weights, kept once
     W = getattr(op, "_fast_weight", None)
     if W is None:
         W = op._fast_weight = op.Wp + op.Wn
@@ -505,7 +510,8 @@ def _swin(run, h, x):
 FAST_KINDS = {
     "input": None, "output": None,
     "const": _const, "meta": _const,
-    "conv": _affine, "linear": _affine, "avgpool": _affine, "add": _affine, "diag": _affine, "attnsum": _affine,
+    "conv": _affine, "linear": _affine, "avgpool": _affine, "resample": _affine, "add": _affine, "diag": _affine,
+    "attnsum": _affine,
     "centre": _affine,
     "attention": _attention,
     "pass": _pass, "gate": _pass,

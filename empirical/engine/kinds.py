@@ -112,9 +112,11 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("output", "none", 0, False, "network output"),
     Kind("const", "none", 0, False, "constant (parameter, buffer, or computed from them only)"),
     Kind("meta", "none", 0, False, "shape/size arithmetic, assertions"),
-    Kind("conv", "affine", 1, False, "1-, 2- or 3-d convolution (BatchNorm folded)"),
+    Kind("conv", "affine", 1, False, "1-, 2- or 3-d convolution (BatchNorm folded) or transposed convolution"),
     Kind("linear", "affine", 1, False, "fully connected layer (BatchNorm folded)"),
     Kind("avgpool", "affine", 1, False, "average pooling / mean over axes (weights >= 0)"),
+    Kind("resample", "affine", 1, False, "linear resampling (linear/bilinear/trilinear/area: weights >= 0; "
+                                          "bicubic: weights of both signs), a separable linear map A X B^T"),
     Kind("add", "affine", 1, True, "sum of two input-dependent tensors (weights 1)"),
     Kind("diag", "affine", 1, False, "elementwise affine map s*z + c (unfolded BatchNorm, LayerNorm with "
                                       "statistics constant, layer scale, constant scaling/offset)"),
@@ -134,7 +136,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
 )}
 
 #: kinds whose operator goes through :func:`empirical.engine.ops.lrp_step`
-LRP_OP_KINDS = frozenset({"conv", "linear", "avgpool", "diag", "centre", "attnsum"})
+LRP_OP_KINDS = frozenset({"conv", "linear", "avgpool", "resample", "diag", "centre", "attnsum"})
 
 
 def depth_weight(kind: str) -> int:
@@ -225,6 +227,7 @@ GATE_ACTIVATION_MODULES = (nn.Sigmoid, nn.Hardsigmoid)
 ROUTE_MODULES = (nn.Flatten, nn.Unflatten, nn.ZeroPad2d, nn.ConstantPad2d, nn.ZeroPad1d, nn.ConstantPad1d,
                  nn.ZeroPad3d, nn.ConstantPad3d, nn.PixelShuffle, nn.PixelUnshuffle, nn.ChannelShuffle, nn.Unfold)
 UPSAMPLE_MODULES = (nn.Upsample,)
+CONV_TRANSPOSE_MODULES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 MAXPOOL_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
                    nn.AdaptiveMaxPool3d)
 AVGPOOL_MODULES = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
@@ -296,8 +299,9 @@ NEG = {operator.neg, torch.neg, "neg", "__neg__"}
 META_ARITH = {operator.floordiv, operator.mod, operator.eq, operator.ne, operator.lt, operator.le, operator.gt,
               operator.ge, operator.pow, math.sqrt, operator.getitem}
 
-#: outputs >= 0 whenever every tensor input is (data movement, pooling, dropout in eval)
-SIGN_KEEPING_KINDS = frozenset({"route", "maxpool", "avgpool"})
+#: outputs >= 0 whenever every tensor input is (data movement, pooling, dropout in eval); for
+#: "resample" only the plans with sign "keeps" (the modes with weights >= 0, not bicubic)
+SIGN_KEEPING_KINDS = frozenset({"route", "maxpool", "avgpool", "resample"})
 
 
 def _is(node, family) -> bool:
@@ -434,6 +438,8 @@ class _Planner:
             except ValueError as exc:
                 raise self.unsupported(node, str(exc)) from None
             return self.plan(node, "conv", op=op, note="convolution, rule applied")
+        if type(mod) in CONV_TRANSPOSE_MODULES:
+            return self.conv_transpose(node, mod)
         if type(mod) is nn.Linear:
             return self.plan(node, "linear", op=ops.LinearOp(mod.weight, mod.bias), note="linear, rule applied")
         if isinstance(mod, AVGPOOL_MODULES):
@@ -475,7 +481,9 @@ class _Planner:
             return self.plan(node, "avgpool", op=ops.PoolOp(mod), sign="keeps",
                              note="fold: overlapping patches summed (weights 1), rule applied")
         if isinstance(mod, UPSAMPLE_MODULES):
-            return self.interpolation(node, mod.mode, lambda z, _m=mod: _m(z))
+            params = dict(size=mod.size, scale_factor=mod.scale_factor, align_corners=mod.align_corners,
+                          recompute_scale_factor=mod.recompute_scale_factor, antialias=False)
+            return self.interpolation(node, mod.mode, lambda args, kw, _p=params: _p)
         if isinstance(mod, MAXPOOL_MODULES):
             return self.plan(node, "maxpool", sign="keeps", note="max pooling, winner-take-all")
         if isinstance(mod, ROUTE_MODULES):
@@ -546,7 +554,7 @@ class _Planner:
                 mode = "bilinear"
             elif t is F.upsample_nearest:
                 mode = "nearest"
-            return self.interpolation(node, mode, None)
+            return self.interpolation(node, mode, _interpolate_params(t))
         if _is(node, MUL) or _is(node, DIV):
             return self.product(node)
         if _is(node, NEG):
@@ -720,19 +728,59 @@ class _Planner:
             return ops.DiagOp(1.0 / z.norm(p, dim, keepdim=True).clamp_min(eps))
         return self.elementwise(node, build, "normalize, norm held constant")
 
-    def interpolation(self, node, mode, fn):
-        """Resampling: nearest is data movement; (bi/tri)linear and area are linear maps
-        with weights >= 0 (the rule is applied); bicubic has negative weights."""
+    def interpolation(self, node, mode, params):
+        """Resampling: nearest is data movement; linear, bilinear, trilinear, area (weights
+        >= 0) and bicubic (weights of both signs) are the separable linear maps they compute
+        (:class:`empirical.engine.ops.ResampleOp`, the rule applied).  ``params(args, kw)``:
+        the call's ``size``, ``scale_factor``, ``align_corners``, ``recompute_scale_factor``
+        and ``antialias``."""
         from empirical.engine import ops
 
         if mode in ("nearest", "nearest-exact"):
             self.propagate(node)
             return self.plan(node, "route", sign="keeps", note=f"{mode} resampling: data movement")
-        if mode in ("linear", "bilinear", "trilinear", "area"):
-            how = dict(op=ops.PoolOp(fn)) if fn is not None else dict(build=_call_with(node))
-            return self.plan(node, "avgpool", sign="keeps", note=f"{mode} resampling (weights >= 0), rule applied",
-                             **how)
-        raise self.unsupported(node, f"{mode} resampling (negative interpolation weights)")
+        if not isinstance(mode, str) or mode not in ops.RESAMPLE_MODES:
+            raise self.unsupported(node, f"resampling mode {mode!r} (not a linear mode of F.interpolate)")
+        nonneg = mode in ops.NONNEG_RESAMPLE_MODES
+        cache = {}
+
+        def build(args, kw, _mode=mode):
+            p = params(args, kw)
+            z = args[0]
+            key = (tuple(z.shape[2:]), z.dtype, z.device, _mode, repr(sorted(p.items())))
+            mats = cache.get(key)
+            if mats is None:
+                mats = ops.resample_axis_matrices(tuple(z.shape[2:]), mode=_mode, dtype=z.dtype, device=z.device, **p)
+                ops.check_resample(ops.ResampleOp(mats), lambda t: F.interpolate(t, mode=_mode, **p), z.shape,
+                                   z.dtype, z.device)
+                cache[key] = mats
+            return ops.ResampleOp(mats)
+        sign = "keeps" if nonneg else None
+        what = "weights >= 0" if nonneg else "weights of both signs"
+        return self.plan(node, "resample", rel=(node.args[0],), build=build, operand=0, sign=sign,
+                         note=f"{mode} resampling, a separable linear map ({what}), rule applied")
+
+    def conv_transpose(self, node, mod):
+        """``nn.ConvTranspose1d/2d/3d`` (and ``F.conv_transpose*`` with a constant weight,
+        lifted to the module): a linear layer, the rule applied (``output_size`` of the
+        call: the output padding it implies, per call)."""
+        from empirical.engine import ops
+
+        try:
+            op = ops.ConvTransposeOp(mod)
+        except ValueError as exc:
+            raise self.unsupported(node, str(exc)) from None
+        if len(node.args) < 2 and node.kwargs.get("output_size") is None:
+            return self.plan(node, "conv", rel=(node.args[0],), op=op, note="transposed convolution, rule applied")
+
+        def build(args, kw, _m=mod):
+            z = args[0]
+            size = args[1] if len(args) > 1 else kw.get("output_size")
+            nd = len(_m.kernel_size)
+            pad = _m._output_padding(z, size, _m.stride, _m.padding, _m.kernel_size, nd, _m.dilation)
+            return ops.ConvTransposeOp(_m, output_padding=pad)
+        return self.plan(node, "conv", rel=(node.args[0],), build=build, operand=0,
+                         note="transposed convolution (output size of the call), rule applied")
 
     def propagate(self, node):
         """Attention weights and gates stay what they are through data movement."""
@@ -936,6 +984,25 @@ class _Planner:
                 if ins and all(a in out for a in ins):
                     out.add(node)
         return out
+
+
+_INTERPOLATE_ARGS = ("input", "size", "scale_factor", "mode", "align_corners", "recompute_scale_factor",
+                     "antialias")
+
+
+def _interpolate_params(target):
+    """``(args, kw) -> {size, scale_factor, align_corners, recompute_scale_factor, antialias}``
+    of an ``F.interpolate`` / ``F.upsample`` / ``F.upsample_bilinear`` call
+    (``upsample_bilinear`` is ``interpolate(..., mode="bilinear", align_corners=True)``)."""
+    def params(args, kw):
+        a = dict(zip(_INTERPOLATE_ARGS, args))
+        a.update(kw)
+        p = {k: a.get(k) for k in ("size", "scale_factor", "align_corners", "recompute_scale_factor")}
+        p["antialias"] = bool(a.get("antialias") or False)
+        if target is F.upsample_bilinear:
+            p["align_corners"] = True
+        return {k: (tuple(v) if isinstance(v, list) else v) for k, v in p.items()}
+    return params
 
 
 def _call_with(node, global_mean_dims=None):

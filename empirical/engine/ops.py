@@ -386,6 +386,64 @@ class ConvOp(_SignedOp):
         return out
 
 
+class ConvTransposeOp(ConvOp):
+    """A 1-, 2- or 3-d transposed convolution ``y = conv_transpose(z, W) + b``: the linear
+    map whose transpose is the convolution with the same weight, stride, padding,
+    dilation and groups (the weight's layout is ``(Cin, Cout/groups, *k)``).
+
+    Every rule applies to it as to any layer with weights of both signs: ``W+`` and
+    ``W-`` are the parts of the weight tensor, the sign-part outputs are
+    ``conv_transpose(z, W+-)`` and the transposes ``conv(g, a W+ + b W-)``.  Ungrouped,
+    the weight is kept with the output channels first (``W.transpose(0, 1)``, a view),
+    so that :class:`_SignedOp`'s stacking of ``[W+; W-]`` and of the terms' weights
+    along the output channels is the same as for :class:`ConvOp`; grouped, ``W+`` and
+    ``W-`` are two tensors in the module's layout.  ``output_padding`` (or the output
+    size of the call, :meth:`torch.nn.ConvTranspose2d.forward`'s ``output_size``) only
+    adds output positions no input reaches; the transpose keeps the input's extent.
+    """
+
+    _CONV = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+    _CONV_ADJ = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+    def __init__(self, module, output_padding=None):
+        if module.padding_mode != "zeros":
+            raise ValueError(f"padding_mode={module.padding_mode!r} (only zero padding)")
+        Wm = module.weight.detach()
+        self.nd = Wm.dim() - 2
+        self.stride, self.dilation, self.groups = module.stride, module.dilation, module.groups
+        self.padding = tuple(module.padding)
+        self.output_padding = tuple(module.output_padding if output_padding is None else output_padding)
+        self.bias = None if module.bias is None else module.bias.detach()
+        cout = Wm.shape[1] * self.groups
+        self.bias_shape = (cout,) + (1,) * self.nd
+        # ungrouped: rows = output channels (a view); grouped: the module's layout
+        self._init_weight(Wm.transpose(0, 1) if self.groups == 1 else Wm)
+        self._pair = None
+
+    def _module_weight(self, W):
+        """A weight of this operator's internal layout in ``conv_transpose``'s layout."""
+        return W.transpose(0, 1) if self.groups == 1 else W
+
+    def _conv(self, z, W):
+        return self._CONV[self.nd](z, self._module_weight(W), None, self.stride, self.padding,
+                                   self.output_padding, self.groups, self.dilation)
+
+    _forward_raw = _conv
+
+    def _convT(self, g, W, in_shape):
+        t = self._CONV_ADJ[self.nd](g, self._module_weight(W), None, self.stride, self.padding, self.dilation,
+                                    self.groups)
+        # an output_padding >= stride (allowed when < dilation) adds input positions that do not exist
+        for i, n in enumerate(in_shape[-self.nd:]):
+            if t.shape[2 + i] != n:
+                t = t.narrow(2 + i, 0, n)
+        return t
+
+    def forward_without_bias(self, z):
+        """``conv_transpose(z, W)`` (the fast path's affine map without its bias)."""
+        return self._conv(z, self.W)
+
+
 class LinearOp(_SignedOp):
     """``y = z W^T + b`` on the last axis (any leading axes)."""
 
@@ -741,6 +799,173 @@ class HeldMatmulOp(DiagOp):
 
     def _apply_t(self, W, g):
         return self._rep(W, g.shape[0]).transpose(-2, -1) @ g
+
+
+#: interpolation modes that are linear maps, separable over the spatial axes (``nearest`` and
+#: ``nearest-exact`` are data movement), and the modes among them whose weights are >= 0
+RESAMPLE_MODES = ("linear", "bilinear", "trilinear", "bicubic", "area")
+NONNEG_RESAMPLE_MODES = frozenset({"linear", "bilinear", "trilinear", "area"})
+
+
+def resample_axis_matrices(in_sizes, size=None, scale_factor=None, mode="bilinear", align_corners=None,
+                           recompute_scale_factor=None, antialias=False, dtype=torch.float64, device=None):
+    """The per-axis matrices ``A_d`` (``out_d x in_d``) of ``F.interpolate``: the call
+    maps ``X`` to ``X x_1 A_1 x_2 A_2 ...`` (``out = A X B^T`` per channel in 2-d).
+
+    ``A_d`` is ``F.interpolate`` applied, with the call's own ``mode``, ``align_corners``,
+    ``antialias``, ``recompute_scale_factor`` and the axis' own ``size``/``scale_factor``,
+    to the identity ``I_{in_d}`` laid out along axis ``d`` (one channel per column), so
+    the weights are torch's own: the index arithmetic, border clamping, the cubic
+    kernel's ``A = -0.75`` and the antialiasing filter depend on the axis alone.  The
+    other spatial axes have extent 2 and scale 1 (every mode maps them to themselves;
+    extent 1 is avoided: torch 2.x's antialiased kernels mis-handle a 1 -> 1 axis), and
+    the entries at index 0 of them are read.  :func:`check_resample` compares the
+    result with the call itself.
+
+    Parameters
+    ----------
+    in_sizes : tuple of int
+        The input's spatial extents.
+    size, scale_factor, mode, align_corners, recompute_scale_factor, antialias
+        As in :func:`torch.nn.functional.interpolate` (one of ``size``/``scale_factor``).
+
+    Returns
+    -------
+    list of Tensor, one ``(out_d, in_d)`` matrix per spatial axis.
+    """
+    nd = len(in_sizes)
+
+    def per_axis(v, d, rest):
+        if v is None:
+            return None
+        vs = tuple(v) if isinstance(v, (tuple, list)) else (v,) * nd
+        return tuple(vs[d] if i == d else rest for i in range(nd))
+
+    mats = []
+    kw = dict(mode=mode, recompute_scale_factor=recompute_scale_factor)
+    if align_corners is not None:
+        kw["align_corners"] = align_corners
+    if antialias:
+        kw["antialias"] = antialias
+    for d, n in enumerate(in_sizes):
+        shape = [1, n] + [1] * nd
+        shape[2 + d] = n
+        eye = torch.eye(n, dtype=dtype, device=device).reshape(shape)
+        eye = eye.expand([1, n] + [n if i == d else 2 for i in range(nd)]).contiguous()
+        out = F.interpolate(eye, size=per_axis(size, d, 2), scale_factor=per_axis(scale_factor, d, 1.0), **kw)
+        # out[0, k, ..., i, ...] = A[i, k] (index 0 on the other axes)
+        out = out[(0, slice(None)) + tuple(slice(None) if i == d else 0 for i in range(nd))]
+        mats.append(out.transpose(0, 1).contiguous())
+    return mats
+
+
+def check_resample(op, call, in_shape, dtype=torch.float64, device=None, rtol=1e-10):
+    """Compare :class:`ResampleOp` ``op`` with the interpolation ``call`` it stands for on
+    a random probe of one sample and channel of ``in_shape``'s spatial extent (each axis'
+    matrix seen in every combination).
+
+    Raises
+    ------
+    ValueError
+        When they differ by more than ``rtol`` (relative, max norm): the call is not the
+        separable map of its per-axis weights.
+    """
+    g = torch.Generator(device="cpu").manual_seed(0)
+    probe = torch.randn((1, 1) + tuple(in_shape[2:]), dtype=torch.float64, generator=g).to(dtype=dtype, device=device)
+    want = call(probe)
+    got = op.parts(probe)[2]
+    scale = float(want.abs().max()) or 1.0
+    if got.shape != want.shape or float((got - want).abs().max()) > rtol * scale:
+        raise ValueError("resampling differs from the separable map of its per-axis weights")
+
+
+def _along(A, t, axis):
+    """``A`` applied along ``axis`` of ``t`` (``t x_axis A``)."""
+    if axis == t.dim() - 1:
+        return t @ A.transpose(0, 1)
+    if axis == t.dim() - 2:
+        return A @ t
+    return (A @ t.movedim(axis, -2)).movedim(-2, axis)
+
+
+class ResampleOp:
+    """Linear resampling (``F.interpolate`` / ``nn.Upsample`` in the modes
+    :data:`RESAMPLE_MODES`) as the separable linear map it computes:
+    ``y = X x_1 A_1 x_2 A_2 ...`` per sample and channel, ``out = A X B^T`` in 2-d, with
+    the axis matrices of :func:`resample_axis_matrices` (bilinear, area: weights >= 0;
+    bicubic: of both signs).
+
+    The weight of output ``(i, j)`` on input ``(k, l)`` is ``a_ik b_jl``, so its sign parts
+    are ``W+ = A+ (x) B+ + A- (x) B-`` and ``W- = A+ (x) B- + A- (x) B+``, and on more axes
+    ``W+-`` sum the sign patterns with an even / odd number of negative factors.  Both
+    are applied axis by axis without the dense ``prod(out) x prod(in)`` matrix: starting
+    from ``(P, N) = (z, 0)``, each axis maps ``(P, N) -> (A+ P + A- N, A- P + A+ N)``;
+    transposes start from ``(u, v) = (g_+, g_-)`` (the ratios meeting ``W+`` and ``W-``)
+    and map ``(u, v) -> (A+^T u + A-^T v, A-^T u + A+^T v)``, ``W+^T g_+ + W-^T g_-``
+    being the final ``u``.  No bias.
+    """
+
+    kind = "resample"
+    bias = None
+    bias_shape = None
+
+    def __init__(self, mats):
+        self.mats = list(mats)
+        self.nd = len(self.mats)
+        self.nonneg = all(not bool((A < 0).any()) for A in self.mats)
+        self.split = [(A.clamp(min=0), A.clamp(max=0)) for A in self.mats]
+
+    def _axes(self, t):
+        return range(t.dim() - self.nd, t.dim())
+
+    def _sweep(self, u, v, transpose, last_v=True):
+        """``(u, v) -> (A+ u + A- v, A- u + A+ v)`` axis by axis (``v`` None: 0)."""
+        axes = list(self._axes(u))
+        for i, (ax, (Ap, An)) in enumerate(zip(axes, self.split)):
+            if transpose:
+                Ap, An = Ap.transpose(0, 1), An.transpose(0, 1)
+            if self.nonneg:
+                u = _along(Ap, u, ax)
+                continue
+            need_v = last_v or i < len(axes) - 1
+            nu = _along(Ap, u, ax)
+            if v is not None:
+                nu = nu.add_(_along(An, v, ax))
+            nv = None
+            if need_v:
+                nv = _along(An, u, ax)
+                if v is not None:
+                    nv = nv.add_(_along(Ap, v, ax))
+            u, v = nu, nv
+        return u, (None if self.nonneg else v)
+
+    def parts(self, z):
+        P, N = self._sweep(z, None, transpose=False)
+        if N is None:
+            return P, None, P
+        return P, N, P + N
+
+    def term_buffer(self, n, rows, tail, ref):
+        bufs = [rows_like(ref, rows) for _ in range(n)]
+        return bufs, bufs
+
+    def transpose_signs(self, buf, keys, in_shape):
+        out = []
+        for key in keys:
+            gp = gn = None
+            for t, (a, b) in enumerate(key):
+                if a != 0.0:
+                    gp = a * buf[t] if gp is None else gp.add_(buf[t], alpha=a)
+                if b != 0.0 and not self.nonneg:
+                    gn = b * buf[t] if gn is None else gn.add_(buf[t], alpha=b)
+            if gp is None and gn is None:
+                out.append(None)
+                continue
+            if gp is None:  # W-^T g: the odd part of the sweep started from (0, g)
+                gp = torch.zeros_like(gn)
+            u, _ = self._sweep(gp, gn, transpose=True, last_v=False)
+            out.append(u)
+        return out
 
 
 def sdpa_weights(q, k, attn_mask=None, is_causal=False, scale=None, enable_gqa=False):

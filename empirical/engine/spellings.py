@@ -1,8 +1,8 @@
 """One spelling per operation: functional calls with constant parameters become their modules.
 
-``F.conv2d(x, w, b, ...)``, ``torch.conv2d``, ``F.linear(x, w, b)``,
+``F.conv2d(x, w, b, ...)``, ``torch.conv2d``, ``F.conv_transpose2d(x, w, b, ...)``, ``F.linear(x, w, b)``,
 ``F.batch_norm(x, running_mean, running_var, w, b, training=False, ...)`` and
-``torch.batch_norm`` compute exactly what ``nn.Conv2d``, ``nn.Linear`` and
+``torch.batch_norm`` compute exactly what ``nn.Conv2d``, ``nn.ConvTranspose2d``, ``nn.Linear`` and
 ``nn.BatchNorm2d`` compute when their parameters are constants of the input
 (parameters, buffers, or tensors computed from them only: :func:`
 empirical.engine.tracing.fold_constants` has turned those into buffers).
@@ -30,6 +30,8 @@ from empirical.engine.tracing import SHAPE
 
 _CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
 _CONV_DEFAULTS = {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1}
+_CONV_T_ARGS = ("input", "weight", "bias", "stride", "padding", "output_padding", "groups", "dilation")
+_CONV_T_DEFAULTS = {"bias": None, "stride": 1, "padding": 0, "output_padding": 0, "groups": 1, "dilation": 1}
 _LINEAR_ARGS = ("input", "weight", "bias")
 _F_BN_ARGS = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
 _TORCH_BN_ARGS = ("input", "weight", "bias", "running_mean", "running_var", "training", "momentum", "eps",
@@ -80,6 +82,29 @@ def _conv_module(gm, node, a):
     return m
 
 
+def _conv_transpose_module(gm, node, a):
+    """``F.conv_transpose{1,2,3}d`` with a constant weight: ``nn.ConvTranspose{1,2,3}d``
+    (weight ``(Cin, Cout/groups, *k)``)."""
+    W = _const_tensor(gm, a["weight"])
+    b = _const_tensor(gm, a["bias"])
+    if W is False or W is None or b is False:
+        return None
+    if any(isinstance(a[k], fx.Node) for k in ("stride", "padding", "output_padding", "dilation", "groups")):
+        return None
+    nd = W.dim() - 2
+    cls = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}.get(nd)
+    if cls is None:
+        return None
+    groups = a["groups"]
+    m = cls(W.shape[0], W.shape[1] * groups, tuple(W.shape[2:]), stride=a["stride"], padding=a["padding"],
+            output_padding=a["output_padding"], groups=groups, bias=b is not None, dilation=a["dilation"],
+            device="meta")
+    m.weight = _param(W)
+    if b is not None:
+        m.bias = _param(b)
+    return m
+
+
 def _linear_module(gm, node, a):
     W = _const_tensor(gm, a["weight"])
     b = _const_tensor(gm, a["bias"])
@@ -119,6 +144,12 @@ LIFTS = {
     torch.conv1d: (_CONV_ARGS, _CONV_DEFAULTS, _conv_module),
     torch.conv2d: (_CONV_ARGS, _CONV_DEFAULTS, _conv_module),
     torch.conv3d: (_CONV_ARGS, _CONV_DEFAULTS, _conv_module),
+    F.conv_transpose1d: (_CONV_T_ARGS, _CONV_T_DEFAULTS, _conv_transpose_module),
+    F.conv_transpose2d: (_CONV_T_ARGS, _CONV_T_DEFAULTS, _conv_transpose_module),
+    F.conv_transpose3d: (_CONV_T_ARGS, _CONV_T_DEFAULTS, _conv_transpose_module),
+    torch.conv_transpose1d: (_CONV_T_ARGS, _CONV_T_DEFAULTS, _conv_transpose_module),
+    torch.conv_transpose2d: (_CONV_T_ARGS, _CONV_T_DEFAULTS, _conv_transpose_module),
+    torch.conv_transpose3d: (_CONV_T_ARGS, _CONV_T_DEFAULTS, _conv_transpose_module),
     F.linear: (_LINEAR_ARGS, {"bias": None}, _linear_module),
     F.batch_norm: (_F_BN_ARGS, _BN_DEFAULTS, _bn_module),
     torch.batch_norm: (_TORCH_BN_ARGS, _BN_DEFAULTS, _bn_module),
@@ -182,10 +213,9 @@ def lift_functional(gm: fx.GraphModule) -> int:
 
 
 def _sum_dims(node):
-    if node.op == "call_method" and node.target == "sum":
-        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
-        keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
-    elif node.op == "call_function" and node.target is torch.sum:
+    """The reduced axes of a ``sum``/``mean`` call (method or function) without keepdim/dtype, else None."""
+    if (node.op == "call_method" and node.target in ("sum", "mean")) or (
+            node.op == "call_function" and node.target in (torch.sum, torch.mean)):
         dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
         keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
     else:
@@ -196,9 +226,11 @@ def _sum_dims(node):
 
 
 def sums_of_stacks_to_adds(gm: fx.GraphModule) -> int:
-    """``torch.stack([a, b, ...]).sum(0)`` is ``a + b + ...`` (timm's multi-head
-    classifiers): rewritten into the residual sums it computes, so the stacking axis
-    is never mistaken for the batch axis.  Returns the number of rewrites."""
+    """``torch.stack([a, b, ...]).sum(0)`` is ``a + b + ...`` and ``.mean(0)`` is
+    ``(a + b + ...) / n`` (timm's multi-head classifiers: LeViT's distillation head,
+    CrossViT's per-branch heads): rewritten into the residual sums (and the constant
+    scaling) they compute, so the stacking axis is never mistaken for the batch axis.
+    Returns the number of rewrites."""
     done = 0
     for node in list(gm.graph.nodes):
         dims = _sum_dims(node)
@@ -210,10 +242,14 @@ def sums_of_stacks_to_adds(gm: fx.GraphModule) -> int:
         items = src.args[0]
         if not isinstance(items, (list, tuple)) or not items:
             continue
+        mean = node.target in ("mean", torch.mean)
         with gm.graph.inserting_before(node):
             acc = items[0]
             for item in items[1:]:
                 acc = gm.graph.call_function(operator.add, (acc, item))
+                acc.meta = dict(node.meta)
+            if mean and len(items) > 1:
+                acc = gm.graph.call_function(operator.truediv, (acc, float(len(items))))
                 acc.meta = dict(node.meta)
         node.replace_all_uses_with(acc)
         gm.graph.erase_node(node)
