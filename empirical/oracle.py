@@ -80,6 +80,24 @@ Normalisation (``normalisation=``, the engine's ``Conventions.normalisation``)
     one is passed through; the oracle does not trace, so under ``"pass"`` it
     models networks whose every BatchNorm the engine folds).  In-place additions
     of a constant (``x += c``) are not replaced.
+Batch norm by its formula (both references)
+    ``batch_norm`` and ``instance_norm`` (every spelling) never run torch's
+    kernel, in :func:`modified_gradient` and in :func:`gradient_reference` alike:
+    with running statistics ``z * s + c``, ``s = w / sqrt(var + eps)``,
+    ``c = b - mean * s`` (the CPU inference kernel's formula; the parameters and
+    buffers are constants), with input statistics ``(z - mean) / sqrt(var + eps)
+    * w + b`` (statistics held as above; plain autograd differentiates them).
+    Reason: torch's CPU ``native_batch_norm_backward`` (which ``instance_norm``
+    calls on a ``(1, B*C, ...)`` view) returns wrong input gradients, silently,
+    at a batch of one when the input and the incoming gradient have different
+    memory layouts, e.g. a contiguous input and a channels-last gradient whose
+    batch stride is not ``C*H*W``: what ``bn(x).flatten(2).transpose(1, 2)``
+    followed by a LayerNorm or a mean sends back (timm's LeViT, XCiT,
+    EfficientFormer, EfficientViT-M and iFormer, whose convolutional stems end so:
+    plain gradients off by relative errors up to 4 in torch 2.14.1;
+    ``tests/test_oracle.py::test_batch_norm_gradient_is_right_for_mixed_memory_layouts``).
+    Written out, the derivative is autograd's elementwise one, right for every
+    layout; values agree with the kernel's up to rounding.
 Statistics (held constant)
     ``Tensor.norm``, ``torch.norm``, ``torch.linalg.vector_norm``/``norm``
     (``F.normalize`` divides by ``Tensor.norm``), ``sqrt``/``rsqrt`` (a
@@ -271,12 +289,15 @@ _HOW = ("affine", "centre", "pass")
 
 def _stats_norm(x, dims, weight, bias, eps, centre=True, how="affine"):
     """``(x - mean) / sqrt(var + eps)`` over ``dims`` with the statistics detached
-    (``how="centre"``: the variance only; ``centre=False``: RMS, no mean)."""
+    (``how="centre"``: the variance only; ``how="plain"``: neither, the plain derivative
+    of :func:`gradient_reference`; ``centre=False``: RMS, no mean)."""
     if centre:
         mean = x.mean(dims, keepdim=True)
-        if how != "centre":
+        if how not in ("centre", "plain"):
             mean = mean.detach()
-        var = x.var(dims, unbiased=False, keepdim=True).detach()
+        var = x.var(dims, unbiased=False, keepdim=True)
+        if how != "plain":
+            var = var.detach()
         y = (x - mean) / torch.sqrt(var + eps)
     else:
         y = x / torch.sqrt((x * x).mean(dims, keepdim=True).detach() + eps)
@@ -318,10 +339,24 @@ def _group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, cudnn_enabl
     return _channel_affine(y, weight, bias)
 
 
+def _running_norm(input, running_mean, running_var, weight, bias, eps):
+    """Batch norm with running statistics, ``z * s + c`` with ``s = w / sqrt(var + eps)``,
+    ``c = b - mean * s`` (the formula of torch's CPU inference kernel), in elementwise
+    operations: their derivative is right for every memory layout, torch's
+    ``native_batch_norm_backward`` is not (module docstring, "Batch norm by its formula")."""
+    s = 1.0 / torch.sqrt(running_var + eps)
+    if weight is not None:
+        s = s * weight
+    c = -running_mean * s
+    if bias is not None:
+        c = c + bias
+    return _channel_affine(input, s, c)
+
+
 def _instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None,
                    use_input_stats=True, momentum=0.1, eps=1e-5, *, how="affine"):
     if not use_input_stats:
-        return F.batch_norm(input, running_mean, running_var, weight, bias, False, momentum, eps)
+        return _running_norm(input, running_mean, running_var, weight, bias, eps)
     y = _stats_norm(input, tuple(range(2, input.dim())), None, None, eps, how=how)
     return _channel_affine(y, weight, bias)
 
@@ -333,7 +368,7 @@ def _running_stats(running_mean, running_var, training=False):
 def _batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
                 eps=1e-5, *, how="affine"):
     if _running_stats(running_mean, running_var, training):
-        return F.batch_norm(input, running_mean, running_var, weight, bias, False, momentum, eps)
+        return _running_norm(input, running_mean, running_var, weight, bias, eps)
     dims = (0,) + tuple(range(2, input.dim()))
     return _channel_affine(_stats_norm(input, dims, None, None, eps, how=how), weight, bias)
 
@@ -554,6 +589,26 @@ class OracleMode(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+#: batch and instance norm in every spelling: by their formulas in both modes, never torch's kernel
+_FORMULA_NORMS = {f: impl for f, impl in _NORM_FUNCS.items()
+                  if impl in (_batch_norm, _torch_batch_norm, _instance_norm, _torch_instance_norm)}
+
+
+class _PlainMode(TorchFunctionMode):
+    """Plain autograd (:func:`gradient_reference`), batch and instance norm evaluated by their
+    formulas with their full derivatives (module docstring, "Batch norm by its formula")."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        try:
+            impl = _FORMULA_NORMS.get(func)
+        except TypeError:  # unhashable: not one of ours
+            impl = None
+        if impl is not None:
+            return impl(*args, **kwargs, how="plain")
+        return func(*args, **kwargs)
+
+
 def _write_back(target, value):
     if target is None:
         return value
@@ -619,10 +674,7 @@ def _target(logits, target):
 
 def _grad_of_target(m, x, target, mode, normalisation="affine"):
     with torch.enable_grad():
-        if mode:
-            with OracleMode(normalisation):
-                logits = m(x)
-        else:
+        with OracleMode(normalisation) if mode else _PlainMode():
             logits = m(x)
         t = _target(logits, target)
         picked = logits.gather(1, t[:, None]).sum()
@@ -671,7 +723,10 @@ def lrp0_reference(model, x, target=None, dtype=torch.float64, normalisation="af
 
 
 def gradient_reference(model, x, target=None, dtype=torch.float64):
-    """Plain autograd gradient of the target logit on an eval-mode copy of ``model``."""
+    """Plain autograd gradient of the target logit on an eval-mode copy of ``model``, batch
+    and instance norm evaluated by their formulas (module docstring, "Batch norm by its
+    formula": torch's CPU batch-norm backward kernel is wrong at a batch of one with mixed
+    memory layouts)."""
     m = _prepare(model, dtype)
     xg = _input(x, dtype, _device_of(m))
     grad, _, _ = _grad_of_target(m, xg, target, mode=False)

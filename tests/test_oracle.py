@@ -422,6 +422,56 @@ def test_normalisation_forward_reproduced(call):
     with OracleMode():
         got = fn()
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    with _oracle._PlainMode():  # gradient_reference's formulas for batch and instance norm
+        got = fn()
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def _finite_differences(f, x, h=1e-6):
+    """Central differences of the scalar function ``f`` at every entry of ``x`` (float64)."""
+    g = torch.zeros(x.shape, dtype=x.dtype)
+    with torch.no_grad():
+        for i in range(x.numel()):
+            e = torch.zeros(x.numel(), dtype=x.dtype)
+            e[i] = h
+            e = e.view_as(x)
+            g.view(-1)[i] = (f(x + e) - f(x - e)) / (2 * h)
+    return g
+
+
+class _StemThenTokens(nn.Module):
+    """A convolutional stem's normalisation, then ``flatten(2).transpose(1, 2)`` into tokens
+    (LeViT, XCiT, EfficientFormer): autograd sends a channels-last gradient with batch stride
+    ``C`` back into the contiguous BatchNorm (or InstanceNorm).  ``tokens="mean"``: the tokens'
+    mean goes to the head (a linear network); ``"layer_norm"``: LayerNorm, Linear, ReLU first."""
+
+    def __init__(self, tokens, norm="batch", C=6, K=5):
+        super().__init__()
+        self.tokens, self.conv = tokens, nn.Conv2d(3, C, 3, padding=1)
+        self.norm = nn.BatchNorm2d(C) if norm == "batch" else nn.InstanceNorm2d(C, affine=True)
+        self.ln, self.fc, self.head = nn.LayerNorm(C), nn.Linear(C, C), nn.Linear(C, K)
+
+    def forward(self, x):
+        t = self.norm(self.conv(x)).flatten(2).transpose(1, 2)
+        if self.tokens == "layer_norm":
+            t = torch.relu(self.fc(self.ln(t)))
+        return self.head(t.mean(1))
+
+
+@pytest.mark.parametrize("tokens,norm", [("mean", "batch"), ("layer_norm", "batch"), ("layer_norm", "instance")])
+def test_batch_norm_gradient_is_right_for_mixed_memory_layouts(tokens, norm):
+    """torch's CPU ``native_batch_norm_backward`` is wrong at a batch of one when input and incoming
+    gradient differ in memory layout (relative errors 1.2 to 1.8 here before the oracle wrote batch
+    and instance norm out): the plain gradient must equal finite differences, and so must the
+    modified one where it is the plain one (the linear network with an eval-mode BatchNorm)."""
+    torch.manual_seed(0)
+    m = randomise_batchnorm_stats(_StemThenTokens(tokens, norm).to(D64).eval(), _seeded(1))
+    x = torch.randn(1, 3, 5, 5, dtype=D64, generator=_seeded(2))
+    t = int(m(x).argmax())
+    fd = _finite_differences(lambda z: m(z)[0, t], x)
+    assert relative_error(gradient_reference(m, x, t), fd) <= 1e-6
+    if tokens == "mean":
+        assert relative_error(modified_gradient(m, x, t)[0], fd) <= 1e-6
 
 
 def test_inplace_functional_activation():

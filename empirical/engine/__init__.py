@@ -30,7 +30,10 @@ Canonicalisation (once, in ``Explainer.__init__``; the user's model is never mod
     compute) -> every eval-mode BatchNorm whose input is a
     Conv2d/Linear used only by it is folded into that layer ([P1] Sec. 3.1.2:
     "batch-normalization layers are fused"; the bias is kept for the forward
-    pass) -> ``contiguous()`` inserted before every ``view`` (the one operation
+    pass), every other one computes ``z * s + c`` in elementwise operations
+    (``graph._batchnorm_elementwise``: torch's CPU batch-norm backward kernel
+    returns wrong gradients at a batch of one with mixed memory layouts, and
+    the gradient methods differentiate the copy) -> ``contiguous()`` inserted before every ``view`` (the one operation
     whose success depends on the memory layout, so channels-last never breaks
     user code; a no-op on contiguous tensors).  ``inplace`` flags are switched
     off on the copy.  Then every node is classified ONCE, statically, by the

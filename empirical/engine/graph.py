@@ -128,6 +128,52 @@ def _fold_bn_into_next(gm: fx.GraphModule, modules, calls) -> None:
         gm.graph.erase_node(node)
 
 
+def _elementwise_forward(self, z):
+    """``z * s + c`` (:func:`_bn_affine`, channel axis 1) in elementwise operations."""
+    scale, shift = _bn_affine(self)
+    shape = (1, -1) + (1,) * (z.dim() - 2)
+    return z * scale.reshape(shape) + shift.reshape(shape)
+
+
+class ElementwiseBatchNorm1d(nn.BatchNorm1d):
+    """An eval-mode ``nn.BatchNorm1d`` of the canonical copy computing ``z * s + c`` elementwise
+    (:func:`_batchnorm_elementwise`)."""
+
+    forward = _elementwise_forward
+
+
+class ElementwiseBatchNorm2d(nn.BatchNorm2d):
+    """An eval-mode ``nn.BatchNorm2d`` of the canonical copy computing ``z * s + c`` elementwise
+    (:func:`_batchnorm_elementwise`)."""
+
+    forward = _elementwise_forward
+
+
+_ELEMENTWISE_BN = {nn.BatchNorm1d: ElementwiseBatchNorm1d, nn.BatchNorm2d: ElementwiseBatchNorm2d}
+
+
+def _batchnorm_elementwise(gm: fx.GraphModule) -> None:
+    """Every eval-mode BatchNorm left after folding computes its affine map ``z * s + c``
+    in elementwise operations (its module object, the copy's, becomes the
+    ``Elementwise`` subclass: same parameters and buffers, same node kind).
+
+    The gradient methods differentiate the canonical copy with autograd, and torch's CPU
+    ``native_batch_norm_backward`` returns wrong input gradients at a batch of one when
+    the input and the incoming gradient have different memory layouts (a contiguous
+    input, a channels-last gradient from ``bn(z).flatten(2).transpose(1, 2)`` and a
+    LayerNorm; ``tests/test_engine_timm.py``); an elementwise product's derivative is
+    right for every layout.  The values agree with the kernel's up to rounding (the
+    same formula, ``s = w / sqrt(var + eps)``, ``c = b - mean * s``).
+    """
+    modules = dict(gm.named_modules())
+    for node in gm.graph.nodes:
+        if node.op != "call_module":
+            continue
+        bn = modules[node.target]
+        if type(bn) in _ELEMENTWISE_BN and not bn.training and bn.running_mean is not None:
+            bn.__class__ = _ELEMENTWISE_BN[type(bn)]
+
+
 def copy_model(model: nn.Module) -> nn.Module:
     """A deep copy of ``model`` whose parameters and buffers share the caller's storage.
 
@@ -161,7 +207,8 @@ def canonicalise(model: nn.Module, dtype, device, input_shape=None) -> fx.GraphM
     """Copy sharing the weights' storage (:func:`copy_model`) -> eval -> dtype/device
     -> same-padding convs made explicit -> traced (:class:`empirical.engine.tracing.ConcreteTracer`
     on an example of ``input_shape``) -> constants folded -> functional layers lifted
-    to their modules -> BN folded -> ``contiguous()`` before every ``view``.
+    to their modules -> BN folded, the remaining ones elementwise (:func:`_batchnorm_elementwise`)
+    -> ``contiguous()`` before every ``view``.
 
     ``input_shape``: ``(C, H, W)`` of the example input (default
     :data:`DEFAULT_INPUT_SHAPE`).  The returned graph's ``specialised_shape`` is
@@ -210,6 +257,7 @@ def canonicalise(model: nn.Module, dtype, device, input_shape=None) -> fx.GraphM
     lift_functional(gm)
     sums_of_stacks_to_adds(gm)
     _fold_bn(gm)
+    _batchnorm_elementwise(gm)
     _contiguous_before_views(gm)
     gm.eval()
     gm.specialised_shape = shape if tracer.specialised else None
