@@ -81,10 +81,14 @@ Normalisation (``normalisation=``, the engine's ``Conventions.normalisation``)
     models networks whose every BatchNorm the engine folds).  In-place additions
     of a constant (``x += c``) are not replaced.
 Statistics (held constant)
-    ``Tensor.norm``, ``torch.norm``, ``torch.linalg.vector_norm``/``norm``
-    (``F.normalize`` divides by ``Tensor.norm``), ``sqrt``/``rsqrt`` (a
-    hand-written RMSNorm): outputs detached, like the
+    ``Tensor.norm``, ``torch.norm``, ``torch.linalg.vector_norm``/``norm``,
+    ``sqrt``/``rsqrt`` (a hand-written RMSNorm): outputs detached, like the
     normalisation statistics (ConvNeXt-V2's GRN, cosine attention, XCiT).
+    ``F.normalize(x, p, dim, eps)`` is replaced by
+    ``x / max(||x||_p, eps).detach()``: a torch-function mode sees only the
+    outermost call of a Python-level function, so the ``Tensor.norm`` inside
+    ``F.normalize`` would otherwise keep its derivative (SwiftFormer's additive
+    attention normalises its queries, keys and attention scores with it).
 Products of two input-dependent tensors (AttnLRP's uniform rule)
     ``*``/``mul``, ``@``/``matmul``/``bmm``, two-operand ``einsum``: when both
     factors carry gradient, each factor's gradient is halved (``t/2 + (t/2).detach()``
@@ -152,7 +156,7 @@ _ACTIVATIONS = _registry([
 ])
 _GATES = _registry(["sigmoid", "hardsigmoid", "expit"])
 _ATTENTION_WEIGHTS = _registry(["softmax"])
-#: statistics held constant like LayerNorm's (``F.normalize`` divides by ``Tensor.norm``)
+#: statistics held constant like LayerNorm's (``F.normalize``: :func:`_normalize`)
 _HELD_STATISTICS = set(_candidates("norm") + _candidates("sqrt") + _candidates("rsqrt") + [
     torch.linalg.vector_norm, torch.linalg.norm, torch.linalg.matrix_norm])
 #: products of two tensors: with both factors input-dependent, each factor's gradient is halved
@@ -350,6 +354,13 @@ def _torch_instance_norm(input, weight, bias, running_mean, running_var, use_inp
     return _instance_norm(input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps, how=how)
 
 
+def _normalize(input, p=2.0, dim=1, eps=1e-12, out=None):
+    """``F.normalize`` with the norm held constant: ``x / max(||x||_p, eps).detach()``."""
+    if out is not None:
+        raise InputError("F.normalize(..., out=...) is not supported by the oracle")
+    return input / input.norm(p, dim, keepdim=True).clamp_min(eps).detach()
+
+
 def _attend(q, k, v, mask=None):
     """``softmax(q k^T / sqrt(d) + mask).detach() @ v`` over the last two axes."""
     logits = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
@@ -448,7 +459,8 @@ _NORM_FUNCS = {
     if f is not None
 }
 #: every replaced call (the normalisations dispatch through :data:`_NORM_FUNCS` first)
-_REPLACED = {**_NORM_FUNCS, F.multi_head_attention_forward: _mha, F.scaled_dot_product_attention: _sdpa}
+_REPLACED = {**_NORM_FUNCS, F.multi_head_attention_forward: _mha, F.scaled_dot_product_attention: _sdpa,
+             F.normalize: _normalize}
 #: additions/subtractions: a constant offset gets the secant under ``normalisation="pass"``
 _OFFSETS = {f for f in (torch.add, torch.sub, torch.subtract, torch.rsub, torch.Tensor.add, torch.Tensor.sub,
                         torch.Tensor.subtract, torch.Tensor.__add__, torch.Tensor.__radd__,

@@ -188,3 +188,28 @@ def test_talking_heads_attention_mixed_after_the_softmax_equals_the_oracle():
     assert "attnsum" in {p.kind for p in ex.plan.plans.values()}
     maps = ex.attribute(torch.randn(2, 3, 4, 4), ["lrp_beta_1", "lrp_gamma_100"]).maps
     assert all(bool(torch.isfinite(m).all()) for m in maps.values())
+
+
+def test_swiftformer_additive_attention_equals_the_oracle():
+    """SwiftFormer's efficient additive attention: queries, keys and the token scores are
+    ``F.normalize``d (norms held, ``x / ||x||``: the engine's ``diag``, the oracle's replacement),
+    the global query ``sum_n a_n q_n`` and ``G * k`` are products of two input-dependent factors
+    (half of the relevance to each).  The oracle once kept the derivative of the norm inside
+    ``F.normalize`` (1.5e-2 on swiftformer_xs)."""
+    from timm.models.swiftformer import EfficientAdditiveAttention
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Conv2d(3, 8, 1)
+            self.attn = EfficientAdditiveAttention(in_dims=8, token_dim=8)
+            self.head = nn.Linear(8, 5)
+
+        def forward(self, x):
+            t = self.embed(x)
+            return self.head((t + self.attn(t)).mean((2, 3)))
+
+    torch.manual_seed(0)
+    r = compare_with_engine(Net().double(), torch.randn(2, 3, 4, 4, dtype=torch.float64))
+    assert r["lrp0_reference_norm"] > 0 and r["lrp0_oracle_rel_error"] <= TOL, r
+    assert r["gradient_rel_error"] <= 1e-10, r

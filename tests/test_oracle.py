@@ -424,6 +424,23 @@ def test_normalisation_forward_reproduced(call):
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("p, dim", [(2.0, 1), (2.0, -1), (1.0, 1)])
+def test_normalize_holds_the_norm(p, dim):
+    """``F.normalize(x) = x / ||x||`` with the norm held: the gradient of ``<w, normalize(x)>`` is
+    ``w / ||x||`` (the plain derivative would subtract the radial part), and the value is unchanged."""
+    g = _seeded(0)
+    x = torch.randn(2, 5, dtype=D64, generator=g, requires_grad=True)
+    w = torch.randn(2, 5, dtype=D64, generator=g)
+    with OracleMode():
+        y = F.normalize(x, p=p, dim=dim)
+    torch.testing.assert_close(y, F.normalize(x, p=p, dim=dim), rtol=1e-14, atol=0)
+    (grad,) = torch.autograd.grad((y * w).sum(), x)
+    want = w / x.detach().norm(p, dim, keepdim=True)
+    torch.testing.assert_close(grad, want, rtol=1e-13, atol=0)
+    (plain,) = torch.autograd.grad((F.normalize(x, p=p, dim=dim) * w).sum(), x)
+    assert float((plain - want).abs().max()) > 1e-3  # the test can tell the two apart
+
+
 def test_inplace_functional_activation():
     class M(nn.Module):
         def __init__(self):
