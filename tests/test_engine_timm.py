@@ -213,3 +213,34 @@ def test_swiftformer_additive_attention_equals_the_oracle():
     r = compare_with_engine(Net().double(), torch.randn(2, 3, 4, 4, dtype=torch.float64))
     assert r["lrp0_reference_norm"] > 0 and r["lrp0_oracle_rel_error"] <= TOL, r
     assert r["gradient_rel_error"] <= 1e-10, r
+
+
+def test_attention_over_the_batch_axis_is_refused_at_build_with_its_module_path():
+    """timm's CSATv2 spatial attention: ``q, k, v = qkv.unbind(-1)`` gives ``(B, N)`` tensors and
+    ``q @ k.transpose(-1, -2)`` a ``(B, B)`` attention over the batch.  Its ``LayerNorm(1)``
+    makes ``q, k, v`` independent of the input, so the logits do not change with the other
+    samples; the shape of the attention does, and the build refuses there (it used to build and
+    fail in ``attribute`` with a shape error)."""
+    from timm.models.csatv2 import SpatialTransformerBlock
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 1, 3, padding=1)
+            self.attn = SpatialTransformerBlock()
+            self.head = nn.Linear(49, 5)
+
+        def forward(self, x):
+            return self.head((x[:, :1] * self.attn(self.conv(x))).flatten(1))
+
+    torch.manual_seed(0)
+    net = Net().double()
+    x = torch.randn(1, 3, 7, 7, dtype=torch.float64)
+    with torch.no_grad():  # the eager model: a sample's logits do not depend on the batch here
+        torch.testing.assert_close(net(torch.cat([x, 2 * x]))[:1], net(x), rtol=1e-12, atol=1e-12)
+    with pytest.raises(UnsupportedModuleError, match=r"in module 'attn' .*mixes the samples of a batch") as exc:
+        Explainer(net, dtype=torch.float64, input_shape=(3, 7, 7))
+    assert "\n" not in str(exc.value) and "(1, 1) for one sample, (2, 2) for two" in str(exc.value)
+    with pytest.raises(UnsupportedModuleError):  # no other exception escapes the comparison either
+        compare_with_engine(net, x)
+
