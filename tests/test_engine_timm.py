@@ -244,3 +244,36 @@ def test_attention_over_the_batch_axis_is_refused_at_build_with_its_module_path(
     with pytest.raises(UnsupportedModuleError):  # no other exception escapes the comparison either
         compare_with_engine(net, x)
 
+
+def test_a_float32_cast_inside_forward_is_computed_in_float64_like_the_oracle():
+    """EfficientViT-MIT's LiteMLA computes its linear attention under ``q.float(), k.float(),
+    v.float()`` and divides by ``(q k^T 1) + eps`` (divisor held, eps included).  The float64
+    engine computes those values in float64 (``casts_to_dtype``) and the oracle with
+    ``casts="dtype"``; the model's own float32 rounding shows only in ``model_logits_rel_error``
+    (it was 3.4e-8 LRP-0 and 4.6e-9 logits on efficientvit_b0)."""
+    from timm.models.efficientvit_mit import LiteMLA
+
+    from empirical.checkmodel import check_model
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Conv2d(3, 16, 1)
+            self.attn = LiteMLA(16, 16, dim=8, scales=(3,))
+            self.head = nn.Linear(16, 5)
+
+        def forward(self, x):
+            t = self.embed(x)
+            return self.head((t + self.attn(t)).mean((2, 3)))
+
+    torch.manual_seed(0)
+    net = randomise_batchnorm_stats(Net(), generator=torch.Generator().manual_seed(1)).double()
+    r = compare_with_engine(net, torch.randn(2, 3, 6, 6, dtype=torch.float64))
+    assert r["lrp0_reference_norm"] > 0 and r["lrp0_oracle_rel_error"] <= TOL, r
+    assert r["gradient_rel_error"] <= 1e-10 and r["logits_rel_error"] <= 1e-12, r
+    assert 1e-12 < r["model_logits_rel_error"] < 1e-5, r  # the model's float32 attention, not the engine's
+    ex = Explainer(net, dtype=torch.float64, input_shape=(3, 6, 6))
+    notes = [p.note for p in ex.plan.plans.values() if p.note.startswith("cast to float32")]
+    assert len(notes) == 3, notes  # q, k, v; the cast back to float64 is left as it is
+    overridden = check_model(net, input_size=6, oracle=False)["casts_overridden"]
+    assert len(overridden) == 3 and all(c.startswith("attn ") and "float32 -> float64" in c for c in overridden)

@@ -15,7 +15,9 @@ import torch.nn as nn
 
 from empirical.engine.kinds import LEAF_TYPES, UnsupportedModuleError  # noqa: F401 (re-exported)
 from empirical.engine.spellings import lift_functional, sums_of_stacks_to_adds
-from empirical.engine.tracing import ConcreteTracer, fold_constants, inline_default_arguments
+from empirical.engine.tracing import (
+    CAST_OVERRIDDEN, ConcreteTracer, fold_constants, inline_default_arguments, input_dependent,
+)
 
 #: the example input's (C, H, W) when the caller gives none (a model that asks
 #: Python about shapes is traced again for every other input shape)
@@ -201,6 +203,7 @@ def canonicalise(model: nn.Module, dtype, device, input_shape=None) -> fx.GraphM
         inline_default_arguments(gm)
     except ValueError as exc:
         raise UnsupportedModuleError(f"the model cannot be explained: {exc}") from None
+    casts_to_dtype(gm, dtype)
     out_node = next(n for n in gm.graph.nodes if n.op == "output")
     reference = tracer.values.get(out_node.args[0]) if isinstance(out_node.args[0], fx.Node) else None
     fold_constants(gm, tracer.values)
@@ -214,6 +217,51 @@ def canonicalise(model: nn.Module, dtype, device, input_shape=None) -> fx.GraphM
     gm.eval()
     gm.specialised_shape = shape if tracer.specialised else None
     return gm
+
+
+_CAST_METHODS = {"float": torch.float32, "double": torch.float64, "half": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def casts_to_dtype(gm: fx.GraphModule, dtype) -> list:
+    """Casts of input-dependent tensors to another floating dtype compute in ``dtype`` instead.
+
+    The convention (the oracle's ``casts="dtype"`` models it): the engine computes every
+    input-dependent value in the dtype it was asked for.  ``t.float()``, ``t.double()``,
+    ``t.half()``, ``t.bfloat16()``, ``t.to(..., <floating dtype>, ...)`` and
+    ``t.type(<floating dtype>)`` inside the model's ``forward`` become ``t.to(dtype)``
+    (timm's EfficientViT-MIT computes its linear attention under ``.float()``; in a float64
+    engine those values would otherwise be rounded to float32, about 1e-8 of the logits,
+    and the LRP sums over sign parts would be formed in float32).  A cast to an integer
+    or boolean dtype, a cast to ``other.dtype`` (``type_as``/``to(other)``) and a constant
+    (computed from parameters and buffers only: folded with the value the model computes)
+    are left as they are.  Each overridden node gets ``node.meta[CAST_OVERRIDDEN]`` = the
+    dtype it asked for (``boundcheck check-model`` lists them).
+
+    Returns the overridden nodes.
+    """
+    dep = input_dependent(gm.graph)
+    changed = []
+    for node in gm.graph.nodes:
+        if node.op != "call_method" or node not in dep:
+            continue
+        if node.target in _CAST_METHODS and len(node.args) == 1:
+            asked = _CAST_METHODS[node.target]
+            if asked != dtype:
+                node.target, node.args = "to", (node.args[0], dtype)
+        elif node.target in ("to", "type"):
+            asked = next((a for a in list(node.args[1:]) + [node.kwargs.get("dtype")] if isinstance(a, torch.dtype)),
+                         None)
+            if asked is not None and asked.is_floating_point and asked != dtype:
+                node.args = tuple(dtype if a is asked else a for a in node.args)
+                node.kwargs = {k: (dtype if v is asked else v) for k, v in node.kwargs.items()}
+        else:
+            continue
+        if asked is not None and asked.is_floating_point and asked != dtype:
+            node.meta[CAST_OVERRIDDEN] = str(asked).replace("torch.", "")
+            changed.append(node)
+    if changed:
+        gm.recompile()
+    return changed
 
 
 def _check_samples_independent(gm, example, reference) -> None:
@@ -284,7 +332,7 @@ def _check_samples_independent(gm, example, reference) -> None:
         raise UnsupportedModuleError(
             f"the model's output does not keep the batch axis (batch 1 -> {tuple(reference.shape)}, batch 2 -> "
             f"{tuple(out.shape) if torch.is_tensor(out) else type(out).__name__})")
-    scale = float(out1.abs().max()) or 1.0  # the graph's own batch-of-one output
+    scale = float(out1.abs().max()) or 1.0  # the graph's own batch-of-one output (casts overridden)
     if float((out[:1] - out1).abs().max()) > tol * scale:
         where = (f" (first in module '{module_path(first_changed)}', node {first_changed.name})"
                  if first_changed is not None else "")
