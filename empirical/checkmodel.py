@@ -8,7 +8,10 @@ torchvision names, ``efficientnet-lite0``, ``FILE.py:build``,
    that carries data: module path, type, treatment (affine / pass / gate / route /
    attention / none / unsupported, from :data:`empirical.engine.kinds.KINDS`), the
    rule-op depth ``t`` of an affine node (relevance at its input is bounded by the
-   depth-``t`` bounds, :mod:`empirical.audit.depth`) and a note;
+   depth-``t`` bounds, :mod:`empirical.audit.depth`) and a note; ``casts_overridden``
+   lists the casts of input-dependent values to another floating dtype inside
+   ``forward`` that the engine computes in its own dtype instead
+   (:func:`empirical.engine.graph.casts_to_dtype`);
 2. when every node is supported, on one random input (float64, seeded):
    the LRP-0 oracle error (:func:`empirical.oracle.compare_with_engine`: LRP-0
    with the bias in the denominators and a logit start against x times the
@@ -161,10 +164,11 @@ def check_model(model, name: str = "model", input_size: int = 224, seed: int = 0
     from boundcheck.rules import Conventions
     from empirical.engine.graph import canonicalise
     from empirical.engine.kinds import UnsupportedModuleError, plan_graph
+    from empirical.engine.tracing import CAST_OVERRIDDEN
 
     conv = Conventions(normalisation=normalisation)
     result = {"model": name, "supported": False, "unsupported": [], "depth": None, "operations": [],
-              "lrp0_oracle_rel_error": None, "gradient_rel_error": None, "conservation": None,
+              "casts_overridden": [], "lrp0_oracle_rel_error": None, "gradient_rel_error": None, "conservation": None,
               "normalisation": normalisation, "input_shape": [batch, 3, input_size, input_size]}
     try:
         gm = canonicalise(model, torch.float64, torch.device("cpu"), (3, input_size, input_size))
@@ -174,6 +178,8 @@ def check_model(model, name: str = "model", input_size: int = 224, seed: int = 0
         result["oracle_reason"] = "not run: the model has unsupported nodes"
         return result
     result["operations"] = operation_table(gm, plan)
+    result["casts_overridden"] = [f"{plan.plans[n].path} (node {n.name}): {n.meta[CAST_OVERRIDDEN]} -> float64"
+                                  for n in plan.nodes if CAST_OVERRIDDEN in n.meta]
     result["unsupported"] = list(plan.unsupported)
     result["supported"] = not plan.unsupported
     result["depth"] = int(plan.depth[plan.nodes[0]])
@@ -239,6 +245,9 @@ def to_text(result: dict) -> str:
     if result.get("treatments"):
         lines.append("treatments: " + ", ".join(f"{k} {v}" for k, v in sorted(result["treatments"].items())))
     lines.append(f"depth n (rule ops on the longest relevance path): {result['depth']}")
+    if result.get("casts_overridden"):
+        lines.append(f"casts in forward() computed in float64 instead: {len(result['casts_overridden'])} "
+                     f"({'; '.join(result['casts_overridden'][:4])}{' ...' if len(result['casts_overridden']) > 4 else ''})")
     if result.get("weights_kind"):
         lines.append(f"weights: {result['weights_kind']} ({result.get('weights')})")
     if result["lrp0_oracle_rel_error"] is not None or result["gradient_rel_error"] is not None:

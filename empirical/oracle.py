@@ -99,10 +99,14 @@ Batch norm by its formula (both references)
     Written out, the derivative is autograd's elementwise one, right for every
     layout; values agree with the kernel's up to rounding.
 Statistics (held constant)
-    ``Tensor.norm``, ``torch.norm``, ``torch.linalg.vector_norm``/``norm``
-    (``F.normalize`` divides by ``Tensor.norm``), ``sqrt``/``rsqrt`` (a
-    hand-written RMSNorm): outputs detached, like the
+    ``Tensor.norm``, ``torch.norm``, ``torch.linalg.vector_norm``/``norm``,
+    ``sqrt``/``rsqrt`` (a hand-written RMSNorm): outputs detached, like the
     normalisation statistics (ConvNeXt-V2's GRN, cosine attention, XCiT).
+    ``F.normalize(x, p, dim, eps)`` is replaced by
+    ``x / max(||x||_p, eps).detach()``: a torch-function mode sees only the
+    outermost call of a Python-level function, so the ``Tensor.norm`` inside
+    ``F.normalize`` would otherwise keep its derivative (SwiftFormer's additive
+    attention normalises its queries, keys and attention scores with it).
 Products of two input-dependent tensors (AttnLRP's uniform rule)
     ``*``/``mul``, ``@``/``matmul``/``bmm``, two-operand ``einsum``: when both
     factors carry gradient, each factor's gradient is halved (``t/2 + (t/2).detach()``
@@ -114,6 +118,15 @@ Quotients of two input-dependent tensors (divisor held constant)
     ``a / b`` with both carrying gradient (``/``, ``div``, ``true_divide``): ``b``
     detached, a normalisation like LayerNorm's (EfficientViT's linear attention
     ``(v k^T) q / (1^T k^T q)``).
+Casts inside the forward pass (``casts=``)
+    ``"model"`` (default): the model's own casts, as its eager forward computes
+    (timm's EfficientViT-MIT computes its linear attention under ``.float()``).
+    ``"dtype"`` (the engine's convention, which ``compare_with_engine`` models):
+    ``Tensor.float``/``double``/``half``/``bfloat16``/``to``/``type`` of a tensor
+    that carries gradient (an input-dependent value), when the result is of
+    another floating dtype, is computed as ``t.to(dtype)`` instead; casts of
+    constants (parameters, buffers and what is computed from them only) and to
+    integer or boolean dtypes are kept.
 Max pooling, everything else
     Plain autograd (max pooling: winner-take-all).
 
@@ -170,7 +183,7 @@ _ACTIVATIONS = _registry([
 ])
 _GATES = _registry(["sigmoid", "hardsigmoid", "expit"])
 _ATTENTION_WEIGHTS = _registry(["softmax"])
-#: statistics held constant like LayerNorm's (``F.normalize`` divides by ``Tensor.norm``)
+#: statistics held constant like LayerNorm's (``F.normalize``: :func:`_normalize`)
 _HELD_STATISTICS = set(_candidates("norm") + _candidates("sqrt") + _candidates("rsqrt") + [
     torch.linalg.vector_norm, torch.linalg.norm, torch.linalg.matrix_norm])
 #: products of two tensors: with both factors input-dependent, each factor's gradient is halved
@@ -183,6 +196,28 @@ _PRODUCTS = set(_candidates("mul") + _candidates("matmul") + _candidates("bmm") 
 _POWERS = set(_candidates("pow") + [torch.Tensor.__pow__])
 #: quotients of two input-dependent tensors: the divisor is held constant (a normalisation)
 _QUOTIENTS = set(_candidates("div") + _candidates("true_divide") + [torch.Tensor.__truediv__])
+
+
+#: casts of a tensor; with ``casts="dtype"`` an input-dependent one computes in the oracle's dtype
+_CASTS = {torch.Tensor.float, torch.Tensor.double, torch.Tensor.half, torch.Tensor.bfloat16, torch.Tensor.to,
+          torch.Tensor.type}
+#: the choices of ``casts=`` (module docstring)
+_CAST_POLICIES = ("model", "dtype")
+
+
+def _cast(dtype, func, args, kwargs):
+    """``func(*args, **kwargs)``; a cast of an input-dependent tensor to another floating
+    dtype than ``dtype`` is ``args[0].to(dtype)`` instead (``casts="dtype"``)."""
+    value = func(*args, **kwargs)
+    if (torch.is_tensor(value) and value.is_floating_point() and value.dtype != dtype and args[0].requires_grad
+            and args[0].is_floating_point()):
+        return args[0].to(dtype=dtype, device=value.device)
+    return value
+
+
+def _check_casts(casts):
+    if casts not in _CAST_POLICIES:
+        raise InputError(f"casts must be 'model' or 'dtype', got {casts!r}")
 
 
 _MATMULS = set(_candidates("matmul") + _candidates("bmm") + [
@@ -385,6 +420,13 @@ def _torch_instance_norm(input, weight, bias, running_mean, running_var, use_inp
     return _instance_norm(input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps, how=how)
 
 
+def _normalize(input, p=2.0, dim=1, eps=1e-12, out=None):
+    """``F.normalize`` with the norm held constant: ``x / max(||x||_p, eps).detach()``."""
+    if out is not None:
+        raise InputError("F.normalize(..., out=...) is not supported by the oracle")
+    return input / input.norm(p, dim, keepdim=True).clamp_min(eps).detach()
+
+
 def _attend(q, k, v, mask=None):
     """``softmax(q k^T / sqrt(d) + mask).detach() @ v`` over the last two axes."""
     logits = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
@@ -483,7 +525,8 @@ _NORM_FUNCS = {
     if f is not None
 }
 #: every replaced call (the normalisations dispatch through :data:`_NORM_FUNCS` first)
-_REPLACED = {**_NORM_FUNCS, F.multi_head_attention_forward: _mha, F.scaled_dot_product_attention: _sdpa}
+_REPLACED = {**_NORM_FUNCS, F.multi_head_attention_forward: _mha, F.scaled_dot_product_attention: _sdpa,
+             F.normalize: _normalize}
 #: additions/subtractions: a constant offset gets the secant under ``normalisation="pass"``
 _OFFSETS = {f for f in (torch.add, torch.sub, torch.subtract, torch.rsub, torch.Tensor.add, torch.Tensor.sub,
                         torch.Tensor.subtract, torch.Tensor.__add__, torch.Tensor.__radd__,
@@ -526,14 +569,17 @@ class OracleMode(TorchFunctionMode):
     """The replacements of the module docstring, active for every torch call in its context.
 
     ``normalisation``: ``"affine"`` (default), ``"centre"`` or ``"pass"``, the
-    engine's ``Conventions.normalisation`` (module docstring).
+    engine's ``Conventions.normalisation`` (module docstring).  ``casts_to``:
+    ``None`` (default; the model's casts) or the dtype in which a cast of an
+    input-dependent tensor computes (``casts="dtype"``, module docstring).
     """
 
-    def __init__(self, normalisation: str = "affine"):
+    def __init__(self, normalisation: str = "affine", casts_to=None):
         if normalisation not in _HOW:
             raise InputError(f"normalisation must be 'affine', 'centre' or 'pass', got {normalisation!r}")
         super().__init__()
         self.normalisation = normalisation
+        self.casts_to = casts_to
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -541,6 +587,8 @@ class OracleMode(TorchFunctionMode):
             hash(func)
         except TypeError:  # not one of ours (every registered callable is hashable)
             return func(*args, **kwargs)
+        if self.casts_to is not None and func in _CASTS and args and torch.is_tensor(args[0]):
+            return _cast(self.casts_to, func, args, kwargs)
         if func in _ACTIVATIONS and args and torch.is_tensor(args[0]) and args[0].is_floating_point():
             z = args[0]
             value, target = _out_of_place(func, _ACTIVATIONS[func], args, kwargs)
@@ -596,14 +644,22 @@ _FORMULA_NORMS = {f: impl for f, impl in _NORM_FUNCS.items()
 
 class _PlainMode(TorchFunctionMode):
     """Plain autograd (:func:`gradient_reference`), batch and instance norm evaluated by their
-    formulas with their full derivatives (module docstring, "Batch norm by its formula")."""
+    formulas with their full derivatives (module docstring, "Batch norm by its formula");
+    ``casts_to``: as :class:`OracleMode`'s (``casts="dtype"``)."""
+
+    def __init__(self, casts_to=None):
+        super().__init__()
+        self.casts_to = casts_to
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         try:
             impl = _FORMULA_NORMS.get(func)
+            cast = self.casts_to is not None and func in _CASTS
         except TypeError:  # unhashable: not one of ours
-            impl = None
+            impl, cast = None, False
+        if cast and args and torch.is_tensor(args[0]):
+            return _cast(self.casts_to, func, args, kwargs)
         if impl is not None:
             return impl(*args, **kwargs, how="plain")
         return func(*args, **kwargs)
@@ -672,9 +728,11 @@ def _target(logits, target):
     return t
 
 
-def _grad_of_target(m, x, target, mode, normalisation="affine"):
+def _grad_of_target(m, x, target, mode, normalisation="affine", casts="model"):
+    _check_casts(casts)
+    casts_to = x.dtype if casts == "dtype" else None
     with torch.enable_grad():
-        with OracleMode(normalisation) if mode else _PlainMode():
+        with OracleMode(normalisation, casts_to) if mode else _PlainMode(casts_to):
             logits = m(x)
         t = _target(logits, target)
         picked = logits.gather(1, t[:, None]).sum()
@@ -682,7 +740,7 @@ def _grad_of_target(m, x, target, mode, normalisation="affine"):
     return grad.detach(), logits.detach(), t
 
 
-def modified_gradient(model, x, target=None, dtype=torch.float64, normalisation="affine"):
+def modified_gradient(model, x, target=None, dtype=torch.float64, normalisation="affine", casts="model"):
     """Gradient of the target logit with the oracle's replacements (module docstring).
 
     Parameters
@@ -697,39 +755,47 @@ def modified_gradient(model, x, target=None, dtype=torch.float64, normalisation=
         float64 (default) or float32.
     normalisation : {"affine", "centre", "pass"}
         The engine's ``Conventions.normalisation`` to model (module docstring).
+    casts : {"model", "dtype"}
+        ``"model"`` (default): the model's casts inside its forward pass;
+        ``"dtype"``: a cast of an input-dependent tensor to another floating dtype
+        computes in ``dtype`` (the engine's convention; module docstring).
 
     Returns
     -------
     (grad, logits) : (Tensor like ``x``, Tensor (B, K))
         ``d logit_target / dx`` (modified) and the logits of the forward pass, which
-        are the unmodified model's logits (the replacements change derivatives only).
+        are the unmodified model's logits (the replacements change derivatives only;
+        with ``casts="dtype"`` the model's values computed in ``dtype`` throughout).
     """
     if normalisation not in _HOW:
         raise InputError(f"normalisation must be 'affine', 'centre' or 'pass', got {normalisation!r}")
+    _check_casts(casts)
     m = _prepare(model, dtype)
     xg = _input(x, dtype, _device_of(m))
-    grad, logits, _ = _grad_of_target(m, xg, target, mode=True, normalisation=normalisation)
+    grad, logits, _ = _grad_of_target(m, xg, target, mode=True, normalisation=normalisation, casts=casts)
     return grad, logits
 
 
-def lrp0_reference(model, x, target=None, dtype=torch.float64, normalisation="affine"):
+def lrp0_reference(model, x, target=None, dtype=torch.float64, normalisation="affine", casts="model"):
     """LRP-0 map (bias in the denominators, logit start) as ``x * modified_gradient``
-    under the engine's ``Conventions(normalisation=normalisation)``.
+    under the engine's ``Conventions(normalisation=normalisation)`` (``casts``: see
+    :func:`modified_gradient`).
 
     Returns a tensor shaped like ``x`` (``(B, C, H, W)`` for images), channels kept.
     """
-    grad, _ = modified_gradient(model, x, target, dtype, normalisation)
+    grad, _ = modified_gradient(model, x, target, dtype, normalisation, casts)
     return x.detach().to(grad.dtype) * grad
 
 
-def gradient_reference(model, x, target=None, dtype=torch.float64):
+def gradient_reference(model, x, target=None, dtype=torch.float64, casts="model"):
     """Plain autograd gradient of the target logit on an eval-mode copy of ``model``, batch
     and instance norm evaluated by their formulas (module docstring, "Batch norm by its
     formula": torch's CPU batch-norm backward kernel is wrong at a batch of one with mixed
-    memory layouts)."""
+    memory layouts); ``casts``: see :func:`modified_gradient`."""
+    _check_casts(casts)
     m = _prepare(model, dtype)
     xg = _input(x, dtype, _device_of(m))
-    grad, _, _ = _grad_of_target(m, xg, target, mode=False)
+    grad, _, _ = _grad_of_target(m, xg, target, mode=False, casts=casts)
     return grad
 
 
@@ -756,14 +822,20 @@ def compare_with_engine(model, x, target=None, normalisation="affine", weight_ca
     tested against it and the oracle in ``tests/test_engine_fastpath.py``) against
     :func:`lrp0_reference`, and ``"gradient"`` with
     ``init="q"`` against :func:`gradient_reference`; both with ``reduce="none"``
-    and the same target (default the argmax of the float64 logits).
+    and the same target (default the argmax of the float64 logits).  The engine
+    computes input-dependent values in float64 even where the model casts them to
+    a lower precision (``empirical.engine.graph.casts_to_dtype``), so both
+    references run with ``casts="dtype"``.
 
     Returns
     -------
     dict
         ``lrp0_oracle_rel_error``, ``gradient_rel_error``, ``logits_rel_error``
-        (engine vs the model's own forward pass), ``lrp0_reference_norm`` (a
-        comparison with a zero reference map proves nothing) and ``target``.
+        (engine vs the model's forward pass in float64, ``casts="dtype"``),
+        ``model_logits_rel_error`` (engine vs the model's forward pass with its own
+        casts: above 0 only for a model that casts, e.g. to float32),
+        ``lrp0_reference_norm`` (a comparison with a zero reference map proves
+        nothing) and ``target``.
 
     Raises
     ------
@@ -773,10 +845,14 @@ def compare_with_engine(model, x, target=None, normalisation="affine", weight_ca
     from boundcheck.rules import Conventions
     from empirical.engine import Explainer
 
-    grad, logits = modified_gradient(model, x, target, normalisation=normalisation)
+    grad, logits = modified_gradient(model, x, target, normalisation=normalisation, casts="dtype")
     t = _target(logits, target)
     ref_lrp = x.detach().to(grad.dtype) * grad
-    ref_grad = gradient_reference(model, x, t)
+    ref_grad = gradient_reference(model, x, t, casts="dtype")
+    m = _prepare(model, torch.float64)
+    with torch.no_grad():
+        model_logits = m(_input(x, torch.float64, _device_of(m)).detach())
+    del m
     ex = Explainer(model, conventions=Conventions(bias="backward", normalisation=normalisation), dtype=torch.float64,
                    weight_cache_bytes=weight_cache_bytes, input_shape=tuple(x.shape[1:]))
     xe = x.detach().to(torch.float64)
@@ -787,6 +863,7 @@ def compare_with_engine(model, x, target=None, normalisation="affine", weight_ca
         "lrp0_oracle_rel_error": relative_error(a_lrp.maps["lrp_zero"].cpu(), ref_lrp.cpu()),
         "gradient_rel_error": relative_error(a_grad.maps["gradient"].cpu(), ref_grad.cpu()),
         "logits_rel_error": relative_error(a_lrp.logits.cpu(), logits.cpu()),
+        "model_logits_rel_error": relative_error(a_lrp.logits.cpu(), model_logits.cpu()),
         "target": [int(v) for v in t.tolist()],
     }
 

@@ -279,6 +279,31 @@ def test_gradient_through_an_unfolded_batch_norm_before_a_transpose_equals_finit
     assert r["gradient_rel_error"] <= 1e-10, r
 
 
+def test_swiftformer_additive_attention_equals_the_oracle():
+    """SwiftFormer's efficient additive attention: queries, keys and the token scores are
+    ``F.normalize``d (norms held, ``x / ||x||``: the engine's ``diag``, the oracle's replacement),
+    the global query ``sum_n a_n q_n`` and ``G * k`` are products of two input-dependent factors
+    (half of the relevance to each).  The oracle once kept the derivative of the norm inside
+    ``F.normalize`` (1.5e-2 on swiftformer_xs)."""
+    from timm.models.swiftformer import EfficientAdditiveAttention
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Conv2d(3, 8, 1)
+            self.attn = EfficientAdditiveAttention(in_dims=8, token_dim=8)
+            self.head = nn.Linear(8, 5)
+
+        def forward(self, x):
+            t = self.embed(x)
+            return self.head((t + self.attn(t)).mean((2, 3)))
+
+    torch.manual_seed(0)
+    r = compare_with_engine(Net().double(), torch.randn(2, 3, 4, 4, dtype=torch.float64))
+    assert r["lrp0_reference_norm"] > 0 and r["lrp0_oracle_rel_error"] <= TOL, r
+    assert r["gradient_rel_error"] <= 1e-10, r
+
+
 @pytest.mark.parametrize("name,side", [("levit_128s", 64), ("xcit_nano_12_p8_224", 32)])
 def test_timm_stems_with_batch_norm_before_the_tokens_equal_the_oracle(name, side):
     """Before batch norm was written out in the oracle, its references went through torch's
@@ -289,3 +314,67 @@ def test_timm_stems_with_batch_norm_before_the_tokens_equal_the_oracle(name, sid
     assert r["lrp0_reference_norm"] > 0
     assert r["lrp0_oracle_rel_error"] <= TOL, (name, r)
     assert r["gradient_rel_error"] <= 1e-10, (name, r)
+
+
+def test_attention_over_the_batch_axis_is_refused_at_build_with_its_module_path():
+    """timm's CSATv2 spatial attention: ``q, k, v = qkv.unbind(-1)`` gives ``(B, N)`` tensors and
+    ``q @ k.transpose(-1, -2)`` a ``(B, B)`` attention over the batch.  Its ``LayerNorm(1)``
+    makes ``q, k, v`` independent of the input, so the logits do not change with the other
+    samples; the shape of the attention does, and the build refuses there (it used to build and
+    fail in ``attribute`` with a shape error)."""
+    from timm.models.csatv2 import SpatialTransformerBlock
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 1, 3, padding=1)
+            self.attn = SpatialTransformerBlock()
+            self.head = nn.Linear(49, 5)
+
+        def forward(self, x):
+            return self.head((x[:, :1] * self.attn(self.conv(x))).flatten(1))
+
+    torch.manual_seed(0)
+    net = Net().double()
+    x = torch.randn(1, 3, 7, 7, dtype=torch.float64)
+    with torch.no_grad():  # the eager model: a sample's logits do not depend on the batch here
+        torch.testing.assert_close(net(torch.cat([x, 2 * x]))[:1], net(x), rtol=1e-12, atol=1e-12)
+    with pytest.raises(UnsupportedModuleError, match=r"in module 'attn' .*mixes the samples of a batch") as exc:
+        Explainer(net, dtype=torch.float64, input_shape=(3, 7, 7))
+    assert "\n" not in str(exc.value) and "(1, 1) for one sample, (2, 2) for two" in str(exc.value)
+    with pytest.raises(UnsupportedModuleError):  # no other exception escapes the comparison either
+        compare_with_engine(net, x)
+
+
+def test_a_float32_cast_inside_forward_is_computed_in_float64_like_the_oracle():
+    """EfficientViT-MIT's LiteMLA computes its linear attention under ``q.float(), k.float(),
+    v.float()`` and divides by ``(q k^T 1) + eps`` (divisor held, eps included).  The float64
+    engine computes those values in float64 (``casts_to_dtype``) and the oracle with
+    ``casts="dtype"``; the model's own float32 rounding shows only in ``model_logits_rel_error``
+    (it was 3.4e-8 LRP-0 and 4.6e-9 logits on efficientvit_b0)."""
+    from timm.models.efficientvit_mit import LiteMLA
+
+    from empirical.checkmodel import check_model
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Conv2d(3, 16, 1)
+            self.attn = LiteMLA(16, 16, dim=8, scales=(3,))
+            self.head = nn.Linear(16, 5)
+
+        def forward(self, x):
+            t = self.embed(x)
+            return self.head((t + self.attn(t)).mean((2, 3)))
+
+    torch.manual_seed(0)
+    net = randomise_batchnorm_stats(Net(), generator=torch.Generator().manual_seed(1)).double()
+    r = compare_with_engine(net, torch.randn(2, 3, 6, 6, dtype=torch.float64))
+    assert r["lrp0_reference_norm"] > 0 and r["lrp0_oracle_rel_error"] <= TOL, r
+    assert r["gradient_rel_error"] <= 1e-10 and r["logits_rel_error"] <= 1e-12, r
+    assert 1e-12 < r["model_logits_rel_error"] < 1e-5, r  # the model's float32 attention, not the engine's
+    ex = Explainer(net, dtype=torch.float64, input_shape=(3, 6, 6))
+    notes = [p.note for p in ex.plan.plans.values() if p.note.startswith("cast to float32")]
+    assert len(notes) == 3, notes  # q, k, v; the cast back to float64 is left as it is
+    overridden = check_model(net, input_size=6, oracle=False)["casts_overridden"]
+    assert len(overridden) == 3 and all(c.startswith("attn ") and "float32 -> float64" in c for c in overridden)

@@ -474,6 +474,47 @@ def test_batch_norm_gradient_is_right_for_mixed_memory_layouts(tokens, norm):
         assert relative_error(modified_gradient(m, x, t)[0], fd) <= 1e-6
 
 
+@pytest.mark.parametrize("p, dim", [(2.0, 1), (2.0, -1), (1.0, 1)])
+def test_normalize_holds_the_norm(p, dim):
+    """``F.normalize(x) = x / ||x||`` with the norm held: the gradient of ``<w, normalize(x)>`` is
+    ``w / ||x||`` (the plain derivative would subtract the radial part), and the value is unchanged."""
+    g = _seeded(0)
+    x = torch.randn(2, 5, dtype=D64, generator=g, requires_grad=True)
+    w = torch.randn(2, 5, dtype=D64, generator=g)
+    with OracleMode():
+        y = F.normalize(x, p=p, dim=dim)
+    torch.testing.assert_close(y, F.normalize(x, p=p, dim=dim), rtol=1e-14, atol=0)
+    (grad,) = torch.autograd.grad((y * w).sum(), x)
+    want = w / x.detach().norm(p, dim, keepdim=True)
+    torch.testing.assert_close(grad, want, rtol=1e-13, atol=0)
+    (plain,) = torch.autograd.grad((F.normalize(x, p=p, dim=dim) * w).sum(), x)
+    assert float((plain - want).abs().max()) > 1e-3  # the test can tell the two apart
+
+
+def test_casts_dtype_computes_input_dependent_casts_in_the_oracles_dtype():
+    """``casts="dtype"``: ``t.float()``/``t.to(float32)``/``t.half()`` of an input-dependent tensor
+    compute in float64; a constant's cast and the default ``casts="model"`` keep the rounding."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.tensor([1 / 3, 2 / 3], dtype=D64))
+
+        def forward(self, x):
+            y = x.float().double() + x.to(torch.float32).to(D64) + x.half().double()
+            return torch.stack([y.sum(1), (x * self.w.float()).sum(1)], 1)
+
+    x = torch.randn(2, 2, dtype=D64, generator=_seeded(0)) / 3
+    _, exact = modified_gradient(M(), x, casts="dtype")
+    torch.testing.assert_close(exact[:, 0], 3 * x.sum(1), rtol=1e-15, atol=0)
+    torch.testing.assert_close(exact[:, 1], (x * M().w.float().double()).sum(1), rtol=1e-15, atol=0)
+    _, model = modified_gradient(M(), x)
+    assert float((model[:, 0] - exact[:, 0]).abs().max()) > 1e-6  # half precision rounding kept
+    torch.testing.assert_close(gradient_reference(M(), x, 0, casts="dtype"), torch.full_like(x, 3.0))
+    with pytest.raises(InputError, match="casts"):
+        modified_gradient(M(), x, casts="float32")
+
+
 def test_inplace_functional_activation():
     class M(nn.Module):
         def __init__(self):

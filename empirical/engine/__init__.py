@@ -21,7 +21,14 @@ Canonicalisation (once, in ``Explainer.__init__``; the user's model is never mod
     traced again, once, for every other input shape; leaf modules: torch.nn
     modules, torchvision ``SqueezeExcitation``, ``StochasticDepth``,
     ``ShiftedWindowAttention[V2]``) -> ``forward``'s further arguments take
-    their defaults -> every tensor computed from parameters and buffers only
+    their defaults -> a cast of an input-dependent value to another floating
+    dtype inside ``forward`` (``.float()``, ``.half()``, ``.to(torch.float32)``
+    ...) computes in the engine's dtype instead (``graph.casts_to_dtype``;
+    ``check-model`` lists them; the oracle's ``casts="dtype"``) -> the graph run
+    node by node on one sample and on two: a tensor whose batch axis is
+    contracted or made a second axis, a failure, or a sample's logits changing
+    with the other sample refuses the model, naming the module path
+    (``graph._check_samples_independent``) -> every tensor computed from parameters and buffers only
     (weight standardisation, re-parametrised convolutions, concatenated q/k/v
     biases, relative-position biases gathered from their tables) folded into one
     constant -> one spelling per operation (:mod:`empirical.engine.spellings`:

@@ -15,7 +15,9 @@ import torch.nn as nn
 
 from empirical.engine.kinds import LEAF_TYPES, UnsupportedModuleError  # noqa: F401 (re-exported)
 from empirical.engine.spellings import lift_functional, sums_of_stacks_to_adds
-from empirical.engine.tracing import ConcreteTracer, fold_constants, inline_default_arguments
+from empirical.engine.tracing import (
+    CAST_OVERRIDDEN, ConcreteTracer, fold_constants, inline_default_arguments, input_dependent,
+)
 
 #: the example input's (C, H, W) when the caller gives none (a model that asks
 #: Python about shapes is traced again for every other input shape)
@@ -248,6 +250,7 @@ def canonicalise(model: nn.Module, dtype, device, input_shape=None) -> fx.GraphM
         inline_default_arguments(gm)
     except ValueError as exc:
         raise UnsupportedModuleError(f"the model cannot be explained: {exc}") from None
+    casts_to_dtype(gm, dtype)
     out_node = next(n for n in gm.graph.nodes if n.op == "output")
     reference = tracer.values.get(out_node.args[0]) if isinstance(out_node.args[0], fx.Node) else None
     fold_constants(gm, tracer.values)
@@ -264,32 +267,131 @@ def canonicalise(model: nn.Module, dtype, device, input_shape=None) -> fx.GraphM
     return gm
 
 
+_CAST_METHODS = {"float": torch.float32, "double": torch.float64, "half": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def casts_to_dtype(gm: fx.GraphModule, dtype) -> list:
+    """Casts of input-dependent tensors to another floating dtype compute in ``dtype`` instead.
+
+    The convention (the oracle's ``casts="dtype"`` models it): the engine computes every
+    input-dependent value in the dtype it was asked for.  ``t.float()``, ``t.double()``,
+    ``t.half()``, ``t.bfloat16()``, ``t.to(..., <floating dtype>, ...)`` and
+    ``t.type(<floating dtype>)`` inside the model's ``forward`` become ``t.to(dtype)``
+    (timm's EfficientViT-MIT computes its linear attention under ``.float()``; in a float64
+    engine those values would otherwise be rounded to float32, about 1e-8 of the logits,
+    and the LRP sums over sign parts would be formed in float32).  A cast to an integer
+    or boolean dtype, a cast to ``other.dtype`` (``type_as``/``to(other)``) and a constant
+    (computed from parameters and buffers only: folded with the value the model computes)
+    are left as they are.  Each overridden node gets ``node.meta[CAST_OVERRIDDEN]`` = the
+    dtype it asked for (``boundcheck check-model`` lists them).
+
+    Returns the overridden nodes.
+    """
+    dep = input_dependent(gm.graph)
+    changed = []
+    for node in gm.graph.nodes:
+        if node.op != "call_method" or node not in dep:
+            continue
+        if node.target in _CAST_METHODS and len(node.args) == 1:
+            asked = _CAST_METHODS[node.target]
+            if asked != dtype:
+                node.target, node.args = "to", (node.args[0], dtype)
+        elif node.target in ("to", "type"):
+            asked = next((a for a in list(node.args[1:]) + [node.kwargs.get("dtype")] if isinstance(a, torch.dtype)),
+                         None)
+            if asked is not None and asked.is_floating_point and asked != dtype:
+                node.args = tuple(dtype if a is asked else a for a in node.args)
+                node.kwargs = {k: (dtype if v is asked else v) for k, v in node.kwargs.items()}
+        else:
+            continue
+        if asked is not None and asked.is_floating_point and asked != dtype:
+            node.meta[CAST_OVERRIDDEN] = str(asked).replace("torch.", "")
+            changed.append(node)
+    if changed:
+        gm.recompile()
+    return changed
+
+
 def _check_samples_independent(gm, example, reference) -> None:
     """The engine stacks rules and sign halves along the batch axis, so a model must
-    treat the samples of a batch independently.  Its graph is run once on the example
-    beside a second sample; the example's row must equal its batch-of-one output.
+    treat the samples of a batch independently.  Its graph is run node by node on the
+    example (one sample) and, in lock-step, on the example beside a second sample:
 
-    Raises UnsupportedModuleError naming what went wrong (e.g. timm's CSATv2, whose
-    ``q @ k.transpose(-1, -2)`` on ``(B, N)`` tensors attends over the batch)."""
+    * every input-dependent tensor must have a batch axis: its shape for two samples
+      equals its shape for one except in one axis, which doubles (the batch axis,
+      possibly merged with others, e.g. windows ``(B * nW, N, C)``).  A tensor whose
+      shape changes in two axes, or in one by another factor, has the batch axis
+      contracted or made a second axis: timm's CSATv2 computes
+      ``(q @ k.transpose(-1, -2)).softmax(-1)`` on ``(B, N)`` tensors, a ``(B, B)``
+      attention over the batch (its values happen not to depend on the input there,
+      so the logits alone do not show it);
+    * the example's row of the output must equal its batch-of-one output (``reference``,
+      the trace's output, gives the shape); when it does not, the first node whose
+      leading-axis row changed is named.
+
+    Raises UnsupportedModuleError (one line, naming the module path where known)."""
+    from empirical.engine.kinds import module_path
+
     other = torch.empty_like(example).normal_(generator=torch.Generator(device=example.device).manual_seed(1))
-    try:
-        with torch.no_grad():
-            out = gm(torch.cat([example, other]))
-    except Exception as exc:  # noqa: BLE001
-        first = (str(exc).strip().splitlines() or [""])[0]
-        raise UnsupportedModuleError(
-            f"the model fails on a batch of two samples ({type(exc).__name__}: {first}); an operation that mixes "
-            "the samples of a batch is not supported") from None
+    tol = 1e-9 if example.dtype == torch.float64 else 1e-3
+    last_use = {}
+    for node in gm.graph.nodes:
+        for a in node.all_input_nodes:
+            last_use[a] = node
+    runs = (fx.Interpreter(gm, garbage_collect_values=False), fx.Interpreter(gm, garbage_collect_values=False))
+    for it, x in zip(runs, (example, torch.cat([example, other]))):
+        it.env = {}
+        it.args_iter = iter([x])
+    dep, first_changed, out, out1 = set(), None, None, None
+    with torch.no_grad():
+        for node in gm.graph.nodes:
+            try:
+                one, two = (it.run_node(node) for it in runs)
+            except Exception as exc:  # noqa: BLE001
+                first = (str(exc).strip().splitlines() or [""])[0]
+                raise UnsupportedModuleError(
+                    f"the model fails on a batch of two samples in module '{module_path(node)}' (node {node.name}: "
+                    f"{type(exc).__name__}: {first}); an operation that mixes the samples of a batch is not "
+                    "supported") from None
+            if node.op == "output":
+                out1, out = one, two
+                break
+            for it, v in zip(runs, (one, two)):
+                it.env[node] = v
+            if node.op == "placeholder" or any(a in dep for a in node.all_input_nodes):
+                dep.add(node)
+            if node in dep and torch.is_tensor(one) and torch.is_tensor(two) and one.dim() == two.dim():
+                axes = [i for i, (a, b) in enumerate(zip(one.shape, two.shape)) if a != b]
+                if len(axes) > 1 or (axes and two.shape[axes[0]] != 2 * one.shape[axes[0]]):
+                    raise UnsupportedModuleError(
+                        f"unsupported operation '{_name(node)}' in module '{module_path(node)}' (node {node.name}): "
+                        f"it mixes the samples of a batch (shape {tuple(one.shape)} for one sample, "
+                        f"{tuple(two.shape)} for two: the batch axis is contracted or made a second axis); the "
+                        "engine explains each sample on its own")
+                if first_changed is None and axes == [0] and torch.is_floating_point(one) and one.numel():
+                    scale = float(one.abs().max()) or 1.0
+                    if float((two[: one.shape[0]] - one).abs().max()) > tol * scale:
+                        first_changed = node
+            for a in node.all_input_nodes:
+                if last_use.get(a) is node:
+                    for it in runs:
+                        it.env.pop(a, None)
     if not torch.is_tensor(out) or out.shape[0] != 2 or out.shape[1:] != reference.shape[1:]:
         raise UnsupportedModuleError(
             f"the model's output does not keep the batch axis (batch 1 -> {tuple(reference.shape)}, batch 2 -> "
             f"{tuple(out.shape) if torch.is_tensor(out) else type(out).__name__})")
-    scale = float(reference.abs().max()) or 1.0
-    tol = 1e-9 if example.dtype == torch.float64 else 1e-3
-    if float((out[:1] - reference).abs().max()) > tol * scale:
+    scale = float(out1.abs().max()) or 1.0  # the graph's own batch-of-one output (casts overridden)
+    if float((out[:1] - out1).abs().max()) > tol * scale:
+        where = (f" (first in module '{module_path(first_changed)}', node {first_changed.name})"
+                 if first_changed is not None else "")
         raise UnsupportedModuleError(
-            "the model mixes the samples of a batch (a sample's logits change with the other samples in the "
-            "batch); the engine explains each sample on its own")
+            f"the model mixes the samples of a batch{where}: a sample's logits change with the other samples in "
+            "the batch; the engine explains each sample on its own")
+
+
+def _name(node) -> str:
+    t = node.target
+    return t if isinstance(t, str) else getattr(t, "__name__", str(t))
 
 
 #: ``node.meta`` key of the nodes canonicalisation adds (not the user's operations: no LayerRecord)

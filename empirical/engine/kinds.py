@@ -58,7 +58,7 @@ import torch.nn.functional as F
 
 from boundcheck.errors import InputError
 from boundcheck.rules import Conventions
-from empirical.engine.tracing import SHAPE
+from empirical.engine.tracing import CAST_OVERRIDDEN, SHAPE
 
 
 class UnsupportedModuleError(InputError):
@@ -606,6 +606,9 @@ class _Planner:
             return self.plan(node, "pass", sign=sign, note="activation, relevance unchanged")
         if _is(node, IDENTITY_FUNCTIONS) or _is(node, IDENTITY_METHODS) or getattr(t, "__name__", "") == "stochastic_depth":
             self.propagate(node)
+            if CAST_OVERRIDDEN in node.meta:
+                return self.plan(node, "pass", sign="keeps", note=f"cast to {node.meta[CAST_OVERRIDDEN]} in forward(): "
+                                                                  "computed in the engine's dtype instead")
             return self.plan(node, "pass", sign="keeps", note="identity in eval mode")
         if _is(node, MAX_REDUCTIONS) and (len(node.args) > 1 or "dim" in node.kwargs) and not (
                 len(node.args) > 1 and isinstance(node.args[1], fx.Node) and self.dep.get(node.args[1])):

@@ -41,6 +41,9 @@ from torch.fx.node import map_aggregate
 
 #: ``node.meta`` key: the example's value at the node is a tensor of this shape (batch 1)
 SHAPE = "boundcheck_shape"
+#: ``node.meta`` key of a cast inside ``forward`` whose floating dtype the engine overrode
+#: (:func:`empirical.engine.graph.casts_to_dtype`): the dtype the model asked for
+CAST_OVERRIDDEN = "boundcheck_cast_overridden"
 
 _MISSING = object()
 
