@@ -16,7 +16,7 @@ import torch.nn as nn
 from empirical.engine.kinds import LEAF_TYPES, UnsupportedModuleError  # noqa: F401 (re-exported)
 from empirical.engine.spellings import lift_functional, sums_of_stacks_to_adds
 from empirical.engine.tracing import (
-    CAST_OVERRIDDEN, ConcreteTracer, fold_constants, inline_default_arguments, input_dependent,
+    CAST_OVERRIDDEN, ConcreteTracer, fold_constants, inline_default_arguments, value_dependent,
 )
 
 #: the example input's (C, H, W) when the caller gives none (a model that asks
@@ -282,12 +282,14 @@ def casts_to_dtype(gm: fx.GraphModule, dtype) -> list:
     and the LRP sums over sign parts would be formed in float32).  A cast to an integer
     or boolean dtype, a cast to ``other.dtype`` (``type_as``/``to(other)``) and a constant
     (computed from parameters and buffers only: folded with the value the model computes)
-    are left as they are.  Each overridden node gets ``node.meta[CAST_OVERRIDDEN]`` = the
+    are left as they are, and so is a tensor computed from the input's shape only (XCiT's Fourier
+    positional encoding, `torch.arange(H).to(torch.float32)`: a constant of the input's values, computed
+    as the model computes it).  Each overridden node gets ``node.meta[CAST_OVERRIDDEN]`` = the
     dtype it asked for (``boundcheck check-model`` lists them).
 
     Returns the overridden nodes.
     """
-    dep = input_dependent(gm.graph)
+    dep = value_dependent(gm.graph)  # a tensor built from the input's shape only is a constant
     changed = []
     for node in gm.graph.nodes:
         if node.op != "call_method" or node not in dep:

@@ -250,6 +250,18 @@ def input_dependent(graph: fx.Graph) -> set:
     return dep
 
 
+def value_dependent(graph: fx.Graph) -> set:
+    """Nodes whose value depends on the input's VALUES: reached from a placeholder along a
+    path that does not pass through a shape query (``x.shape``, ``x.size()``, ``len(x)``).
+    ``torch.arange(x.shape[-1]).float()`` is input-dependent (:func:`input_dependent`) but
+    not value-dependent: for a given input shape it is a constant."""
+    dep = set()
+    for node in graph.nodes:
+        if node.op == "placeholder" or (not _is_shape_query(node) and any(a in dep for a in node.all_input_nodes)):
+            dep.add(node)
+    return dep
+
+
 def _evaluate_constant(gm, node, values):
     if node.op == "get_attr":
         obj = gm
