@@ -283,8 +283,9 @@ ROUTE_METHODS = {
     "moveaxis", "t", "broadcast_to", "diagonal", "unfold",
 }
 META_METHODS = {"size", "dim", "numel", "__len__"}
-#: methods whose second argument is a shape/dtype reference, not a value
-SHAPE_REFERENCE_METHODS = {"view_as", "reshape_as", "expand_as", "type_as"}
+#: methods whose second argument is a shape/dtype reference, not a value (``mask.to(x)`` is a
+#: constant when ``mask`` is one: it borrows ``x``'s dtype and device only)
+SHAPE_REFERENCE_METHODS = {"view_as", "reshape_as", "expand_as", "type_as", "to"}
 SOFTMAX_METHODS = {"softmax"}
 MATMUL_METHODS = {"matmul", "bmm", "__matmul__"}
 
@@ -391,7 +392,7 @@ class _Planner:
             return NodePlan("output", rel_inputs=(out,), path="<output>")
         if node.op == "get_attr":
             return NodePlan("const", path=str(node.target))
-        dep = any(self.dep.get(a) for a in node.all_input_nodes)
+        dep = bool(self.dep_args(node))
         if node.op == "call_function" and node.target in META_FUNCTIONS or (
             node.op == "call_method" and node.target in META_METHODS
         ):
