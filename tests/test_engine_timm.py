@@ -188,3 +188,110 @@ def test_talking_heads_attention_mixed_after_the_softmax_equals_the_oracle():
     assert "attnsum" in {p.kind for p in ex.plan.plans.values()}
     maps = ex.attribute(torch.randn(2, 3, 4, 4), ["lrp_beta_1", "lrp_gamma_100"]).maps
     assert all(bool(torch.isfinite(m).all()) for m in maps.values())
+
+
+class OptionalMaskTokens(nn.Module):
+    """Hiera's and NaFlexViT's ``forward(x, mask=None)``: ``if mask is not None:`` must see
+    ``None`` (the default) while tracing, not a proxy; the token grid's size is asked of the
+    input's shape (``int(N ** 0.5)``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Conv2d(3, 8, 2, stride=2)
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x, mask=None):
+        t = self.embed(x).flatten(2).transpose(1, 2)
+        if mask is not None:
+            t = t * mask.view(t.shape[0], -1, 1)
+        side = int(t.shape[1] ** 0.5)
+        t = t.reshape(t.shape[0], side, side, -1).mean(2)
+        return self.head(F.gelu(t).mean(1))
+
+
+def test_a_none_default_argument_is_none_while_tracing():
+    torch.manual_seed(0)
+    r = compare_with_engine(OptionalMaskTokens().double(), torch.randn(2, 3, 8, 8, dtype=torch.float64))
+    assert r["lrp0_reference_norm"] > 0 and r["lrp0_oracle_rel_error"] <= TOL, r
+    assert r["gradient_rel_error"] <= 1e-10, r
+
+
+class GridPositions(nn.Module):
+    """Gemma4-ViT's position ids: ``torch.arange`` of the patch grid's size, a grid expanded over
+    the batch, one-hot rows of a table, and a validity mask ``torch.ones(B, N)``; torch's
+    argument parser refuses a proxy among the sizes of a factory function."""
+
+    def __init__(self, p=2, d=8, n=8):
+        super().__init__()
+        self.p = p
+        self.proj = nn.Linear(3 * p * p, d)
+        self.table = nn.Parameter(torch.randn(2, n, d))
+        self.head = nn.Linear(d, 5)
+
+    def forward(self, x):
+        B, C, H, W = x.shape
+        t = x.reshape(B, C, H // self.p, self.p, W // self.p, self.p).permute(0, 2, 4, 1, 3, 5)
+        t = self.proj(t.reshape(B, (H // self.p) * (W // self.p), -1))
+        gy, gx = torch.meshgrid(torch.arange(H // self.p), torch.arange(W // self.p), indexing="ij")
+        coord = torch.stack([gy.flatten(), gx.flatten()], -1).unsqueeze(0).expand(B, -1, -1)
+        onehot = F.one_hot(coord, self.table.shape[1]).permute(0, 2, 1, 3).to(self.table)
+        t = t + (onehot @ self.table).sum(1)
+        valid = torch.ones(B, t.shape[1], dtype=torch.bool).unsqueeze(-1)
+        t = t * valid.to(t)  # a constant mask: ``.to(t)`` borrows t's dtype only
+        return self.head(F.gelu(t).mean(1))
+
+
+@pytest.mark.parametrize("hw", [8, 12])
+def test_factory_functions_with_sizes_from_the_input_shape(hw):
+    torch.manual_seed(0)
+    r = compare_with_engine(GridPositions().double(), torch.randn(2, 3, hw, hw, dtype=torch.float64))
+    assert r["lrp0_reference_norm"] > 0 and r["lrp0_oracle_rel_error"] <= TOL, r
+    assert r["gradient_rel_error"] <= 1e-10, r
+
+
+class InPlaceEmbedding(nn.Module):
+    """NaFlexViT adds its position embedding in a helper, in place (``x.add_(pos)``, ``x += pos``):
+    the caller's ``x`` must read the sum (torch.fx alone drops the update as dead code)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(3, 8)
+        self.pos = nn.Parameter(torch.randn(16, 8))
+        self.scale = nn.Parameter(torch.randn(8))
+        self.head = nn.Linear(8, 5)
+
+    def _add_pos(self, t):
+        t.add_(self.pos)
+
+    def _scale(self, t):
+        t *= self.scale
+
+    def forward(self, x):
+        t = self.embed(x.flatten(2).transpose(1, 2))
+        self._add_pos(t)
+        self._scale(t)
+        return self.head(F.gelu(t).mean(1))
+
+
+def test_in_place_updates_are_recorded_out_of_place():
+    torch.manual_seed(0)
+    r = compare_with_engine(InPlaceEmbedding().double(), torch.randn(2, 3, 4, 4, dtype=torch.float64))
+    assert r["lrp0_reference_norm"] > 0 and r["lrp0_oracle_rel_error"] <= TOL, r
+    assert r["logits_rel_error"] <= 1e-12 and r["gradient_rel_error"] <= 1e-10, r
+
+
+def test_an_in_place_update_through_a_view_is_refused():
+    class ViewUpdate(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Linear(3, 8)
+            self.head = nn.Linear(8, 5)
+
+        def forward(self, x):
+            t = self.embed(x.flatten(2).transpose(1, 2))
+            t[:, 1:].mul_(2.0)  # seen through t: the graph cannot follow it
+            return self.head(t.mean(1))
+
+    with pytest.raises(UnsupportedModuleError, match="does not reproduce the model's output") as exc:
+        Explainer(ViewUpdate(), dtype=torch.float64, input_shape=(3, 4, 4))
+    assert "\n" not in str(exc.value)

@@ -203,6 +203,11 @@ def canonicalise(model: nn.Module, dtype, device, input_shape=None) -> fx.GraphM
         raise UnsupportedModuleError(f"the model cannot be explained: {exc}") from None
     out_node = next(n for n in gm.graph.nodes if n.op == "output")
     reference = tracer.values.get(out_node.args[0]) if isinstance(out_node.args[0], fx.Node) else None
+    if tracer.in_place and torch.is_tensor(reference):
+        # in-place updates were recorded out of place: the graph is checked against the eager model,
+        # which alone sees a mutation through an alias (a view) of the updated tensor
+        with torch.no_grad():
+            reference = m(example)
     fold_constants(gm, tracer.values)
     tracer.values.clear()
     if torch.is_tensor(reference):
@@ -219,7 +224,11 @@ def canonicalise(model: nn.Module, dtype, device, input_shape=None) -> fx.GraphM
 def _check_samples_independent(gm, example, reference) -> None:
     """The engine stacks rules and sign halves along the batch axis, so a model must
     treat the samples of a batch independently.  Its graph is run once on the example
-    beside a second sample; the example's row must equal its batch-of-one output.
+    beside a second sample; the example's row must equal its batch-of-one output
+    ``reference`` (the traced value, or the eager model's output where in-place
+    updates were recorded out of place).  When it does not, the graph is run on
+    the example alone to tell a graph that differs from the model (refused as
+    such) from a model that mixes the samples.
 
     Raises UnsupportedModuleError naming what went wrong (e.g. timm's CSATv2, whose
     ``q @ k.transpose(-1, -2)`` on ``(B, N)`` tensors attends over the batch)."""
@@ -239,6 +248,12 @@ def _check_samples_independent(gm, example, reference) -> None:
     scale = float(reference.abs().max()) or 1.0
     tol = 1e-9 if example.dtype == torch.float64 else 1e-3
     if float((out[:1] - reference).abs().max()) > tol * scale:
+        with torch.no_grad():
+            alone = gm(example)
+        if float((alone - reference).abs().max()) > tol * scale:
+            raise UnsupportedModuleError(
+                "the traced graph does not reproduce the model's output on the example input (an in-place "
+                "update seen through a view or another alias of a tensor is the usual cause)")
         raise UnsupportedModuleError(
             "the model mixes the samples of a batch (a sample's logits change with the other samples in the "
             "batch); the engine explains each sample on its own")
