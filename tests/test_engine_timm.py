@@ -295,3 +295,51 @@ def test_an_in_place_update_through_a_view_is_refused():
     with pytest.raises(UnsupportedModuleError, match="does not reproduce the model's output") as exc:
         Explainer(ViewUpdate(), dtype=torch.float64, input_shape=(3, 4, 4))
     assert "\n" not in str(exc.value)
+
+
+def test_clamp_with_constant_bounds_is_an_activation():
+    """Gemma4-ViT's clippable linear layers clamp their input and output between buffers:
+    ``clamp(z, lo, hi)`` with constant bounds is a hard-tanh (relevance passes; the oracle's
+    secant ``clamp(z)/z``)."""
+    from timm.models.gemma4_vit import Gemma4ClippableLinear
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = Gemma4ClippableLinear(3, 16, use_clipped=True)
+            self.fc2 = Gemma4ClippableLinear(16, 8, use_clipped=True)
+            self.head = nn.Linear(8, 5)
+            for m, (lo, hi) in ((self.fc1, (-1.0, 1.5)), (self.fc2, (-0.3, 0.2))):
+                m.input_min.fill_(lo)
+                m.input_max.fill_(hi)
+                m.output_min.fill_(lo / 2)
+                m.output_max.fill_(hi / 2)
+
+        def forward(self, x):
+            t = self.fc2(self.fc1(x.flatten(2).transpose(1, 2)).clamp(min=-0.5))
+            return self.head(torch.clip(t, -0.1, 0.1).mean(1))
+
+    torch.manual_seed(0)
+    model = Net().double()
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    with torch.no_grad():
+        h = model.fc1.linear(x.flatten(2).transpose(1, 2).clamp(-1.0, 1.5))
+    assert bool((h.abs() > 0.75).any())  # the bounds are reached: not an identity
+    r = compare_with_engine(model, x)
+    assert r["lrp0_reference_norm"] > 0 and r["lrp0_oracle_rel_error"] <= TOL, r
+    assert r["gradient_rel_error"] <= 1e-10, r
+
+
+def test_clamp_with_input_dependent_bounds_is_refused():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+            self.head = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.head(torch.clamp(self.fc(x), min=-x.abs(), max=x.abs()))
+
+    with pytest.raises(UnsupportedModuleError, match="clamp with input-dependent bounds") as exc:
+        Explainer(Net(), input_shape=(4,))
+    assert "\n" not in str(exc.value)
