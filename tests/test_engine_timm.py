@@ -343,3 +343,28 @@ def test_clamp_with_input_dependent_bounds_is_refused():
     with pytest.raises(UnsupportedModuleError, match="clamp with input-dependent bounds") as exc:
         Explainer(Net(), input_shape=(4,))
     assert "\n" not in str(exc.value)
+
+
+def test_the_tracer_releases_example_values_no_proxy_can_read():
+    """The example's activations are dropped once no proxy stands for them (Gemma4-ViT at
+    768x768 held 9.2 GiB of them); the output's value (the graph's check) and shapes stay."""
+    from empirical.engine.graph import LEAF_TYPES
+    from empirical.engine.tracing import ConcreteTracer
+
+    class Deep(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.ModuleList(nn.Linear(8, 8) for _ in range(20))
+
+        def forward(self, x):
+            t = x.flatten(1)
+            for layer in self.layers:
+                t = F.gelu(layer(t)) + t
+            return t.reshape(t.shape[0], int(t.shape[1] ** 0.5), -1).mean(1)
+
+    tracer = ConcreteTracer(LEAF_TYPES, torch.randn(1, 8))
+    graph = tracer.trace(Deep())
+    out = next(n for n in graph.nodes if n.op == "output").args[0]
+    held = [n for n, v in tracer.values.items() if torch.is_tensor(v) and n.op not in ("placeholder", "get_attr")]
+    assert tracer.example_error is None and len(list(graph.nodes)) > 60
+    assert out in held and len(held) <= 3, held  # the last few are released when the next node is recorded
