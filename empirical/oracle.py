@@ -28,7 +28,9 @@ The model
     :class:`torch.overrides.TorchFunctionMode` active during that forward pass.
 Activations (derivative -> secant ``sigma(z)/z``, ``:= 0`` at ``z = 0``)
     ``relu``, ``relu6``/``hardtanh``, ``gelu``, ``silu``, ``hardswish``, ``mish``,
-    ``elu``, ``selu``, ``celu``, ``leaky_relu``, ``softplus``, ``tanh``, ``z ** c``
+    ``elu``, ``selu``, ``celu``, ``leaky_relu``, ``softplus``, ``tanh``,
+    ``clamp``/``clip``/``clamp_min``/``clamp_max`` (the bounds held constant; with
+    ``lo <= 0 <= hi`` it is a hard-tanh, ``sigma(0) = 0``), ``z ** c``
     with a constant exponent (``pow``; StarReLU's ``relu(x) ** 2``), whether
     called as modules (``nn.ReLU`` ... call these functions), from
     ``torch.nn.functional``, ``torch`` or as ``Tensor`` methods, including the
@@ -179,7 +181,7 @@ def _registry(names):
 
 _ACTIVATIONS = _registry([
     "relu", "relu6", "hardtanh", "gelu", "silu", "hardswish", "mish", "elu", "selu", "celu",
-    "leaky_relu", "softplus", "tanh",
+    "leaky_relu", "softplus", "tanh", "clamp", "clip", "clamp_min", "clamp_max",
 ])
 _GATES = _registry(["sigmoid", "hardsigmoid", "expit"])
 _ATTENTION_WEIGHTS = _registry(["softmax"])

@@ -279,6 +279,32 @@ def test_gradient_through_an_unfolded_batch_norm_before_a_transpose_equals_finit
     assert r["gradient_rel_error"] <= 1e-10, r
 
 
+class OptionalMaskTokens(nn.Module):
+    """Hiera's and NaFlexViT's ``forward(x, mask=None)``: ``if mask is not None:`` must see
+    ``None`` (the default) while tracing, not a proxy; the token grid's size is asked of the
+    input's shape (``int(N ** 0.5)``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Conv2d(3, 8, 2, stride=2)
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x, mask=None):
+        t = self.embed(x).flatten(2).transpose(1, 2)
+        if mask is not None:
+            t = t * mask.view(t.shape[0], -1, 1)
+        side = int(t.shape[1] ** 0.5)
+        t = t.reshape(t.shape[0], side, side, -1).mean(2)
+        return self.head(F.gelu(t).mean(1))
+
+
+def test_a_none_default_argument_is_none_while_tracing():
+    torch.manual_seed(0)
+    r = compare_with_engine(OptionalMaskTokens().double(), torch.randn(2, 3, 8, 8, dtype=torch.float64))
+    assert r["lrp0_reference_norm"] > 0 and r["lrp0_oracle_rel_error"] <= TOL, r
+    assert r["gradient_rel_error"] <= 1e-10, r
+
+
 def test_swiftformer_additive_attention_equals_the_oracle():
     """SwiftFormer's efficient additive attention: queries, keys and the token scores are
     ``F.normalize``d (norms held, ``x / ||x||``: the engine's ``diag``, the oracle's replacement),
@@ -300,6 +326,120 @@ def test_swiftformer_additive_attention_equals_the_oracle():
 
     torch.manual_seed(0)
     r = compare_with_engine(Net().double(), torch.randn(2, 3, 4, 4, dtype=torch.float64))
+    assert r["lrp0_reference_norm"] > 0 and r["lrp0_oracle_rel_error"] <= TOL, r
+    assert r["gradient_rel_error"] <= 1e-10, r
+
+
+class GridPositions(nn.Module):
+    """Gemma4-ViT's position ids: ``torch.arange`` of the patch grid's size, a grid expanded over
+    the batch, one-hot rows of a table, and a validity mask ``torch.ones(B, N)``; torch's
+    argument parser refuses a proxy among the sizes of a factory function."""
+
+    def __init__(self, p=2, d=8, n=8):
+        super().__init__()
+        self.p = p
+        self.proj = nn.Linear(3 * p * p, d)
+        self.table = nn.Parameter(torch.randn(2, n, d))
+        self.head = nn.Linear(d, 5)
+
+    def forward(self, x):
+        B, C, H, W = x.shape
+        t = x.reshape(B, C, H // self.p, self.p, W // self.p, self.p).permute(0, 2, 4, 1, 3, 5)
+        t = self.proj(t.reshape(B, (H // self.p) * (W // self.p), -1))
+        gy, gx = torch.meshgrid(torch.arange(H // self.p), torch.arange(W // self.p), indexing="ij")
+        coord = torch.stack([gy.flatten(), gx.flatten()], -1).unsqueeze(0).expand(B, -1, -1)
+        onehot = F.one_hot(coord, self.table.shape[1]).permute(0, 2, 1, 3).to(self.table)
+        t = t + (onehot @ self.table).sum(1)
+        valid = torch.ones(B, t.shape[1], dtype=torch.bool).unsqueeze(-1)
+        t = t * valid.to(t)  # a constant mask: ``.to(t)`` borrows t's dtype only
+        return self.head(F.gelu(t).mean(1))
+
+
+@pytest.mark.parametrize("hw", [8, 12])
+def test_factory_functions_with_sizes_from_the_input_shape(hw):
+    torch.manual_seed(0)
+    r = compare_with_engine(GridPositions().double(), torch.randn(2, 3, hw, hw, dtype=torch.float64))
+    assert r["lrp0_reference_norm"] > 0 and r["lrp0_oracle_rel_error"] <= TOL, r
+    assert r["gradient_rel_error"] <= 1e-10, r
+
+
+class InPlaceEmbedding(nn.Module):
+    """NaFlexViT adds its position embedding in a helper, in place (``x.add_(pos)``, ``x += pos``):
+    the caller's ``x`` must read the sum (torch.fx alone drops the update as dead code)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(3, 8)
+        self.pos = nn.Parameter(torch.randn(16, 8))
+        self.scale = nn.Parameter(torch.randn(8))
+        self.head = nn.Linear(8, 5)
+
+    def _add_pos(self, t):
+        t.add_(self.pos)
+
+    def _scale(self, t):
+        t *= self.scale
+
+    def forward(self, x):
+        t = self.embed(x.flatten(2).transpose(1, 2))
+        self._add_pos(t)
+        self._scale(t)
+        return self.head(F.gelu(t).mean(1))
+
+
+def test_in_place_updates_are_recorded_out_of_place():
+    torch.manual_seed(0)
+    r = compare_with_engine(InPlaceEmbedding().double(), torch.randn(2, 3, 4, 4, dtype=torch.float64))
+    assert r["lrp0_reference_norm"] > 0 and r["lrp0_oracle_rel_error"] <= TOL, r
+    assert r["logits_rel_error"] <= 1e-12 and r["gradient_rel_error"] <= 1e-10, r
+
+
+def test_an_in_place_update_through_a_view_is_refused():
+    class ViewUpdate(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Linear(3, 8)
+            self.head = nn.Linear(8, 5)
+
+        def forward(self, x):
+            t = self.embed(x.flatten(2).transpose(1, 2))
+            t[:, 1:].mul_(2.0)  # seen through t: the graph cannot follow it
+            return self.head(t.mean(1))
+
+    with pytest.raises(UnsupportedModuleError, match="does not reproduce the model's output") as exc:
+        Explainer(ViewUpdate(), dtype=torch.float64, input_shape=(3, 4, 4))
+    assert "\n" not in str(exc.value)
+
+
+def test_clamp_with_constant_bounds_is_an_activation():
+    """Gemma4-ViT's clippable linear layers clamp their input and output between buffers:
+    ``clamp(z, lo, hi)`` with constant bounds is a hard-tanh (relevance passes; the oracle's
+    secant ``clamp(z)/z``)."""
+    from timm.models.gemma4_vit import Gemma4ClippableLinear
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = Gemma4ClippableLinear(3, 16, use_clipped=True)
+            self.fc2 = Gemma4ClippableLinear(16, 8, use_clipped=True)
+            self.head = nn.Linear(8, 5)
+            for m, (lo, hi) in ((self.fc1, (-1.0, 1.5)), (self.fc2, (-0.3, 0.2))):
+                m.input_min.fill_(lo)
+                m.input_max.fill_(hi)
+                m.output_min.fill_(lo / 2)
+                m.output_max.fill_(hi / 2)
+
+        def forward(self, x):
+            t = self.fc2(self.fc1(x.flatten(2).transpose(1, 2)).clamp(min=-0.5))
+            return self.head(torch.clip(t, -0.1, 0.1).mean(1))
+
+    torch.manual_seed(0)
+    model = Net().double()
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    with torch.no_grad():
+        h = model.fc1.linear(x.flatten(2).transpose(1, 2).clamp(-1.0, 1.5))
+    assert bool((h.abs() > 0.75).any())  # the bounds are reached: not an identity
+    r = compare_with_engine(model, x)
     assert r["lrp0_reference_norm"] > 0 and r["lrp0_oracle_rel_error"] <= TOL, r
     assert r["gradient_rel_error"] <= 1e-10, r
 
@@ -405,3 +545,43 @@ def test_a_float32_tensor_built_from_the_input_shape_only_is_computed_as_the_mod
     assert not [p.note for p in ex.plan.plans.values() if p.note.startswith("cast to")]
     logits = ex.attribute(x, ["gradient"], reduce="none").logits
     assert float((logits - net(x)).norm() / net(x).norm()) <= 1e-14
+
+
+def test_clamp_with_input_dependent_bounds_is_refused():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+            self.head = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.head(torch.clamp(self.fc(x), min=-x.abs(), max=x.abs()))
+
+    with pytest.raises(UnsupportedModuleError, match="clamp with input-dependent bounds") as exc:
+        Explainer(Net(), input_shape=(4,))
+    assert "\n" not in str(exc.value)
+
+
+def test_the_tracer_releases_example_values_no_proxy_can_read():
+    """The example's activations are dropped once no proxy stands for them (Gemma4-ViT at
+    768x768 held 9.2 GiB of them); the output's value (the graph's check) and shapes stay."""
+    from empirical.engine.graph import LEAF_TYPES
+    from empirical.engine.tracing import ConcreteTracer
+
+    class Deep(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.ModuleList(nn.Linear(8, 8) for _ in range(20))
+
+        def forward(self, x):
+            t = x.flatten(1)
+            for layer in self.layers:
+                t = F.gelu(layer(t)) + t
+            return t.reshape(t.shape[0], int(t.shape[1] ** 0.5), -1).mean(1)
+
+    tracer = ConcreteTracer(LEAF_TYPES, torch.randn(1, 8))
+    graph = tracer.trace(Deep())
+    out = next(n for n in graph.nodes if n.op == "output").args[0]
+    held = [n for n, v in tracer.values.items() if torch.is_tensor(v) and n.op not in ("placeholder", "get_attr")]
+    assert tracer.example_error is None and len(list(graph.nodes)) > 60
+    assert out in held and len(held) <= 3, held  # the last few are released when the next node is recorded

@@ -253,6 +253,11 @@ def canonicalise(model: nn.Module, dtype, device, input_shape=None) -> fx.GraphM
     casts_to_dtype(gm, dtype)
     out_node = next(n for n in gm.graph.nodes if n.op == "output")
     reference = tracer.values.get(out_node.args[0]) if isinstance(out_node.args[0], fx.Node) else None
+    if tracer.in_place and torch.is_tensor(reference):
+        # in-place updates were recorded out of place: the graph is checked against the eager model,
+        # which alone sees a mutation through an alias (a view) of the updated tensor
+        with torch.no_grad():
+            reference = m(example)
     fold_constants(gm, tracer.values)
     tracer.values.clear()
     if torch.is_tensor(reference):
@@ -327,9 +332,12 @@ def _check_samples_independent(gm, example, reference) -> None:
       ``(q @ k.transpose(-1, -2)).softmax(-1)`` on ``(B, N)`` tensors, a ``(B, B)``
       attention over the batch (its values happen not to depend on the input there,
       so the logits alone do not show it);
-    * the example's row of the output must equal its batch-of-one output (``reference``,
-      the trace's output, gives the shape); when it does not, the first node whose
-      leading-axis row changed is named.
+    * the graph's batch-of-one output must equal ``reference`` (the traced value, or the
+      eager model's output where in-place updates were recorded out of place; within
+      float32 rounding where casts were overridden), else the graph differs from the
+      model and is refused as such (an in-place update through an alias);
+    * the example's row of the batch-of-two output must equal its batch-of-one output;
+      when it does not, the first node whose leading-axis row changed is named.
 
     Raises UnsupportedModuleError (one line, naming the module path where known)."""
     from empirical.engine.kinds import module_path
@@ -383,6 +391,11 @@ def _check_samples_independent(gm, example, reference) -> None:
             f"the model's output does not keep the batch axis (batch 1 -> {tuple(reference.shape)}, batch 2 -> "
             f"{tuple(out.shape) if torch.is_tensor(out) else type(out).__name__})")
     scale = float(out1.abs().max()) or 1.0  # the graph's own batch-of-one output (casts overridden)
+    cast = any(CAST_OVERRIDDEN in n.meta for n in gm.graph.nodes)
+    if float((out1 - reference).abs().max()) > (1e-5 if cast else tol) * scale:
+        raise UnsupportedModuleError(
+            "the traced graph does not reproduce the model's output on the example input (an in-place "
+            "update seen through a view or another alias of a tensor is the usual cause)")
     if float((out[:1] - out1).abs().max()) > tol * scale:
         where = (f" (first in module '{module_path(first_changed)}', node {first_changed.name})"
                  if first_changed is not None else "")

@@ -236,7 +236,7 @@ NONNEG_MODULES = (nn.ReLU, nn.ReLU6)
 
 ACTIVATION_FUNCTIONS = {
     F.relu, F.relu6, F.silu, F.gelu, F.hardswish, F.leaky_relu, F.elu, F.mish, F.softplus, F.selu, F.celu,
-    F.hardtanh, torch.relu, torch.tanh, F.tanh,
+    F.hardtanh, torch.relu, torch.tanh, F.tanh, torch.clamp, torch.clip, torch.clamp_min, torch.clamp_max,
 }
 IDENTITY_FUNCTIONS = {F.dropout, F.dropout1d, F.dropout2d, F.alpha_dropout}
 GATE_ACTIVATION_FUNCTIONS = {torch.sigmoid, F.sigmoid, F.hardsigmoid}
@@ -275,7 +275,10 @@ ADDCMUL = {torch.addcmul, "addcmul"}
 ADDCDIV = {torch.addcdiv, "addcdiv"}
 MATMUL_FUNCTIONS = {operator.matmul, torch.matmul, torch.bmm, torch.einsum}
 
-ACTIVATION_METHODS = {"relu", "relu_", "tanh", "gelu", "tanh_"}
+ACTIVATION_METHODS = {"relu", "relu_", "tanh", "gelu", "tanh_", "clamp", "clip", "clamp_min", "clamp_max"}
+#: ``clamp(z, lo, hi)`` with constant bounds: a hard-tanh with those bounds (an activation; Gemma4-ViT's
+#: clippable linear layers); input-dependent bounds are not an activation (refused)
+CLAMP = {torch.clamp, torch.clip, torch.clamp_min, torch.clamp_max, "clamp", "clip", "clamp_min", "clamp_max"}
 IDENTITY_METHODS = {"contiguous", "clone", "detach", "to", "float", "double", "type_as"}
 GATE_ACTIVATION_METHODS = {"sigmoid", "sigmoid_"}
 NONNEG_METHODS = {"relu", "relu_"}
@@ -286,8 +289,9 @@ ROUTE_METHODS = {
     "moveaxis", "t", "broadcast_to", "diagonal", "unfold",
 }
 META_METHODS = {"size", "dim", "numel", "__len__"}
-#: methods whose second argument is a shape/dtype reference, not a value
-SHAPE_REFERENCE_METHODS = {"view_as", "reshape_as", "expand_as", "type_as"}
+#: methods whose second argument is a shape/dtype reference, not a value (``mask.to(x)`` is a
+#: constant when ``mask`` is one: it borrows ``x``'s dtype and device only)
+SHAPE_REFERENCE_METHODS = {"view_as", "reshape_as", "expand_as", "type_as", "to"}
 SOFTMAX_METHODS = {"softmax"}
 MATMUL_METHODS = {"matmul", "bmm", "__matmul__"}
 
@@ -395,7 +399,7 @@ class _Planner:
             return NodePlan("output", rel_inputs=(out,), path="<output>")
         if node.op == "get_attr":
             return NodePlan("const", path=str(node.target))
-        dep = any(self.dep.get(a) for a in node.all_input_nodes)
+        dep = bool(self.dep_args(node))
         if node.op == "call_function" and node.target in META_FUNCTIONS or (
             node.op == "call_method" and node.target in META_METHODS
         ):
@@ -601,6 +605,8 @@ class _Planner:
         if _is(node, GATE_ACTIVATION_FUNCTIONS) or _is(node, GATE_ACTIVATION_METHODS):
             self.gates.add(node)
             return self.plan(node, "pass", note="sigmoid-type activation")
+        if _is(node, CLAMP) and len(self.dep_args(node)) > 1:
+            return self.untreated(node, "clamp with input-dependent bounds (not an activation)")
         if _is(node, ACTIVATION_FUNCTIONS) or _is(node, ACTIVATION_METHODS):
             sign = "nonneg" if _is(node, NONNEG_FUNCTIONS) or _is(node, NONNEG_METHODS) else None
             return self.plan(node, "pass", sign=sign, note="activation, relevance unchanged")

@@ -21,6 +21,18 @@ for every input shape, as before.
 Answers that depend on the batch size are the one case this cannot see (the
 example has batch 1): no model of torchvision or timm branches on it.
 
+Three more places where plain torch.fx records a program other than the one
+eager mode runs are corrected while tracing:
+
+* every ``forward`` argument after the first that has a default is given to
+  Python as that default (``if mask is not None:`` sees ``None``;
+  :meth:`ConcreteTracer.create_args_for_root`);
+* ``torch.ones(B, H * W)``, ``torch.arange(H // p)``, ``grid.expand(B, -1)``
+  with a proxy among the sizes are recorded as nodes (torch's argument parser
+  raises a TypeError on them; :data:`_SIZE_FUNCTIONS`, :data:`_SIZE_METHODS`);
+* in-place updates ``x.add_(y)``, ``x += y`` of a tensor are recorded out of
+  place and the proxy stands for the result (:meth:`_ConcreteProxy._in_place`).
+
 After tracing, :func:`fold_constants` replaces every node that depends on
 parameters and buffers only (a weight computed in ``forward``: weight
 standardisation, re-parametrised convolutions, a concatenated q/k/v bias, a
@@ -31,6 +43,7 @@ that the layer using it is recognised as the affine map it is.
 from __future__ import annotations
 
 import contextlib
+import functools
 import operator
 
 import torch
@@ -55,6 +68,8 @@ class _ConcreteProxy(fx.Proxy):
         return self.tracer.concrete(self.node)
 
     def __getattr__(self, k):
+        if _out_of_place(k) is not None:
+            return functools.partial(self._in_place, k)
         # device/dtype/rank are fixed for the explainer's copy: Python gets them as values
         # (``torch.autocast(device_type=x.device.type)``, ``if x.dtype == ...``)
         if k in _METADATA and self.tracer.example is not None:
@@ -63,6 +78,58 @@ class _ConcreteProxy(fx.Proxy):
                 self.tracer.specialised = self.tracer.specialised or k == "ndim"
                 return getattr(v, k)
         return super().__getattr__(k)
+
+    def _rebind(self, node):
+        self.tracer._acquire(node)
+        old, self.node = self.node, node
+        self.tracer._release(old)
+
+    def __del__(self):
+        # the last proxy of a node is gone: no later operation can read its example value
+        try:
+            self.tracer._release(self.node)
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+    def _in_place(self, name, *args, **kwargs):
+        """``x.add_(y)`` is recorded as ``x.add(y)``, and this proxy then stands for the result.
+
+        torch.fx records ``x.add_(y)`` as a node nobody uses (removed as dead code,
+        and the later uses of ``x`` read the node before the addition): timm's
+        NaFlexViT adds its position embedding by ``x.add_(pos_embed)``.  Every later
+        use of the Python object ``x`` now reads the sum, as in eager mode.  A
+        mutation seen through another alias (a view of ``x``, a caller's variable
+        bound to another proxy of the same tensor) is not followed; the graph is
+        checked against the model's eager output on the example when this happened
+        (:attr:`ConcreteTracer.in_place`, :func:`empirical.engine.graph.canonicalise`).
+        """
+        result = self.tracer.create_proxy("call_method", _out_of_place(name), (self,) + args, kwargs)
+        self.tracer.in_place.append(self.node.name)
+        self._rebind(result.node)
+        return self
+
+    def _in_place_operator(self, op, other):
+        """``x += y`` on a tensor: ``x`` is mutated in eager mode (seen by the caller that
+        passed ``x``), so the proxy object stands for the result, as in :meth:`_in_place`.
+        On a Python number (a proxy of a shape) ``+=`` rebinds the name only, as before."""
+        result = self.tracer.create_proxy("call_function", op, (self, other), {})
+        if torch.is_tensor(self.tracer.values.get(self.node)):
+            self.tracer.in_place.append(self.node.name)
+            self._rebind(result.node)
+            return self
+        return result
+
+    def __iadd__(self, other):
+        return self._in_place_operator(operator.add, other)
+
+    def __isub__(self, other):
+        return self._in_place_operator(operator.sub, other)
+
+    def __imul__(self, other):
+        return self._in_place_operator(operator.mul, other)
+
+    def __itruediv__(self, other):
+        return self._in_place_operator(operator.truediv, other)
 
     def __setitem__(self, key, value):
         # ``t[idx] = v`` on a traced tensor: recorded in program order (side-effectful, never removed)
@@ -102,7 +169,10 @@ class ConcreteTracer(fx.Tracer):
         self.specialised = False
         self.example_error = None  # why the example could not be evaluated (then purely symbolic)
         self.tainted = set()  # nodes whose value depends on tensor VALUES (never answered)
+        self.in_place = []  # nodes whose in-place updates were recorded out of place (ConcreteProxy._in_place)
         self._placeholders = 0
+        self._live = {}  # node -> number of live proxies standing for it (see _release)
+        self._unused = []
 
     # ------------------------------------------------------------------ torch.fx hooks
     def is_leaf_module(self, m, qualname):
@@ -111,9 +181,62 @@ class ConcreteTracer(fx.Tracer):
         return super().is_leaf_module(m, qualname)
 
     def proxy(self, node):
+        self._acquire(node)
         return _ConcreteProxy(node, self)
 
+    def _acquire(self, node):
+        self._live[node] = self._live.get(node, 0) + 1
+
+    def _release(self, node):
+        """Drop the example's tensor at ``node`` once no proxy stands for it (an
+        operation recorded later can only read nodes through their proxies), so
+        the example's activations are not all held at once (Gemma4-ViT at
+        768x768: 9.2 GiB in float32 when every one was kept).  Kept: values
+        that are not tensors (shapes), attributes, and the nodes torch.fx reads
+        without a proxy of ours (``getattr``)."""
+        n = self._live.get(node, 0) - 1
+        if n > 0:
+            self._live[node] = n
+            return
+        self._live.pop(node, None)
+        if node.op == "call_function" and node.target is getattr or node.op in ("get_attr", "placeholder"):
+            return
+        self._unused.append(node)  # dropped when the next node is recorded (the output's value stays)
+
+    def _drop_unused(self):
+        for node in self._unused:
+            if node not in self._live and torch.is_tensor(self.values.get(node)):
+                del self.values[node]
+        self._unused.clear()
+
+    def trace(self, root, concrete_args=None):
+        with _sizes_from_proxies():
+            return super().trace(root, concrete_args)
+
+    def create_args_for_root(self, root_fn, is_module, concrete_args=None):
+        """The first ``forward`` argument is the traced input; every later argument
+        with a default is given to Python *as that default*.
+
+        The engine explains a model as a function of its first argument, the
+        others taking their defaults (:func:`inline_default_arguments`).  Plain
+        torch.fx passes a proxy for ``mask=None`` too, so ``if mask is not None:``
+        takes the masked branch on a value that is really ``None`` (timm's Hiera,
+        NaFlexViT and Gemma4-ViT: ``mask.view(...)``, ``patch_coord.flip(...)``).
+        The placeholder nodes stay in the graph, unused, until
+        :func:`inline_default_arguments` removes them.
+        """
+        root_fn, args = super().create_args_for_root(root_fn, is_module, concrete_args)
+        first = 1 if is_module else 0
+        for i in range(first + 1, len(args)):
+            a = args[i]
+            if isinstance(a, fx.Proxy) and a.node.op == "placeholder" and a.node.args and not (
+                    concrete_args and a.node.target in concrete_args):
+                args[i] = a.node.args[0]
+        return root_fn, args
+
     def create_node(self, kind, target, args, kwargs, name=None, type_expr=None):
+        if kind != "output":
+            self._drop_unused()
         node = super().create_node(kind, target, args, kwargs, name, type_expr)
         if self.example is not None and kind != "output":
             try:
@@ -193,6 +316,14 @@ class ConcreteTracer(fx.Tracer):
         raise AssertionError(node.op)  # pragma: no cover
 
 
+def _out_of_place(name: str):
+    """``add_`` -> ``add``: the out-of-place tensor method of an in-place one, else None."""
+    if not name.endswith("_") or name.startswith("_") or name.endswith("__"):
+        return None
+    base = name[:-1]
+    return base if callable(getattr(torch.Tensor, base, None)) and callable(getattr(torch.Tensor, name, None)) else None
+
+
 _METADATA = {"device", "dtype", "is_cuda", "ndim", "layout", "is_quantized", "is_sparse"}
 _SHAPE_ATTRS = {"shape", "dtype", "device", "ndim", "is_cuda", "layout", "is_floating_point", "requires_grad"}
 _SHAPE_METHODS = {"size", "dim", "numel", "ndimension", "nelement", "is_floating_point", "is_contiguous",
@@ -208,6 +339,62 @@ def _is_shape_query(node) -> bool:
             return len(node.args) > 1 and node.args[1] in _SHAPE_ATTRS
         return node.target is len
     return False
+
+
+#: torch functions whose sizes/numbers are Python ints to torch's argument parser: with a proxy among
+#: them (``torch.ones(B, H * W)``, ``torch.arange(H // p)``) the parser raises a TypeError instead of
+#: dispatching to the proxy, so while tracing they are recorded as graph nodes
+_SIZE_FUNCTIONS = ("ones", "zeros", "empty", "full", "arange", "linspace", "logspace", "eye", "rand", "randn",
+                   "randint", "tensor", "as_tensor", "scalar_tensor")
+#: the same for tensor methods called on a tensor that is not traced (a constant) with proxy sizes
+#: (``grid.expand(B, -1, -1)``, ``table.view(H, W, -1)``)
+_SIZE_METHODS = ("expand", "view", "reshape", "repeat", "tile", "unflatten", "new_ones", "new_zeros", "new_empty",
+                 "new_full", "new_tensor")
+
+
+def _has_proxy(args, kwargs) -> fx.Proxy | None:
+    found = []
+    map_aggregate((args, kwargs), lambda a: found.append(a) if isinstance(a, fx.Proxy) else None)
+    return found[0] if found else None
+
+
+@contextlib.contextmanager
+def _sizes_from_proxies():
+    """While tracing, ``torch.<factory>(..)`` and ``constant.<method>(..)`` with a proxy
+    among their size arguments record a node (:data:`_SIZE_FUNCTIONS`,
+    :data:`_SIZE_METHODS`); without a proxy they run as they are."""
+    saved = []
+
+    def traced_function(fn):
+        def call(*args, **kwargs):
+            p = _has_proxy(args, kwargs)
+            if p is None:
+                return fn(*args, **kwargs)
+            return p.tracer.create_proxy("call_function", fn, args, kwargs)
+        return call
+
+    def traced_method(name, method):
+        def call(self, *args, **kwargs):
+            p = _has_proxy(args, kwargs)
+            if p is None:
+                return method(self, *args, **kwargs)
+            return p.tracer.create_proxy("call_method", name, (self,) + args, kwargs)
+        return call
+
+    try:
+        for name in _SIZE_FUNCTIONS:
+            saved.append((torch, name, torch.__dict__[name]))
+            setattr(torch, name, traced_function(torch.__dict__[name]))
+        for name in _SIZE_METHODS:
+            saved.append((torch.Tensor, name, torch.Tensor.__dict__.get(name, _MISSING)))
+            setattr(torch.Tensor, name, traced_method(name, getattr(torch.Tensor, name)))
+        yield
+    finally:
+        for owner, name, original in reversed(saved):
+            if original is _MISSING:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, original)
 
 
 @contextlib.contextmanager
