@@ -585,3 +585,40 @@ def test_the_tracer_releases_example_values_no_proxy_can_read():
     held = [n for n, v in tracer.values.items() if torch.is_tensor(v) and n.op not in ("placeholder", "get_attr")]
     assert tracer.example_error is None and len(list(graph.nodes)) > 60
     assert out in held and len(held) <= 3, held  # the last few are released when the next node is recorded
+
+
+def test_attributes_a_module_assigns_while_traced_are_undone():
+    """ConViT's GPSA caches ``self.rel_indices = torch.zeros(1, N, N, 3)...`` in forward; while
+    traced that cache holds a proxy, and the eager run that checks an in-place update (or a
+    later forward) then failed (``expand() takes 1 positional argument``, a traceback)."""
+    from empirical.engine.tracing import ConcreteTracer
+
+    class Cached(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rel = None
+            self.proj = nn.Linear(4, 4)
+            self.cls = nn.Parameter(torch.randn(1, 1, 4))
+            self.head = nn.Linear(4, 3)
+
+        def forward(self, x):
+            B, C, H, W = x.shape
+            N = H * W
+            if self.rel is None or self.rel.shape[-1] != N:
+                self.rel = torch.zeros(1, N, N) + torch.arange(N).view(1, 1, N) / N
+            t = self.proj(x.flatten(2).transpose(1, 2))
+            t = t * self.rel.mean(-1, keepdim=True).to(t.dtype).transpose(1, 2).mean(-1, keepdim=True).exp()
+            t += 1.0  # an in-place update: the graph is checked against the eager model
+            t = torch.cat((self.cls.expand(B, -1, -1), t), dim=1)
+            return self.head(t.mean(1))
+
+    torch.manual_seed(0)
+    net = Cached().double().eval()
+    x = torch.randn(2, 4, 3, 3, dtype=torch.float64)
+    tracer = ConcreteTracer((), x[:1])
+    tracer.trace(net)
+    assert net.rel is None and tracer.in_place
+    net(x)  # runs eagerly: no proxy left behind
+    r = compare_with_engine(net, x)
+    assert r["lrp0_reference_norm"] > 0 and r["lrp0_oracle_rel_error"] <= TOL, r
+    assert r["gradient_rel_error"] <= 1e-10, r

@@ -210,8 +210,17 @@ class ConcreteTracer(fx.Tracer):
         self._unused.clear()
 
     def trace(self, root, concrete_args=None):
-        with _sizes_from_proxies():
-            return super().trace(root, concrete_args)
+        """Trace ``root``; attributes its modules assign while being traced (caches such
+        as ConViT's ``rel_indices`` or LeViT's attention-bias cache, which would then
+        hold proxies) are undone afterwards, so the model runs eagerly as before."""
+        saved = _module_attributes(root) if isinstance(root, nn.Module) else []
+        graph = None
+        try:
+            with _sizes_from_proxies():
+                graph = super().trace(root, concrete_args)
+            return graph
+        finally:
+            _restore_module_attributes(saved, root, graph)
 
     def create_args_for_root(self, root_fn, is_module, concrete_args=None):
         """The first ``forward`` argument is the traced input; every later argument
@@ -356,6 +365,40 @@ def _has_proxy(args, kwargs) -> fx.Proxy | None:
     found = []
     map_aggregate((args, kwargs), lambda a: found.append(a) if isinstance(a, fx.Proxy) else None)
     return found[0] if found else None
+
+
+_MODULE_DICTS = ("_parameters", "_buffers", "_modules")
+
+
+def _module_attributes(root: nn.Module) -> list:
+    """A shallow snapshot of every submodule's attributes (and of its parameter, buffer
+    and submodule dictionaries)."""
+    return [(m, dict(m.__dict__), {k: dict(m.__dict__[k]) for k in _MODULE_DICTS if k in m.__dict__})
+            for m in root.modules()]
+
+
+def _restore_module_attributes(saved: list, root=None, graph=None) -> None:
+    """Undo the attribute assignments made while tracing, except the attributes the graph
+    reads (``get_attr``: torch.fx's ``_tensor_constant*``, a buffer registered in forward)."""
+    kept = []
+    if graph is not None:
+        for node in graph.nodes:
+            if node.op == "get_attr":
+                owner, _, name = node.target.rpartition(".")
+                try:
+                    mod = root.get_submodule(owner)
+                    kept.append((mod, name, getattr(mod, name)))
+                except AttributeError:
+                    pass
+    for m, attrs, dicts in saved:
+        for k, d in dicts.items():
+            attrs[k].clear()
+            attrs[k].update(d)
+        m.__dict__.clear()
+        m.__dict__.update(attrs)
+    for mod, name, value in kept:
+        if not hasattr(mod, name):
+            setattr(mod, name, value)
 
 
 @contextlib.contextmanager
