@@ -588,15 +588,17 @@ def test_the_tracer_releases_example_values_no_proxy_can_read():
 
 
 def test_attributes_a_module_assigns_while_traced_are_undone():
-    """ConViT's GPSA caches ``self.rel_indices = torch.zeros(1, N, N, 3)...`` in forward; while
-    traced that cache holds a proxy, and the eager run that checks an in-place update (or a
-    later forward) then failed (``expand() takes 1 positional argument``, a traceback)."""
+    """ConViT's GPSA caches ``self.rel_indices = torch.zeros(1, N, N, 3)...`` in forward and
+    TinyViT fills a dict ``attention_bias_cache``; while traced those caches hold proxies, and
+    the eager run that checks an in-place update (or a later forward) then failed (``expand()
+    takes 1 positional argument``; TinyViT's eager run recorded nodes into the graph)."""
     from empirical.engine.tracing import ConcreteTracer
 
     class Cached(nn.Module):
         def __init__(self):
             super().__init__()
             self.rel = None
+            self.cache = {}  # TinyViT's attention_bias_cache: a dict filled in place
             self.proj = nn.Linear(4, 4)
             self.cls = nn.Parameter(torch.randn(1, 1, 4))
             self.head = nn.Linear(4, 3)
@@ -609,7 +611,9 @@ def test_attributes_a_module_assigns_while_traced_are_undone():
             t = self.proj(x.flatten(2).transpose(1, 2))
             t = t * self.rel.mean(-1, keepdim=True).to(t.dtype).transpose(1, 2).mean(-1, keepdim=True).exp()
             t += 1.0  # an in-place update: the graph is checked against the eager model
-            t = torch.cat((self.cls.expand(B, -1, -1), t), dim=1)
+            if "bias" not in self.cache:
+                self.cache["bias"] = self.cls * 2.0
+            t = torch.cat((self.cls.expand(B, -1, -1), t + self.cache["bias"]), dim=1)
             return self.head(t.mean(1))
 
     torch.manual_seed(0)
@@ -617,8 +621,9 @@ def test_attributes_a_module_assigns_while_traced_are_undone():
     x = torch.randn(2, 4, 3, 3, dtype=torch.float64)
     tracer = ConcreteTracer((), x[:1])
     tracer.trace(net)
-    assert net.rel is None and tracer.in_place
-    net(x)  # runs eagerly: no proxy left behind
+    assert net.rel is None and net.cache == {} and tracer.in_place
+    with torch.no_grad():
+        net(x)  # runs eagerly: no proxy left behind
     r = compare_with_engine(net, x)
     assert r["lrp0_reference_norm"] > 0 and r["lrp0_oracle_rel_error"] <= TOL, r
     assert r["gradient_rel_error"] <= 1e-10, r

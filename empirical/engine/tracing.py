@@ -371,9 +371,12 @@ _MODULE_DICTS = ("_parameters", "_buffers", "_modules")
 
 
 def _module_attributes(root: nn.Module) -> list:
-    """A shallow snapshot of every submodule's attributes (and of its parameter, buffer
-    and submodule dictionaries)."""
-    return [(m, dict(m.__dict__), {k: dict(m.__dict__[k]) for k in _MODULE_DICTS if k in m.__dict__})
+    """A snapshot of every submodule's attributes and of the contents of its dict and list
+    attributes (parameter, buffer and submodule dictionaries; caches such as TinyViT's
+    ``attention_bias_cache = {}``, filled in place while traced)."""
+    return [(m, dict(m.__dict__), {k: (dict(v) if isinstance(v, dict) else list(v))
+                                   for k, v in m.__dict__.items() if type(v) in (dict, list)}
+             | {k: dict(m.__dict__[k]) for k in _MODULE_DICTS if k in m.__dict__})
             for m in root.modules()]
 
 
@@ -390,10 +393,10 @@ def _restore_module_attributes(saved: list, root=None, graph=None) -> None:
                     kept.append((mod, name, getattr(mod, name)))
                 except AttributeError:
                     pass
-    for m, attrs, dicts in saved:
-        for k, d in dicts.items():
+    for m, attrs, contents in saved:
+        for k, c in contents.items():
             attrs[k].clear()
-            attrs[k].update(d)
+            (attrs[k].update if isinstance(c, dict) else attrs[k].extend)(c)
         m.__dict__.clear()
         m.__dict__.update(attrs)
     for mod, name, value in kept:
