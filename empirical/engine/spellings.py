@@ -62,47 +62,39 @@ def _param(t):
     return nn.Parameter(t, requires_grad=False)
 
 
-def _conv_module(gm, node, a):
+def _convolution(classes, keys, channels, gm, a):
+    """The ``nn`` convolution module a functional call with a constant weight computes:
+    ``classes`` by spatial rank, ``keys`` its hyper-parameters (each a Python value),
+    ``channels(W, groups) -> (in_channels, out_channels)``."""
     W = _const_tensor(gm, a["weight"])
     b = _const_tensor(gm, a["bias"])
     if W is False or W is None or b is False:
         return None
-    if any(isinstance(a[k], fx.Node) for k in ("stride", "padding", "dilation", "groups")):
+    if any(isinstance(a[k], fx.Node) for k in keys):
         return None
-    nd = W.dim() - 2
-    cls = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}.get(nd)
+    cls = classes.get(W.dim() - 2)
     if cls is None:
         return None
-    groups = a["groups"]
-    m = cls(W.shape[1] * groups, W.shape[0], tuple(W.shape[2:]), stride=a["stride"], padding=a["padding"],
-            dilation=a["dilation"], groups=groups, bias=b is not None, device="meta")
+    cin, cout = channels(W, a["groups"])
+    m = cls(cin, cout, tuple(W.shape[2:]), bias=b is not None, device="meta", **{k: a[k] for k in keys})
     m.weight = _param(W)
     if b is not None:
         m.bias = _param(b)
     return m
+
+
+def _conv_module(gm, node, a):
+    """``F.conv{1,2,3}d`` with a constant weight: ``nn.Conv{1,2,3}d`` (weight ``(Cout, Cin/groups, *k)``)."""
+    return _convolution({1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}, ("stride", "padding", "dilation", "groups"),
+                        lambda W, g: (W.shape[1] * g, W.shape[0]), gm, a)
 
 
 def _conv_transpose_module(gm, node, a):
     """``F.conv_transpose{1,2,3}d`` with a constant weight: ``nn.ConvTranspose{1,2,3}d``
     (weight ``(Cin, Cout/groups, *k)``)."""
-    W = _const_tensor(gm, a["weight"])
-    b = _const_tensor(gm, a["bias"])
-    if W is False or W is None or b is False:
-        return None
-    if any(isinstance(a[k], fx.Node) for k in ("stride", "padding", "output_padding", "dilation", "groups")):
-        return None
-    nd = W.dim() - 2
-    cls = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}.get(nd)
-    if cls is None:
-        return None
-    groups = a["groups"]
-    m = cls(W.shape[0], W.shape[1] * groups, tuple(W.shape[2:]), stride=a["stride"], padding=a["padding"],
-            output_padding=a["output_padding"], groups=groups, bias=b is not None, dilation=a["dilation"],
-            device="meta")
-    m.weight = _param(W)
-    if b is not None:
-        m.bias = _param(b)
-    return m
+    return _convolution({1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d},
+                        ("stride", "padding", "output_padding", "dilation", "groups"),
+                        lambda W, g: (W.shape[0], W.shape[1] * g), gm, a)
 
 
 def _linear_module(gm, node, a):
