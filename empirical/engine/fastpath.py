@@ -99,6 +99,12 @@ def fast_rule(rule: Rule) -> bool:
 
 # --------------------------------------------------------------------------- modified derivatives
 
+def _no_zero(t) -> bool:
+    """No entry of ``t`` is 0 (NaN counts as non-zero).  ``count_nonzero`` reads ``t`` once
+    and was 2-3x faster than ``torch.all`` on the CPU (which builds a boolean copy first)."""
+    return int(torch.count_nonzero(t)) == t.numel()
+
+
 class _RuleScale(torch.autograd.Function):
     """Forward ``y = base + bias`` (``bias`` None: ``y = base``).  Backward: the rule's
     ratio ``R / D`` with ``R = g * y`` (the relevance at the output) and ``D = base``,
@@ -115,7 +121,7 @@ class _RuleScale(torch.autograd.Function):
         ctx.same = bias is None
         # y / y is 1 wherever y != 0: without a zero (one read of y, no temporary) the
         # backward step passes the gradient on and keeps nothing
-        ctx.ones = ctx.same and e == 0.0 and bool(torch.all(y))
+        ctx.ones = ctx.same and e == 0.0 and _no_zero(y)
         if not ctx.ones:
             ctx.save_for_backward(y) if bias is None else ctx.save_for_backward(y, base)
         return y if bias is not None else base.view_as(base)
@@ -147,7 +153,7 @@ class _Secant(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, out):
         ctx.save_for_backward(z, out)
-        ctx.nonzero = bool(torch.all(z))  # one read; without a zero the slope needs no mask
+        ctx.nonzero = _no_zero(z)  # one read; without a zero the slope needs no mask
         return out.view_as(out)
 
     @staticmethod
@@ -258,7 +264,6 @@ def _norm_forward(run, node, z, args, kwargs, spec):
         w = a[2] if a[2] is not None else kwargs.get("weight")
         b = a[3] if a[3] is not None else kwargs.get("bias")
         eps = a[4] if a[4] is not None else kwargs.get("eps", 1e-5)
-    centre = run.conv.normalisation == "centre"
     shape = z.shape
     if kind == "layer":
         dims = tuple(range(-a1, 0))
@@ -266,8 +271,10 @@ def _norm_forward(run, node, z, args, kwargs, spec):
     else:
         zz = z.reshape(shape[0], a1, -1)
         dims = (-1,)
-    mu = zz.mean(dim=dims, keepdim=True)
-    var = (zz.detach() - mu.detach()).square().mean(dim=dims, keepdim=True)
+    centre = run.conv.normalisation == "centre"
+    var, mu = torch.var_mean(zz.detach(), dim=dims, correction=0, keepdim=True)  # one pass
+    if centre:  # the mean with its gradient: the centring is part of the linear map
+        mu = zz.mean(dim=dims, keepdim=True)
     rstd = torch.rsqrt(var + eps)
     if kind == "group":
         G, n = a1, math.prod(shape[1:]) // a1
@@ -466,6 +473,8 @@ def _attention(run, node, p, env):
 
 
 def _linear(run, z, W, b):
+    if b is not None and not run.forward_only:  # the bias inside the denominator: one fused call
+        return run.scale(F.linear(z, W, b.detach()), node=None)
     return run.scale(F.linear(z, W), b)
 
 
@@ -484,8 +493,13 @@ def _mha(run, node, h, query, key, value):
         o = _half(A) @ _half(vh)
     else:
         with torch.no_grad():
-            qh = h._split(F.linear(q.detach(), h.Wq, h.bq))
-            kh = h._split(F.linear(k.detach(), h.Wk, h.bk))
+            if query is key:  # self-attention: queries and keys from one product with W[:2E]
+                b = None if mod.in_proj_bias is None else mod.in_proj_bias[: 2 * E]
+                qk = F.linear(q.detach(), W[: 2 * E], b)
+                qh, kh = h._split(qk[..., :E]), h._split(qk[..., E:])
+            else:
+                qh = h._split(F.linear(q.detach(), h.Wq, h.bq))
+                kh = h._split(F.linear(k.detach(), h.Wk, h.bk))
             A = torch.softmax((qh * s) @ kh.transpose(-2, -1), dim=-1)
         o = run.scale(A @ vh)
     y = _linear(run, h._merge(o), mod.out_proj.weight, h.out_op.bias)
