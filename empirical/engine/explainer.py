@@ -232,6 +232,7 @@ class Explainer:
         self._depth = self.plan.depth
         self._nonneg = self.plan.nonneg  # inputs whose sign check is skipped
         self._release = self._release_plan()
+        self._backward_release = self._backward_release_plan()
         self._fast_missing = fastpath.unsupported_kinds(self.plan)
         self._fast_release = self._fast_release_plan()
         self._fast_zero_at_zero = fastpath.zero_at_zero_nodes(self.plan, self._modules)
@@ -268,6 +269,25 @@ class Explainer:
                 continue
             last = max(index[u] for u in node.users)
             plan.setdefault(self._nodes[last], []).append(node)
+        return plan
+
+    def _backward_release_plan(self):
+        """``{node: [values to drop after its LRP backward step]}``.
+
+        A value kept for the backward pass (:meth:`_release_plan`) is read only by the
+        backward steps of its users whose kind ``keeps_inputs``; the backward pass
+        visits nodes in reverse order, so after the step of the first such user (in
+        forward order) nothing reads it again.  The input and the output stay.
+        """
+        index = {n: i for i, n in enumerate(self._nodes)}
+        fixed = {self._nodes[0], *self._nodes[-1].all_input_nodes}
+        plan = {}
+        for node in self._nodes:
+            if node in fixed:
+                continue
+            readers = [u for u in node.users if KINDS[self._kinds[u]].keeps_inputs]
+            if readers:
+                plan.setdefault(min(readers, key=index.__getitem__), []).append(node)
         return plan
 
     def _fast_release_plan(self):
@@ -399,14 +419,16 @@ class Explainer:
                 fast = False
             else:
                 fast_maps, logits, _ = res
-        env = store = None
-        if lrp and not fast:
+        maps = {}
+        records = None
+        grad_methods = [m for m, p in parsed.items() if p[0] in _GRADIENT_METHODS]
+        explicit = bool(lrp) and not fast
+        out = xg = None
+        if explicit:
             env, store = self._lrp_forward(x, compact=all(symmetric_rule(r) for _, r in lrp))
             if logits is None:
                 logits = env[self._output_node()]
-        grad_methods = [m for m, p in parsed.items() if p[0] in _GRADIENT_METHODS]
-        grad = None
-        if grad_methods:
+        elif grad_methods:
             xg = x.detach().clone().requires_grad_(True)
             with torch.enable_grad():
                 out = self.gm(xg)
@@ -416,26 +438,31 @@ class Explainer:
             logits = self.logits(x)
         q, target = self._start(logits, target, q)
         v = q if init == "q" else q * logits
-        maps = {}
+        if explicit:  # first, and its values dropped before the gradient's pass: the peaks do not add up
+            rel, records = self._lrp_backward(env, store, [r for _, r in lrp], v, record)
+            del env, store
+            B = x.shape[0]
+            for k, (m, _) in enumerate(lrp):
+                maps[m] = self._reduce(rel[k * B : (k + 1) * B], x, "lrp", reduce)
+            del rel
+            if record:
+                records = {m: records[k] for k, (m, _) in enumerate(lrp)}
         if grad_methods:
+            if out is None:
+                xg = x.detach().clone().requires_grad_(True)
+                with torch.enable_grad():
+                    out = self.gm(xg)
             (grad,) = torch.autograd.grad(out, xg, v)
+            del out
             for m in grad_methods:
                 maps[m] = self._reduce(grad, x, parsed[m][0], reduce)
         for m, p in parsed.items():
             if p[0] == "integrated_gradients":
                 ig = self._integrated_gradients(x, v, p[1])
                 maps[m] = self._reduce(ig, x, "integrated_gradients", reduce)
-        records = None
         if fast_maps is not None:
             for m, rmap in fast_maps.items():
                 maps[m] = self._reduce(rmap, x, "lrp", reduce)
-        if lrp and not fast:
-            rel, records = self._lrp_backward(env, store, [r for _, r in lrp], v, record)
-            B = x.shape[0]
-            for k, (m, _) in enumerate(lrp):
-                maps[m] = self._reduce(rel[k * B : (k + 1) * B], x, "lrp", reduce)
-            if record:
-                records = {m: records[k] for k, (m, _) in enumerate(lrp)}
         maps = {m: maps[m] for m in methods}
         return Attribution(maps=maps, logits=logits.detach(), target=target, records=records)
 
@@ -598,7 +625,7 @@ class Explainer:
             pos_sum = neg_sum = None
             rins = []
             if kind in LRP_OP_KINDS:
-                op, O, zp, zn, in_shape = store[node]
+                op, O, zp, zn, in_shape = store.pop(node)  # read once: dropped after this step
                 rin = lrp_step(op, O, zp, zn, r, rules, self.conventions, in_shape, bias=op.bias)
                 rins.append((p.rel_inputs[0], rin))
                 if record:
@@ -615,7 +642,7 @@ class Explainer:
                     r = r[0]
                     if r is None:
                         continue
-                rin = p.op.backward(store[node], r, rules, self.conventions)
+                rin = p.op.backward(store.pop(node), r, rules, self.conventions)
                 rins.append((p.rel_inputs[0], rin))
             elif kind == "product":
                 a, b = p.rel_inputs
@@ -637,6 +664,9 @@ class Explainer:
                     acc(n, rr)
             if record and not isinstance(r, list) and not node.meta.get(INSERTED):
                 self._record(recs, node, kind, r, rins, pos_sum, neg_sum, K, B)
+            del r, rins
+            for done in self._backward_release.get(node, ()):
+                env.pop(done, None)
         if input_rel is None:
             input_rel = torch.zeros((K * B,) + tuple(env[self._nodes[0]].shape[1:]), dtype=v.dtype, device=v.device)
         return input_rel, recs

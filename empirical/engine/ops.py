@@ -1137,6 +1137,20 @@ def _denominator(a, O, sums):
     return D
 
 
+def _term_denominator(a, O, sums, bias_parts, e):
+    """``D = sum_s a_s O_s`` (+ the bias parts) (+ ``e sign(D)``); zeros where no part exists."""
+    D = _denominator(a, O, sums)
+    if D is None:
+        D = torch.zeros_like(O["pp"])
+    if bias_parts is not None:
+        for s in ("pp", "np"):
+            if a[s] != 0.0:
+                D = D + a[s] * bias_parts[s]
+    if e != 0.0:
+        D = D + e * _sign(D)
+    return D
+
+
 def lrp_step(op, O, zp, zn, R, rules: list[Rule], conventions: Conventions, in_shape, bias=None):
     """One LRP backward step through ``op`` for ``K`` rules at once.
 
@@ -1177,7 +1191,7 @@ def lrp_step(op, O, zp, zn, R, rules: list[Rule], conventions: Conventions, in_s
         b = bias.reshape(op.bias_shape)
         bias_parts = {"pp": b.clamp(min=0), "np": b.clamp(max=0)}
     signs = ("p", "n") if zn is not None else ("p",)
-    groups = {}  # signature -> [(k, [(D, c_tensor)])]
+    groups = {}  # signature -> [(k, [(sign-part weights a, epsilon, c_tensor)])]
     for k, rule in enumerate(rules):
         if rule.adaptive_beta_max is not None:
             coeffs = rule.coefficients(*sums())
@@ -1191,21 +1205,13 @@ def lrp_step(op, O, zp, zn, R, rules: list[Rule], conventions: Conventions, in_s
             if policy == "zero" and scalar and c == 0.0:
                 continue  # exact: c * ratio == 0 for every finite ratio
             a = dict(zip(SIGN_PARTS, term.parts))
-            D = _denominator(a, O, sums)
-            present = D is not None
-            if D is None:
-                D = torch.zeros_like(O["pp"])
-            if bias_parts is not None:
-                for s in ("pp", "np"):
-                    if a[s] != 0.0:
-                        D = D + a[s] * bias_parts[s]
             e = conventions.stabiliser + rule.epsilon
-            if e != 0.0:
-                D = D + e * _sign(D)
-            if policy == "raise" and bool((D == 0).any()):
-                raise ZeroDivisionError("a rule denominator is exactly 0 (zero_denominator='raise')")
-            if not present:
-                continue  # no part of this term exists: its numerators are all 0
+            if not any(a[s] != 0.0 for s in O):
+                # no part of this term exists: its numerators are all 0 (its denominator is
+                # only looked at under "raise")
+                if policy == "raise" and bool((_term_denominator(a, O, sums, bias_parts, e) == 0).any()):
+                    raise ZeroDivisionError("a rule denominator is exactly 0 (zero_denominator='raise')")
+                continue
             # a scalar coefficient goes into the combined weights; a per-output one (adaptive
             # beta) and 0 (kept under "nan"/"raise": 0 * NaN must stay NaN) scale the ratio
             fold = scalar and c != 0.0
@@ -1214,7 +1220,7 @@ def lrp_step(op, O, zp, zn, R, rules: list[Rule], conventions: Conventions, in_s
                 (w * a[s_plus], 0.0 if op.nonneg else w * a[s_minus])
                 for s_plus, s_minus in (_BY_INPUT_SIGN[sg] for sg in signs)
             )
-            terms.append((D, None if fold else c))
+            terms.append((a, e, None if fold else c))
             sig.append((pair, fold))
         groups.setdefault(tuple(sig), []).append((k, terms))
     Rin = rows_like(zp, K * B)
@@ -1227,7 +1233,12 @@ def lrp_step(op, O, zp, zn, R, rules: list[Rule], conventions: Conventions, in_s
         buf, slots = op.term_buffer(len(sig), rows, tail, R)
         for j, (k, terms) in enumerate(members):
             Rk = R[k * B : (k + 1) * B]
-            for t, (D, c) in enumerate(terms):
+            for t, (a, e, c) in enumerate(terms):
+                # each denominator is built where it is used and dropped after: one output-sized
+                # temporary at a time, not one per term of every rule
+                D = _term_denominator(a, O, sums, bias_parts, e)
+                if policy == "raise" and bool((D == 0).any()):
+                    raise ZeroDivisionError("a rule denominator is exactly 0 (zero_denominator='raise')")
                 g = slots[t][j * B : (j + 1) * B]
                 torch.div(Rk, D, out=g)
                 if policy == "zero":
@@ -1235,6 +1246,7 @@ def lrp_step(op, O, zp, zn, R, rules: list[Rule], conventions: Conventions, in_s
                     g.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
                 elif policy == "nan":
                     g.masked_fill_(D == 0, float("nan"))
+                del D
                 if c is not None:
                     g.mul_(c)
         keys = tuple(tuple(pair[i] for pair, _ in sig) for i in range(len(signs)))
