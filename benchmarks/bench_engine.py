@@ -26,7 +26,10 @@ every variant once) and reported as medians and ratios:
                     of torch.nn classes process-wide), gradient x input.
 
 Reported: medians and, because a shared machine slows some repetitions down by
-an order of magnitude, also the fastest repetition of each variant ("best").
+an order of magnitude, also the fastest repetition of each variant ("best"), and
+the median over rounds of each round's own ratio ("paired": a slow round slows
+every variant of that round).  The order of the variants is reversed every other
+round.
 
 Peak memory: ``torch.cuda.max_memory_allocated`` per variant on CUDA; on the CPU
 the process' peak resident set size (``resource.getrusage``) after each variant,
@@ -206,8 +209,9 @@ def bench_model(name, device, batch, size, reps, dtype, only=None):
         fn()
         sync(device)
         memory[k] = (torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else peak_rss_mib()
-    for _ in range(reps):
-        for k, fn in variants.items():
+    order = list(variants.items())
+    for i in range(reps):  # the order reversed every other round: no variant always follows the same one
+        for k, fn in (order if i % 2 == 0 else order[::-1]):
             sync(device)
             t = time.perf_counter()
             fn()
@@ -226,6 +230,10 @@ def bench_model(name, device, batch, size, reps, dtype, only=None):
             if "lxt" in t and k in t:
                 out[f"{k} / lxt"] = t[k] / t["lxt"]
         return out
+    def paired(ref):
+        """Median over rounds of ``t_k / t_ref`` within the same round (a slow round slows both)."""
+        return {f"{k} / {ref}": statistics.median(a / b for a, b in zip(times[k], times[ref]))
+                for k in times if k != ref}
     return {
         "model": name, "device": str(device), "batch": batch, "size": size, "reps": reps, "dtype": str(dtype),
         "build_s": build_s,
@@ -238,6 +246,7 @@ def bench_model(name, device, batch, size, reps, dtype, only=None):
         "memory_kind": "cuda max_memory_allocated" if device.type == "cuda" else "process peak RSS (monotone)",
         "ratios": ratios(med),
         "ratios_best": ratios(best),
+        "ratios_paired": {**paired("gradient"), **(paired("lxt") if "lxt" in times else {})},
     }
 
 
@@ -292,7 +301,8 @@ def main(argv=None):
         only = None if args.only is None else {v.strip() for v in args.only.split(",") if v.strip()}
         r = bench_model(name, device, batch, args.size, reps, dtype, only)
         results.append(r)
-        print(json.dumps({"model": name, "ratios": r["ratios"], "ratios_best": r["ratios_best"], "times_s": r["times_s"]}),
+        print(json.dumps({"model": name, "ratios": r["ratios"], "ratios_best": r["ratios_best"],
+                          "ratios_paired": r["ratios_paired"], "times_s": r["times_s"]}),
               flush=True)
     meta = {
         "command": " ".join(sys.argv),

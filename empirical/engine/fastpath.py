@@ -272,9 +272,11 @@ def _norm_forward(run, node, z, args, kwargs, spec):
         zz = z.reshape(shape[0], a1, -1)
         dims = (-1,)
     centre = run.conv.normalisation == "centre"
-    var, mu = torch.var_mean(zz.detach(), dim=dims, correction=0, keepdim=True)  # one pass
-    if centre:  # the mean with its gradient: the centring is part of the linear map
-        mu = zz.mean(dim=dims, keepdim=True)
+    mu = zz.mean(dim=dims, keepdim=True)
+    # "centre": the centred input with its gradient (the centring is part of the linear map),
+    # the output's factor and the variance's input at once; "affine": for the variance only
+    zc = zz - mu if centre else zz.detach() - mu.detach()
+    var = zc.detach().square().mean(dim=dims, keepdim=True)
     rstd = torch.rsqrt(var + eps)
     if kind == "group":
         G, n = a1, math.prod(shape[1:]) // a1
@@ -285,7 +287,7 @@ def _norm_forward(run, node, z, args, kwargs, spec):
         b = None if b is None else b.reshape(wshape)
     s = rstd if w is None else rstd * w
     if centre:  # the centring is part of the linear map; only 1/std held constant
-        return (z - mu) * s, b
+        return zc.reshape(shape) * s, b
     mu = mu.detach()  # mean and 1/std held constant: s*z + c, the mean part of c a bias
     c = -mu * s
     return z * s, (c if b is None else c + b)
