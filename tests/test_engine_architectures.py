@@ -179,3 +179,25 @@ def test_compact_sign_parts_give_the_same_maps_and_records():
     for a, b in zip(rec0, rec1):
         for la, lb in zip(a, b):
             assert torch.allclose(la.pos_sum, lb.pos_sum, rtol=0, atol=0) if la.pos_sum is not None else lb.pos_sum is None
+
+
+def test_kept_convolution_outputs_are_rebuilt_bit_for_bit_from_their_sign_parts():
+    import torchvision
+
+    from empirical.engine.explainer import _FROM_PARTS, _sum_of_parts
+
+    ex = Explainer(torchvision.models.resnet18(weights=None), dtype=torch.float64)
+    x = ex._input(torch.randn(2, 3, 64, 64, dtype=torch.float64))
+    env, store = ex._lrp_forward(x)
+    swapped = [n for n, v in env.items() if v is _FROM_PARTS]
+    # the residual summands that are convolution outputs (conv2 of a block, the downsample)
+    assert len(swapped) == 8 + 3 and all(ex._kinds[n] == "conv" for n in swapped)
+    rebuild, ex._rebuild = ex._rebuild, {}
+    full, _ = ex._lrp_forward(x)
+    for n in swapped:
+        assert torch.equal(_sum_of_parts(store[n]), full[n])
+    maps_full = ex.attribute(x, ["lrp_beta_1", "lrp_gamma_100", "lrp_epsilon_0.01"], path="explicit").maps
+    ex._rebuild = rebuild
+    maps = ex.attribute(x, ["lrp_beta_1", "lrp_gamma_100", "lrp_epsilon_0.01"], path="explicit").maps
+    for k in maps:
+        assert torch.equal(maps[k], maps_full[k])

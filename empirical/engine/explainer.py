@@ -232,6 +232,7 @@ class Explainer:
         self._depth = self.plan.depth
         self._nonneg = self.plan.nonneg  # inputs whose sign check is skipped
         self._release = self._release_plan()
+        self._rebuild = self._rebuild_plan()
         self._backward_release = self._backward_release_plan()
         self._fast_missing = fastpath.unsupported_kinds(self.plan)
         self._fast_release = self._fast_release_plan()
@@ -269,6 +270,27 @@ class Explainer:
                 continue
             last = max(index[u] for u in node.users)
             plan.setdefault(self._nodes[last], []).append(node)
+        return plan
+
+    def _rebuild_plan(self):
+        """``{node: [convolution/linear outputs kept for the backward pass whose stored value
+        is swapped for their sign parts after ``node``]}``.
+
+        A kept convolution's or linear layer's output (a residual add's summand) is, at
+        an input without negative entries, ``O_pp + O_np + b``: exactly the sum the
+        forward pass computed (:func:`empirical.engine.ops.sign_part_outputs`), from
+        parts the backward pass stores anyway.  After its last forward user the value
+        itself is dropped (:data:`_FROM_PARTS`) and rebuilt bit for bit when the
+        backward pass first reads it: one output-sized tensor less per residual block.
+        """
+        index = {n: i for i, n in enumerate(self._nodes)}
+        fixed = {self._nodes[0], *self._nodes[-1].all_input_nodes}
+        dropped = {n for ns in self._release.values() for n in ns}
+        plan = {}
+        for node in self._nodes:
+            if (self._kinds[node] in ("conv", "linear") and node not in fixed and node not in dropped
+                    and node.users):
+                plan.setdefault(self._nodes[max(index[u] for u in node.users)], []).append(node)
         return plan
 
     def _backward_release_plan(self):
@@ -593,6 +615,9 @@ class Explainer:
                     env[node] = self._call(node, args, kwargs)
                 for done in self._release.get(node, ()):
                     env.pop(done, None)
+                for done in self._rebuild.get(node, ()):
+                    if store[done][3] is None:  # no negative input: the value is the sum of its parts
+                        env[done] = _FROM_PARTS
         return env, store
 
     # ------------------------------------------------------------------ LRP backward
@@ -617,6 +642,9 @@ class Explainer:
             r = rel.pop(node)
             p = self._plans[node]
             kind = p.kind
+            for a in node.all_input_nodes:
+                if env.get(a) is _FROM_PARTS:
+                    env[a] = _sum_of_parts(store[a])
             if kind == "input":
                 input_rel = r if input_rel is None else input_rel + r
                 continue
@@ -718,6 +746,20 @@ class Explainer:
                     pos_sum=pos_sum, neg_sum=neg_sum,
                 )
             )
+
+
+#: placeholder in the LRP forward pass' values: rebuilt by :func:`_sum_of_parts` when read
+_FROM_PARTS = object()
+
+
+def _sum_of_parts(entry):
+    """A convolution's / linear layer's output from its stored sign parts (input >= 0):
+    ``(O_pp + O_np) + b``, the forward pass' own arithmetic (:meth:`Explainer._lrp_forward`)."""
+    op, O, _, _, _ = entry
+    y = O["pp"] + O["np"] if "np" in O else O["pp"].clone()
+    if op.bias is not None:
+        y.add_(op.bias.reshape(op.bias_shape))
+    return y
 
 
 _NOT_INPLACE = {operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul,
