@@ -4,7 +4,7 @@ Each variant runs in its OWN subprocess (a resident-set high-water mark cannot b
 reset across variants that share a process): imports, then ``VmRSS`` (the
 baseline), then the model is built directly in the benchmark dtype (no float32
 copy on the way: ``torch.set_default_dtype``), then the variant runs once on one
-random image and the process reports ``VmHWM`` (its peak resident set).  Figures:
+random image (``--batch``: a batch of them) and the process reports ``VmHWM`` (its peak resident set).  Figures:
 
 * ``weights_mib``: the model's parameter and buffer bytes ``W``;
 * ``peak_mib``: ``VmHWM - baseline`` (the caller's model included);
@@ -23,7 +23,7 @@ in the CLI and the other benchmarks.
 ``--weight-cache`` sets ``Explainer(weight_cache_bytes=...)`` (``auto``, the default:
 the larger of 1 GiB and ``W``; ``weights``: ``W``; ``none``; or bytes).
 
-Run: ``python benchmarks/bench_memory.py [--model vgg16] [--dtype float64] [--side 224]
+Run: ``python benchmarks/bench_memory.py [--model vgg16] [--dtype float64] [--side 224] [--batch 1]
 [--variants autograd,lrp4] [--weight-cache auto] [--json out.json]``
 """
 
@@ -65,7 +65,8 @@ def _budget(spec: str, weights: int):
     return int(spec)
 
 
-def _child(model_name: str, dtype_name: str, side: int, variant: str, threads: int, cache: str = "auto") -> dict:
+def _child(model_name: str, dtype_name: str, side: int, variant: str, threads: int, cache: str = "auto",
+           batch: int = 1) -> dict:
     import torch
     import torchvision
 
@@ -87,7 +88,7 @@ def _child(model_name: str, dtype_name: str, side: int, variant: str, threads: i
         p.requires_grad_(False)
     weights = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
     after_model = _status_kib("VmRSS")
-    x = torch.randn(1, 3, side, side, dtype=dtype)
+    x = torch.randn(batch, 3, side, side, dtype=dtype)
     if VARIANTS[variant] is None:
         xg = x.clone().requires_grad_(True)
         out = model(xg)
@@ -107,6 +108,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="vgg16", help="torchvision classifier name (default vgg16)")
     ap.add_argument("--dtype", default="float64", choices=("float32", "float64"))
     ap.add_argument("--side", type=int, default=224, help="input side (default 224)")
+    ap.add_argument("--batch", type=int, default=1, help="images per call (default 1)")
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ",".join(VARIANTS))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--weight-cache", default="auto",
@@ -115,7 +117,8 @@ def main(argv=None) -> int:
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        print(json.dumps(_child(args.model, args.dtype, args.side, args.child, args.threads, args.weight_cache)))
+        print(json.dumps(_child(args.model, args.dtype, args.side, args.child, args.threads, args.weight_cache,
+                                args.batch)))
         return 0
     rows = []
     for v in args.variants.split(","):
@@ -123,6 +126,7 @@ def main(argv=None) -> int:
             print(f"unknown variant {v!r} (choose from {', '.join(VARIANTS)})", file=sys.stderr)
             return 2
         cmd = [sys.executable, __file__, "--model", args.model, "--dtype", args.dtype, "--side", str(args.side),
+               "--batch", str(args.batch),
                "--threads", str(args.threads), "--weight-cache", args.weight_cache, "--child", v]
         res = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if res.returncode != 0:
@@ -131,7 +135,8 @@ def main(argv=None) -> int:
             continue
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
     ref = next((r["peak_mib"] for r in rows if r.get("variant") == "autograd" and "peak_mib" in r), None)
-    print(f"model {args.model}, {args.dtype}, one {args.side}x{args.side} image, weight_cache_bytes={args.weight_cache}")
+    print(f"model {args.model}, {args.dtype}, {args.batch} image(s) of {args.side}x{args.side}, "
+          f"weight_cache_bytes={args.weight_cache}")
     print("| variant | weights W (MiB) | peak RSS over baseline (MiB) | peak / W | over autograd pass (MiB) |")
     print("|---|---:|---:|---:|---:|")
     for r in rows:
@@ -144,6 +149,7 @@ def main(argv=None) -> int:
         print(f"| {r['variant']} | {r['weights_mib']:.0f} | {r['peak_mib']:.0f} | {r['ratio']:.2f} | {over} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"model": args.model, "dtype": args.dtype, "side": args.side,
+                                               "batch": args.batch,
                                                "weight_cache": args.weight_cache, "rows": rows}, indent=2))
     return 0
 

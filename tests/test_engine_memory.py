@@ -83,3 +83,20 @@ def test_the_budget_counts_the_sign_split_weights():
     stored = sum(2 * op.W.numel() * op.W.element_size() for op in _signed_ops(ex))
     cached = sum(w.numel() * w.element_size() for op in _signed_ops(ex) for w in op._cache.values())
     assert ex.weight_cache.used == stored + cached
+
+
+def test_auto_budget_counts_the_canonical_copys_own_tensors():
+    # BatchNorm folding makes new convolution weights; the unchanged linear layer is shared
+    import torch.nn as nn
+
+    from empirical.engine.explainer import AUTO_CACHE_FLOOR, _own_bytes
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    net = net.double().eval()
+    ex = Explainer(net, dtype=torch.float64, channels_last=False)
+    own = _own_bytes(ex.gm, net)
+    folded = (4 * 3 * 3 * 3 + 4) * 8  # the folded convolution's weight and bias
+    assert own == folded
+    assert ex.weight_cache.limit == AUTO_CACHE_FLOOR - folded
+    assert Explainer(net, dtype=torch.float64, weight_cache_bytes=1234).weight_cache.limit == 1234

@@ -161,10 +161,11 @@ class Explainer:
         first needed; beyond it ``[W+; W-]`` is built per call in blocks of output
         channels and the rules are transposed with it (same maps, no stored copy).
         ``"auto"`` (default): the byte size of the model's parameters in ``dtype``
-        but at least 1 GiB, so that on large networks the engine holds at most one
-        weight-sized set of copies besides the caller's model (whose unchanged
-        parameters the canonical copy shares), while the paper networks keep all of
-        theirs (ResNet-50, six methods, float32: [W+; W-] 0.2 GiB and 0.5 GiB of
+        but at least 1 GiB, less the canonical copy's own tensors (those BatchNorm
+        folding or the dtype/layout conversion changed; the others share the caller's
+        storage), so that on large networks the engine holds at most one weight-sized
+        set of copies besides the caller's model, while the paper networks keep all
+        of theirs (ResNet-50, six methods, float32: [W+; W-] 0.2 GiB and 0.5 GiB of
         combined weights); ``None``: no limit;
         an int: bytes.
 
@@ -191,7 +192,8 @@ class Explainer:
         if channels_last is None:
             channels_last = self.device.type == "cpu"
         self.channels_last = bool(channels_last)
-        if weight_cache_bytes == "auto":
+        auto = weight_cache_bytes == "auto"
+        if auto:
             nbytes = sum(p.numel() for p in model.parameters()) * (torch.finfo(dtype).bits // 8)
             weight_cache_bytes = max(AUTO_CACHE_FLOOR, nbytes)
         elif weight_cache_bytes is not None and (not isinstance(weight_cache_bytes, int) or weight_cache_bytes < 0):
@@ -200,6 +202,9 @@ class Explainer:
         self._model = model  # traced again only for a model specialised to its example's shape
         self._graphs = {}
         self._use_graph(self._build_graph(input_shape))
+        if auto:  # the canonical copy's own tensors (converted, folded) count against the same budget
+            own = _own_bytes(self.gm, model)
+            self.weight_cache.limit = max(0, self.weight_cache.limit - own)
         if self.gm.specialised_shape is None:
             self._model = None  # one graph serves every input shape
 
@@ -746,6 +751,18 @@ class Explainer:
                     pos_sum=pos_sum, neg_sum=neg_sum,
                 )
             )
+
+
+def _own_bytes(gm, model) -> int:
+    """Bytes of ``gm``'s parameters and buffers that do not share storage with ``model``'s."""
+    theirs = {t.untyped_storage().data_ptr() for t in list(model.parameters()) + list(model.buffers())}
+    seen, total = set(), 0
+    for t in list(gm.parameters()) + list(gm.buffers()):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in theirs and ptr not in seen:
+            seen.add(ptr)
+            total += t.untyped_storage().nbytes()
+    return total
 
 
 #: placeholder in the LRP forward pass' values: rebuilt by :func:`_sum_of_parts` when read
