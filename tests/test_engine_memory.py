@@ -100,3 +100,24 @@ def test_auto_budget_counts_the_canonical_copys_own_tensors():
     assert own == folded
     assert ex.weight_cache.limit == AUTO_CACHE_FLOOR - folded
     assert Explainer(net, dtype=torch.float64, weight_cache_bytes=1234).weight_cache.limit == 1234
+
+
+def test_float64_convolutions_unfold_in_blocks_of_samples_with_the_same_maps(monkeypatch):
+    # no oneDNN kernel for float64 on the CPU: the unfolded input (im2col) is allocated for the whole
+    # batch, so the explicit path convolves a few samples at a time
+    net = _net()
+    x = torch.randn(5, 3, 12, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    ex = Explainer(net, dtype=torch.float64)
+    whole = ex.attribute(x, RULES, path="explicit").maps
+    calls = []
+    raw = ops.ConvOp._conv_raw
+
+    def spy(self, z, W):
+        calls.append(z.shape[0])
+        return raw(self, z, W)
+    monkeypatch.setattr(ops.ConvOp, "_conv_raw", spy)
+    monkeypatch.setattr(ops, "UNFOLD_BLOCK_BYTES", 1)  # one sample per call
+    blocks = ex.attribute(x, RULES, path="explicit").maps
+    assert calls and max(calls) == 1
+    for k in whole:
+        assert torch.equal(whole[k], blocks[k]), k
