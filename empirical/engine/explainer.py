@@ -236,6 +236,7 @@ class Explainer:
         self._kinds = {n: p.kind for n, p in self._plans.items()}
         self._depth = self.plan.depth
         self._nonneg = self.plan.nonneg  # inputs whose sign check is skipped
+        self._index = {n: i for i, n in enumerate(self._nodes)}
         self._release = self._release_plan()
         self._rebuild = self._rebuild_plan()
         self._backward_release = self._backward_release_plan()
@@ -262,10 +263,8 @@ class Explainer:
         which lowers the peak memory of the forward pass by about one activation
         tensor per affine layer.
         """
-        index = {n: i for i, n in enumerate(self._nodes)}
-        keep = {self._nodes[0]}
-        out = self._nodes[-1]
-        keep.update(a for a in out.all_input_nodes)
+        index = self._index
+        keep = set(self._input_and_output())
         for node in self._nodes:
             if KINDS[self._kinds[node]].keeps_inputs:
                 keep.update(node.all_input_nodes)
@@ -276,6 +275,10 @@ class Explainer:
             last = max(index[u] for u in node.users)
             plan.setdefault(self._nodes[last], []).append(node)
         return plan
+
+    def _input_and_output(self):
+        """The input node and the nodes the output reads: their values stay to the end."""
+        return {self._nodes[0], *self._nodes[-1].all_input_nodes}
 
     def _rebuild_plan(self):
         """``{node: [convolution/linear outputs kept for the backward pass whose stored value
@@ -288,14 +291,13 @@ class Explainer:
         itself is dropped (:data:`_FROM_PARTS`) and rebuilt bit for bit when the
         backward pass first reads it: one output-sized tensor less per residual block.
         """
-        index = {n: i for i, n in enumerate(self._nodes)}
-        fixed = {self._nodes[0], *self._nodes[-1].all_input_nodes}
+        fixed = self._input_and_output()
         dropped = {n for ns in self._release.values() for n in ns}
         plan = {}
         for node in self._nodes:
             if (self._kinds[node] in ("conv", "linear") and node not in fixed and node not in dropped
                     and node.users):
-                plan.setdefault(self._nodes[max(index[u] for u in node.users)], []).append(node)
+                plan.setdefault(self._nodes[max(self._index[u] for u in node.users)], []).append(node)
         return plan
 
     def _backward_release_plan(self):
@@ -306,26 +308,24 @@ class Explainer:
         visits nodes in reverse order, so after the step of the first such user (in
         forward order) nothing reads it again.  The input and the output stay.
         """
-        index = {n: i for i, n in enumerate(self._nodes)}
-        fixed = {self._nodes[0], *self._nodes[-1].all_input_nodes}
+        fixed = self._input_and_output()
         plan = {}
         for node in self._nodes:
             if node in fixed:
                 continue
             readers = [u for u in node.users if KINDS[self._kinds[u]].keeps_inputs]
             if readers:
-                plan.setdefault(min(readers, key=index.__getitem__), []).append(node)
+                plan.setdefault(min(readers, key=self._index.__getitem__), []).append(node)
         return plan
 
     def _fast_release_plan(self):
         """``{node: [values to drop after it]}`` for the fast path's forward pass (autograd
         keeps what its backward pass needs)."""
-        index = {n: i for i, n in enumerate(self._nodes)}
         plan = {}
         for node in self._nodes:
             if self._kinds[node] in ("input", "output") or not node.users:
                 continue
-            plan.setdefault(self._nodes[max(index[u] for u in node.users)], []).append(node)
+            plan.setdefault(self._nodes[max(self._index[u] for u in node.users)], []).append(node)
         return plan
 
     def fast_path_reason(self, rules=(), record=False):
@@ -450,15 +450,18 @@ class Explainer:
         records = None
         grad_methods = [m for m, p in parsed.items() if p[0] in _GRADIENT_METHODS]
         explicit = bool(lrp) and not fast
+        def gradient_forward():
+            xl = x.detach().clone().requires_grad_(True)
+            with torch.enable_grad():
+                return xl, self.gm(xl)
+
         out = xg = None
         if explicit:
             env, store = self._lrp_forward(x, compact=all(symmetric_rule(r) for _, r in lrp))
             if logits is None:
                 logits = env[self._output_node()]
         elif grad_methods:
-            xg = x.detach().clone().requires_grad_(True)
-            with torch.enable_grad():
-                out = self.gm(xg)
+            xg, out = gradient_forward()
             if logits is None:
                 logits = out.detach()
         if logits is None:
@@ -476,9 +479,7 @@ class Explainer:
                 records = {m: records[k] for k, (m, _) in enumerate(lrp)}
         if grad_methods:
             if out is None:
-                xg = x.detach().clone().requires_grad_(True)
-                with torch.enable_grad():
-                    out = self.gm(xg)
+                xg, out = gradient_forward()
             (grad,) = torch.autograd.grad(out, xg, v)
             del out
             for m in grad_methods:
@@ -773,7 +774,7 @@ def _sum_of_parts(entry):
     """A convolution's / linear layer's output from its stored sign parts (input >= 0):
     ``(O_pp + O_np) + b``, the forward pass' own arithmetic (:meth:`Explainer._lrp_forward`)."""
     op, O, _, _, _ = entry
-    y = O["pp"] + O["np"] if "np" in O else O["pp"].clone()
+    y = O["pp"] + O["np"]  # both exist: convolutions and linear layers have weights of both signs
     if op.bias is not None:
         y.add_(op.bias.reshape(op.bias_shape))
     return y

@@ -42,6 +42,13 @@ def rows_like(ref, rows, channels=None):
     return torch.empty(shape, dtype=ref.dtype, device=ref.device, memory_format=_fmt_of(ref))
 
 
+def separate_term_buffers(op, n, rows, tail, ref):
+    """``term_buffer`` of an operator whose terms are transposed one by one: ``n`` separate
+    ratio buffers ``(rows, *tail)``, each its own slot."""
+    bufs = [rows_like(ref, rows) for _ in range(n)]
+    return bufs, bufs
+
+
 def _fmt_of(t):
     """channels-last for a 4-d tensor laid out that way (and not also plain contiguous)."""
     if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
@@ -363,8 +370,7 @@ class ConvOp(_SignedOp):
         if self.groups == 1:  # terms stacked along the channels: one transposed convolution
             buf = rows_like(ref, rows, n * c)
             return buf, [buf[:, t * c : (t + 1) * c] for t in range(n)]
-        bufs = [rows_like(ref, rows) for _ in range(n)]
-        return bufs, bufs
+        return separate_term_buffers(self, n, rows, tail, ref)
 
     def _out_pad(self, in_hw, out_hw):
         pads = []
@@ -521,9 +527,7 @@ class _NonNegOp:
     nonneg = True
     bias = None
 
-    def term_buffer(self, n, rows, tail, ref):
-        bufs = [rows_like(ref, rows) for _ in range(n)]
-        return bufs, bufs
+    term_buffer = separate_term_buffers
 
     def transpose_terms(self, buf, key, in_shape):
         # the buffer also serves the other input sign: never modified here
@@ -616,9 +620,7 @@ class DiagOp:
         on_ = self._apply(self.Wn, z)
         return op_, on_, op_ + on_
 
-    def term_buffer(self, n, rows, tail, ref):
-        bufs = [rows_like(ref, rows) for _ in range(n)]
-        return bufs, bufs
+    term_buffer = separate_term_buffers
 
     def transpose_signs(self, buf, keys, in_shape):
         out = []
@@ -702,9 +704,7 @@ class CentreOp:
         on_ = self._apply(m, p, zv).reshape(z.shape)
         return op_, on_, op_ + on_
 
-    def term_buffer(self, n, rows, tail, ref):
-        bufs = [rows_like(ref, rows) for _ in range(n)]
-        return bufs, bufs
+    term_buffer = separate_term_buffers
 
     def transpose_signs(self, buf, keys, in_shape):
         out = []
@@ -980,9 +980,7 @@ class ResampleOp:
             return P, None, P
         return P, N, P + N
 
-    def term_buffer(self, n, rows, tail, ref):
-        bufs = [rows_like(ref, rows) for _ in range(n)]
-        return bufs, bufs
+    term_buffer = separate_term_buffers
 
     def transpose_signs(self, buf, keys, in_shape):
         out = []
