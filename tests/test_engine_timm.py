@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from empirical.engine import Explainer, UnsupportedModuleError
 from empirical.oracle import compare_with_engine, randomise_batchnorm_stats
+from numerics import finite_differences
 
 timm = pytest.importorskip("timm")
 
@@ -230,17 +231,6 @@ def test_transposed_convolution_and_bicubic_models_equal_the_oracle_on_both_path
         assert relative_error(fast.maps[m], expl.maps[m]) <= 1e-10, m
 
 
-def _finite_differences(f, x, h=1e-6):
-    """Central differences of the scalar function ``f`` at every entry of ``x`` (float64)."""
-    g = torch.zeros(x.shape, dtype=x.dtype)
-    with torch.no_grad():
-        for i in range(x.numel()):
-            e = torch.zeros(x.numel(), dtype=x.dtype)
-            e[i] = h
-            g.view(-1)[i] = (f(x + e.view_as(x)) - f(x - e.view_as(x))) / (2 * h)
-    return g
-
-
 class StemThenTokens(nn.Module):
     """LeViT's / XCiT's / EfficientFormer's stem pattern with a BatchNorm the engine cannot
     fold (its input is a residual sum, a transpose follows): ``bn(h).flatten(2).transpose(1, 2)``
@@ -268,7 +258,7 @@ def test_gradient_through_an_unfolded_batch_norm_before_a_transpose_equals_finit
     model = randomise_batchnorm_stats(StemThenTokens().double().eval(), torch.Generator().manual_seed(1))
     x = torch.randn(1, 3, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     t = int(model(x).argmax())
-    fd = _finite_differences(lambda z: model(z)[0, t], x)
+    fd = finite_differences(lambda z: model(z)[0, t], x)
     ex = Explainer(model, dtype=torch.float64, input_shape=(3, 5, 5), channels_last=channels_last)
     assert "diag" in {p.kind for p in ex.plan.plans.values()}  # the BatchNorm is not folded
     g = ex.attribute(x, ["gradient"], target=t, init="q", reduce="none")

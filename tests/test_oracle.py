@@ -24,6 +24,7 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import empirical.oracle as _oracle  # noqa: E402
+from numerics import finite_differences  # noqa: E402
 from boundcheck.errors import InputError  # noqa: E402
 from empirical.oracle import (  # noqa: E402
     OracleMode, compare_with_engine, gradient_reference, lrp0_reference, modified_gradient,
@@ -427,18 +428,6 @@ def test_normalisation_forward_reproduced(call):
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
-def _finite_differences(f, x, h=1e-6):
-    """Central differences of the scalar function ``f`` at every entry of ``x`` (float64)."""
-    g = torch.zeros(x.shape, dtype=x.dtype)
-    with torch.no_grad():
-        for i in range(x.numel()):
-            e = torch.zeros(x.numel(), dtype=x.dtype)
-            e[i] = h
-            e = e.view_as(x)
-            g.view(-1)[i] = (f(x + e) - f(x - e)) / (2 * h)
-    return g
-
-
 class _StemThenTokens(nn.Module):
     """A convolutional stem's normalisation, then ``flatten(2).transpose(1, 2)`` into tokens
     (LeViT, XCiT, EfficientFormer): autograd sends a channels-last gradient with batch stride
@@ -468,7 +457,7 @@ def test_batch_norm_gradient_is_right_for_mixed_memory_layouts(tokens, norm):
     m = randomise_batchnorm_stats(_StemThenTokens(tokens, norm).to(D64).eval(), _seeded(1))
     x = torch.randn(1, 3, 5, 5, dtype=D64, generator=_seeded(2))
     t = int(m(x).argmax())
-    fd = _finite_differences(lambda z: m(z)[0, t], x)
+    fd = finite_differences(lambda z: m(z)[0, t], x)
     assert relative_error(gradient_reference(m, x, t), fd) <= 1e-6
     if tokens == "mean":
         assert relative_error(modified_gradient(m, x, t)[0], fd) <= 1e-6
