@@ -123,7 +123,9 @@ class _RuleScale(torch.autograd.Function):
         # backward step passes the gradient on and keeps nothing
         ctx.ones = ctx.same and e == 0.0 and _no_zero(y)
         if not ctx.ones:
-            ctx.save_for_backward(y) if bias is None else ctx.save_for_backward(y, base)
+            # with a bias: D and the bias, not y (an output-sized tensor less; y = D + bias is
+            # recomputed in the backward pass with the forward pass' own arithmetic, bit for bit)
+            ctx.save_for_backward(y) if bias is None else ctx.save_for_backward(base, bias)
         return y if bias is not None else base.view_as(base)
 
     @staticmethod
@@ -138,8 +140,8 @@ class _RuleScale(torch.autograd.Function):
             a = y.abs()  # y / (y + e sign y) = |y| / (|y| + e)
             r = g * a
             return r.div_(a.add_(e)), None, None
-        y, D = ctx.saved_tensors
-        r = g * y
+        D, bias = ctx.saved_tensors
+        r = torch.add(D, bias).mul_(g)  # R = g * y
         if e == 0.0:
             return r.div_(D).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0), None, None
         pos = D.new_tensor(e)  # a 0-d tensor of D's dtype: Python scalars would make where() float32
