@@ -1386,15 +1386,19 @@ def add_step(inputs, R, rules, conventions, K, nonneg=None):
                     slot(s, k).zero_()
     Gp, Gn = G["pp"], G["pn"]
     outs = []
-    for zp, zn in split:
+    for i, (zp, zn) in enumerate(split):
         target = (K * B,) + tuple(zp.shape[1:])
         if tuple(zp.shape) == tuple(out_shape):
             # rule by rule into a buffer of the summand's layout (a 5-d view of a channels-last
-            # tensor sent the products down a strided path 10x slower, and every later step with it)
-            r = rows_like(zp, K * B)
+            # tensor sent the products down a strided path 10x slower, and every later step with it);
+            # the last summand's products go into G+ itself when it has that layout (one buffer less)
+            last = i == len(split) - 1 and Gp is not None and Gp[:B].stride() == zp.stride()
+            r = Gp if last else rows_like(zp, K * B)
             for k in range(K):
                 rk, rows = r[k * B : (k + 1) * B], slice(k * B, (k + 1) * B)
-                if Gp is not None:
+                if last:
+                    rk.mul_(zp)
+                elif Gp is not None:
                     torch.mul(Gp[rows], zp, out=rk)
                 else:
                     rk.zero_()
