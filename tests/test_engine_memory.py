@@ -121,3 +121,72 @@ def test_float64_convolutions_unfold_in_blocks_of_samples_with_the_same_maps(mon
     assert calls and max(calls) == 1
     for k in whole:
         assert torch.equal(whole[k], blocks[k]), k
+
+
+def _low_memory_pair(net, **kw):
+    """The default and the low-memory explainer (each with its own default weight budget)."""
+    return Explainer(net, dtype=torch.float64, **kw), Explainer(net, dtype=torch.float64, low_memory=True, **kw)
+
+
+def _close(a, b, tol=1e-12):
+    return float((a - b).norm()) <= tol * max(float(a.norm()), 1e-300)
+
+
+@pytest.mark.parametrize("record", [False, True])
+def test_low_memory_computes_the_sign_parts_in_the_backward_pass_with_the_same_maps(record):
+    """Mixed-sign inputs (the image, after SiLU/GELU/Tanh), a grouped convolution, adaptive β:
+    the maps and the layer records of ``low_memory=True`` equal the default's to rounding
+    (its forward pass evaluates the layers as the model does, not as sums of sign parts)."""
+    net = _net()
+    x = torch.randn(3, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    fast, low = _low_memory_pair(net)
+    a = fast.attribute(x, RULES, path="explicit", record=record)
+    b = low.attribute(x, RULES, path="explicit", record=record)
+    for m in RULES:
+        assert _close(a.maps[m], b.maps[m]), m
+    if record:
+        for m in RULES:
+            for ra, rb in zip(a.records[m], b.records[m], strict=True):
+                assert ra.node == rb.node
+                for f in ("relevance_out_pos", "relevance_out_neg", "relevance_in_pos", "relevance_in_neg"):
+                    assert _close(getattr(ra, f), getattr(rb, f)), (ra.node, f)
+                for sa, sb in ((ra.pos_sum, rb.pos_sum), (ra.neg_sum, rb.neg_sum)):
+                    assert (sa is None) == (sb is None) and (sa is None or _close(sa, sb))
+
+
+def test_low_memory_stores_no_sign_parts_and_rebuilds_residual_summands_from_their_parts():
+    import torchvision
+
+    from empirical.engine.explainer import _FROM_PARTS, _Recompute
+
+    model = torchvision.models.resnet18(weights=None).eval()
+    fast, low = _low_memory_pair(model)
+    x = low._input(torch.randn(2, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(7)))
+    env, store = low._lrp_forward(x)
+    affine = [n for n in low._nodes if low._kinds[n] in ("conv", "linear")]
+    assert affine and all(isinstance(store[n], _Recompute) for n in affine)
+    assert sum(v is _FROM_PARTS for v in env.values()) == 8 + 3  # rebuilt from recomputed parts
+    # each layer's entry is its input itself (no clamped copy, no output): with every value kept
+    # to the end, the very tensor the forward pass computed for the layer's operand
+    low._release, low._rebuild = {}, {}
+    env, store = low._lrp_forward(x)
+    for n in affine:
+        assert store[n].z is env[n.args[low._plans[n].operand]], n
+    assert [n.name for n in affine if not store[n].nonneg] == [affine[0].name]  # the image only
+    low._use_graph((low.gm, low.plan))
+    rules = ["lrp_beta_0", "lrp_beta_1", "lrp_gamma_100", "lrp_gamma_1000"]
+    a, b = fast.attribute(x, rules, path="explicit").maps, low.attribute(x, rules, path="explicit").maps
+    for m in rules:
+        assert _close(a[m], b[m]), m
+
+
+def test_low_memory_auto_budget_has_no_floor_and_the_flag_is_checked():
+    from boundcheck.errors import InputError
+    from empirical.engine.explainer import _own_bytes
+
+    net = _net()
+    ex = Explainer(net, dtype=torch.float64, low_memory=True, channels_last=False)
+    weights = sum(p.numel() for p in net.parameters()) * 8
+    assert ex.weight_cache.limit == weights - _own_bytes(ex.gm, net)
+    with pytest.raises(InputError, match="low_memory must be True or False"):
+        Explainer(net, dtype=torch.float64, low_memory="yes")

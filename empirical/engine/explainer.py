@@ -10,6 +10,7 @@ import contextlib
 import operator
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.fx as fx
@@ -143,7 +144,7 @@ class Explainer:
 
     def __init__(self, model, conventions: Conventions = DEFAULT_CONVENTIONS, dtype=torch.float32, device=None,
                  allow_tf32: bool = False, channels_last: bool | None = None, weight_cache_bytes="auto",
-                 input_shape=None):
+                 input_shape=None, low_memory: bool = False):
         """``allow_tf32``: let CUDA convolutions/matmuls use TF32 (10-bit mantissa).
         Off by default: with TF32 the float32 maps on an H100 differed from float64
         by up to 10% (gradients) and more (LRP-gamma near condition-(29) violations)
@@ -175,7 +176,21 @@ class Explainer:
         padding, window partitions, ``len(x)``): such a graph holds for its
         example's shape, and the explainer traces it again, once, for each other
         input shape it is given.  Unsupported operations are refused here, on
-        this example."""
+        this example.
+
+        ``low_memory``: trade time for memory on the explicit path (LRP-β/γ and every
+        rule that is not relevance-linear).  Its forward pass evaluates each affine layer
+        as the model does (no sign-split weights) and keeps only its input (a reference
+        to a value the pass holds anyway when it is non-negative) instead of its
+        sign-part outputs; the backward pass computes them when it reaches the layer
+        (the values the default mode stores; the layer outputs of the forward pass equal
+        the default's sums of parts to rounding); the rules run one after another,
+        each with its own forward pass, so that the backward pass drops the forward values
+        as it goes and holds one rule's relevance buffers (per rule: a plain forward pass
+        and the sign-part evaluation of every affine layer; the cost is measured in
+        ``BENCHMARKS.md``); the ``"auto"`` weight budget drops its 1 GiB floor (the
+        parameter bytes ``W`` less the canonical copy's own tensors).  The maps equal the default mode's to rounding (float64:
+        1e-12, tested); the fast path and the gradient methods are unchanged."""
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(conventions, Conventions):
@@ -192,10 +207,13 @@ class Explainer:
         if channels_last is None:
             channels_last = self.device.type == "cpu"
         self.channels_last = bool(channels_last)
+        if not isinstance(low_memory, bool):
+            raise InputError(f"low_memory must be True or False, got {low_memory!r}")
+        self.low_memory = low_memory
         auto = weight_cache_bytes == "auto"
         if auto:
             nbytes = sum(p.numel() for p in model.parameters()) * (torch.finfo(dtype).bits // 8)
-            weight_cache_bytes = max(AUTO_CACHE_FLOOR, nbytes)
+            weight_cache_bytes = nbytes if low_memory else max(AUTO_CACHE_FLOOR, nbytes)
         elif weight_cache_bytes is not None and (not isinstance(weight_cache_bytes, int) or weight_cache_bytes < 0):
             raise InputError(f"weight_cache_bytes must be 'auto', None or an int >= 0, got {weight_cache_bytes!r}")
         self.weight_cache = WeightCache(weight_cache_bytes)
@@ -457,7 +475,8 @@ class Explainer:
 
         out = xg = None
         if explicit:
-            env, store = self._lrp_forward(x, compact=all(symmetric_rule(r) for _, r in lrp))
+            compact = all(symmetric_rule(r) for _, r in lrp)  # one choice for every pass: the same sign parts
+            env, store = self._lrp_forward(x, compact=compact)
             if logits is None:
                 logits = env[self._output_node()]
         elif grad_methods:
@@ -469,14 +488,21 @@ class Explainer:
         q, target = self._start(logits, target, q)
         v = q if init == "q" else q * logits
         if explicit:  # first, and its values dropped before the gradient's pass: the peaks do not add up
-            rel, records = self._lrp_backward(env, store, [r for _, r in lrp], v, record)
-            del env, store
             B = x.shape[0]
-            for k, (m, _) in enumerate(lrp):
-                maps[m] = self._reduce(rel[k * B : (k + 1) * B], x, "lrp", reduce)
-            del rel
-            if record:
-                records = {m: records[k] for k, (m, _) in enumerate(lrp)}
+            # low_memory: the rules one after another, each with its own forward pass, so that its
+            # backward pass drops the forward values as it goes and its buffers are one rule's
+            groups = [[k] for k in range(len(lrp))] if self.low_memory else [list(range(len(lrp)))]
+            records = {} if record else None
+            for i, group in enumerate(groups):
+                if i > 0:
+                    env, store = self._lrp_forward(x, compact=compact)
+                rel, recs = self._lrp_backward(env, store, [lrp[k][1] for k in group], v, record)
+                for j, k in enumerate(group):
+                    maps[lrp[k][0]] = self._reduce(rel[j * B : (j + 1) * B], x, "lrp", reduce)
+                    if record:
+                        records[lrp[k][0]] = recs[j]
+                del rel, recs
+            del env, store
         if grad_methods:
             if out is None:
                 xg, out = gradient_forward()
@@ -607,12 +633,17 @@ class Explainer:
                 if kind in LRP_OP_KINDS:
                     op = p.op if p.op is not None else p.build(args, kwargs)
                     z = args[p.operand]
-                    O, zp, zn, y = sign_part_outputs(op, z, nonneg=node.args[p.operand] in self._nonneg, compact=compact)
-                    if op.bias is not None:
-                        b = op.bias.reshape(op.bias_shape)
-                        y = y.add_(b) if kind in ("conv", "linear") else y + b  # conv/linear: y is fresh
-                    store[node] = (op, O, zp, zn, z.shape)
-                    env[node] = y
+                    known = node.args[p.operand] in self._nonneg
+                    if self.low_memory:  # the node's own output; the backward pass computes the parts
+                        store[node] = _Recompute(op, z, known or bool(torch.amin(z) >= 0), compact)
+                        env[node] = self._call(node, args, kwargs)
+                    else:
+                        O, zp, zn, y = sign_part_outputs(op, z, nonneg=known, compact=compact)
+                        if op.bias is not None:
+                            b = op.bias.reshape(op.bias_shape)
+                            y = y.add_(b) if kind in ("conv", "linear") else y + b  # conv/linear: y is fresh
+                        store[node] = (op, O, zp, zn, z.shape)
+                        env[node] = y
                 elif kind == "attention":
                     y, st = p.op.forward(*args, **kwargs)
                     store[node] = st
@@ -622,7 +653,7 @@ class Explainer:
                 for done in self._release.get(node, ()):
                     env.pop(done, None)
                 for done in self._rebuild.get(node, ()):
-                    if store[done][3] is None:  # no negative input: the value is the sum of its parts
+                    if _input_nonneg(store[done]):  # the value is the sum of its parts
                         env[done] = _FROM_PARTS
         return env, store
 
@@ -650,6 +681,7 @@ class Explainer:
             kind = p.kind
             for a in node.all_input_nodes:
                 if env.get(a) is _FROM_PARTS:
+                    store[a] = _sign_parts(store[a])  # recomputed once (low_memory), kept for a's own step
                     env[a] = _sum_of_parts(store[a])
             if kind == "input":
                 input_rel = r if input_rel is None else input_rel + r
@@ -659,7 +691,7 @@ class Explainer:
             pos_sum = neg_sum = None
             rins = []
             if kind in LRP_OP_KINDS:
-                op, O, zp, zn, in_shape = store.pop(node)  # read once: dropped after this step
+                op, O, zp, zn, in_shape = _sign_parts(store.pop(node))  # read once: dropped after this step
                 rin = lrp_step(op, O, zp, zn, r, rules, self.conventions, in_shape, bias=op.bias)
                 rins.append((p.rel_inputs[0], rin))
                 if record:
@@ -768,6 +800,31 @@ def _own_bytes(gm, model) -> int:
 
 #: placeholder in the LRP forward pass' values: rebuilt by :func:`_sum_of_parts` when read
 _FROM_PARTS = object()
+
+
+class _Recompute(NamedTuple):
+    """An affine layer's LRP state under ``Explainer(low_memory=True)``: its input only;
+    :func:`_sign_parts` computes the sign-part outputs from it in the backward pass."""
+
+    op: object
+    z: torch.Tensor
+    nonneg: bool  # no negative input entry (the forward pass' finding, not checked again)
+    compact: bool
+
+
+def _sign_parts(entry):
+    """``(op, O, zp, zn, in_shape)`` of a stored affine step: as stored, or computed from a
+    :class:`_Recompute` with the default forward pass' own call (the same values as the
+    default mode stores)."""
+    if not isinstance(entry, _Recompute):
+        return entry
+    O, zp, zn, _ = sign_part_outputs(entry.op, entry.z, nonneg=entry.nonneg, compact=entry.compact)
+    return entry.op, O, zp, zn, entry.z.shape
+
+
+def _input_nonneg(entry) -> bool:
+    """Whether a stored affine step's input had no negative entry."""
+    return entry.nonneg if isinstance(entry, _Recompute) else entry[3] is None
 
 
 def _sum_of_parts(entry):
