@@ -9,7 +9,15 @@ build machine this was 15-25% of an LRP call on ResNet-50 (``BENCHMARKS.md``).
 The same effect as ``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=...``
 in the environment; the cost is a process that keeps its peak heap.
 
-Nothing in :mod:`empirical.engine` calls it: a library must not change its host
+:func:`return_freed_memory` does the opposite, for ``--low-memory`` runs
+(``Explainer(low_memory=True)``): blocks from 1 MiB up are mapped on their own and
+unmapped when freed, and the heap is trimmed above 1 MiB of free top, so the resident
+set follows the live tensors instead of the heap's high-water mark and its
+fragmentation (on ResNet-50 at batch 8, one LRP backward pass per rule left ~250 MiB
+of freed heap resident per pass, ``BENCHMARKS.md``); every large allocation then pays
+its page faults again.
+
+Nothing in :mod:`empirical.engine` calls them: a library must not change its host
 process's allocator.  The CLI's empirical commands and the benchmarks do.
 """
 
@@ -37,6 +45,21 @@ def retain_freed_memory(mmap_threshold: int = MMAP_THRESHOLD_MAX, trim_threshold
         When a threshold is negative or ``mmap_threshold`` exceeds
         :data:`MMAP_THRESHOLD_MAX` (glibc would ignore it).
     """
+    return _mallopt(mmap_threshold, trim_threshold)
+
+
+#: :func:`return_freed_memory`'s thresholds: blocks from 1 MiB are mapped alone, freed top above 1 MiB trimmed
+RETURN_THRESHOLD = 1 << 20
+
+
+def return_freed_memory() -> bool:
+    """Hand freed blocks of 1 MiB and more back to the operating system at once (glibc
+    mmap and trim thresholds :data:`RETURN_THRESHOLD`); ``True`` when both took effect,
+    ``False`` where the C library has no ``mallopt``."""
+    return _mallopt(RETURN_THRESHOLD, RETURN_THRESHOLD)
+
+
+def _mallopt(mmap_threshold: int, trim_threshold: int) -> bool:
     if mmap_threshold < 0 or trim_threshold < 0:
         raise ValueError("malloc thresholds must be >= 0")
     if mmap_threshold > MMAP_THRESHOLD_MAX:

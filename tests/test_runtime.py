@@ -8,6 +8,8 @@ import pytest
 
 from empirical.runtime import MMAP_THRESHOLD_MAX, retain_freed_memory
 
+GLIBC = "libc.so" in (ctypes.util.find_library("c") or "")
+
 
 def test_thresholds_are_validated():
     with pytest.raises(ValueError, match="glibc's maximum"):
@@ -32,5 +34,33 @@ def test_the_library_never_calls_it():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / "empirical"
-    offenders = [p for p in root.rglob("*.py") if p.name != "runtime.py" and "retain_freed_memory" in p.read_text()]
+    import re
+
+    call = re.compile(r"\b(retain|return)_freed_memory\s*\(|import[^\n]*\b(retain|return)_freed_memory")
+    offenders = [p for p in root.rglob("*.py") if p.name != "runtime.py" and call.search(p.read_text())]
     assert offenders == []
+
+
+_RESIDENT_AFTER_FREE = """
+from pathlib import Path
+from empirical.runtime import {fn} as setting
+assert setting()
+import torch
+def rss():
+    line = next(s for s in Path("/proc/self/status").read_text().splitlines() if s.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+base = rss()
+blocks = [torch.ones(1 << 21) for _ in range(32)]  # 32 blocks of 8 MiB, below glibc's mmap ceiling
+del blocks
+print(rss() - base)
+"""
+
+
+@pytest.mark.skipif(not GLIBC, reason="mallopt is glibc's")
+def test_retained_blocks_stay_resident_and_returned_ones_do_not():
+    def resident_after_free(fn):
+        out = subprocess.run([sys.executable, "-c", _RESIDENT_AFTER_FREE.format(fn=fn)], capture_output=True,
+                             text=True, check=True).stdout
+        return float(out.strip().splitlines()[-1])
+    assert resident_after_free("retain_freed_memory") > 200  # MiB of the 256 freed
+    assert resident_after_free("return_freed_memory") < 16
