@@ -6,7 +6,7 @@ what the command needs::
 
     add_model_args(parser)           --model --weights --random-weights --num-classes --input-size --mean --std
     add_image_args(parser)           --images --image --imagenet-val --labels --n-images
-    add_device_args(parser)          --device {auto,cpu,cuda,cuda:N} --dtype {float32,float64} --allow-tf32
+    add_device_args(parser)          --device {auto,cpu,cuda,cuda:N} --dtype {float32,float64} --allow-tf32 --low-memory
     add_methods_arg(parser)          --methods a,b,c
     add_out_arg(parser)              --out DIR (checked writable before any work)
     add_threads_arg(parser)          --threads N
@@ -227,13 +227,18 @@ def images_from_args(args):
 
 
 def add_device_args(parser):
-    """``--device {auto,cpu,cuda,cuda:N}`` (default auto) ``--dtype {float32,float64}`` (default float32) ``--allow-tf32``."""
+    """``--device {auto,cpu,cuda,cuda:N}`` (default auto) ``--dtype {float32,float64}`` (default float32) ``--allow-tf32``
+    ``--low-memory``."""
     g = parser.add_argument_group("device")
     g.add_argument("--device", type=_device_type, default="auto", metavar="{auto,cpu,cuda,cuda:N}",
                    help="auto (default): cuda if available, else cpu")
     g.add_argument("--dtype", choices=DTYPES, default="float32", help="floating-point type of model and input")
     g.add_argument("--allow-tf32", dest="allow_tf32", action="store_true", default=False,
                    help="CUDA only: TF32 convolutions/matmuls (faster, less exact); no effect on the CPU")
+    g.add_argument("--low-memory", dest="low_memory", action="store_true", default=False,
+                   help="LRP-β/γ: sign parts recomputed in the backward pass, one backward pass per rule, "
+                        "no 1 GiB weight-cache floor, freed memory handed back to the system (same maps, "
+                        "slower; BENCHMARKS.md)")
     return g
 
 

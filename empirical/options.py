@@ -134,8 +134,10 @@ class StudyOptions:
     Images (:func:`empirical.data.list_images`): ``images`` (a folder), ``image_files`` (single files),
     ``imagenet_val`` with ``labels``, ``n_images`` (None: the study's own rule, documented there).
     Run: ``seed``; ``device`` ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``; ``dtype``
-    ``float32`` or ``float64``; ``allow_tf32`` (CUDA only); ``threads`` (torch CPU threads, None: leave
-    torch's setting); ``progress`` (a bar on stderr, shown after 2 s).
+    ``float32`` or ``float64``; ``allow_tf32`` (CUDA only); ``low_memory`` (the engine's low-memory
+    mode, ``Explainer(low_memory=True)``: same numbers, less memory, slower LRP-β/γ; the CLI also hands
+    freed memory back to the system, :func:`empirical.runtime.return_freed_memory`); ``threads`` (torch
+    CPU threads, None: leave torch's setting); ``progress`` (a bar on stderr, shown after 2 s).
 
     ``pretrained`` is the older name of ``not random_weights`` (read-only).
     """
@@ -156,6 +158,7 @@ class StudyOptions:
     device: str = "auto"
     dtype: str = "float32"
     allow_tf32: bool = False
+    low_memory: bool = False
     threads: int | None = None
     progress: bool = True
 
@@ -185,6 +188,14 @@ class StudyOptions:
         if self.image_files is not None and not isinstance(self.image_files, (tuple, list)):
             raise InputError(f"image_files must be a sequence of files, got {self.image_files!r}")
         return self.model_spec().check()
+
+    def engine_options(self) -> dict:
+        """The keyword arguments of :class:`empirical.engine.Explainer` these options set:
+        ``dtype`` (a torch dtype), ``allow_tf32``, ``low_memory``."""
+        import torch
+
+        return {"dtype": getattr(torch, check_dtype(self.dtype)), "allow_tf32": bool(self.allow_tf32),
+                "low_memory": bool(self.low_memory)}
 
     def apply_threads(self) -> None:
         """``torch.set_num_threads(threads)`` when ``threads`` is given."""

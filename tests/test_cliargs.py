@@ -49,7 +49,7 @@ def test_defaults(tmp_path):
     assert (a.model, a.weights, a.random_weights, a.num_classes, a.input_size, a.mean, a.std) == (
         "efficientnet-lite0", None, False, None, None, None, None)
     assert (a.images, a.image, a.imagenet_val, a.labels, a.n_images) == (None, None, None, None, None)
-    assert (a.device, a.dtype, a.allow_tf32) == ("auto", "float32", False)
+    assert (a.device, a.dtype, a.allow_tf32, a.low_memory) == ("auto", "float32", False, False)
     assert a.methods == tuple(PAPER_METHODS) and a.threads is None and a.out == str(tmp_path / "out")
     assert not (tmp_path / "out").exists()  # checked, not created
     assert cliargs.device_from_args(a).type == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -60,12 +60,12 @@ def test_every_option_parses(tmp_path):
     a = _parse(tmp_path, "--model", f"{LENET}:build", "--weights", "w.pth", "--num-classes", "10",
                "--input-size", "32", "--mean", "0.5,0.5,0.5", "--std", "0.25, 0.5, 1", "--image", "a.png",
                "--image", "b.png", "--n-images", "2", "--device", "cpu", "--dtype", "float64", "--allow-tf32",
-               "--methods", "gradient,lrp_epsilon_1", "--threads", "3")
+               "--low-memory", "--methods", "gradient,lrp_epsilon_1", "--threads", "3")
     assert a.model.endswith("user_lenet.py:build") and a.weights == "w.pth" and a.num_classes == 10
     assert a.input_size == 32 and a.mean == (0.5, 0.5, 0.5) and a.std == (0.25, 0.5, 1.0)
     assert a.image == ["a.png", "b.png"] and a.n_images == 2 and a.threads == 3
     assert cliargs.device_from_args(a) == torch.device("cpu") and cliargs.dtype_from_args(a) is torch.float64
-    assert a.allow_tf32 and a.methods == ("gradient", "lrp_epsilon_1")
+    assert a.allow_tf32 and a.low_memory and a.methods == ("gradient", "lrp_epsilon_1")
 
 
 def test_methods_comma_list_and_older_space_spelling(tmp_path):
@@ -164,6 +164,6 @@ def test_help_lists_every_group(tmp_path, capsys):
     out = capsys.readouterr().out
     for opt in ("--model", "--weights", "--random-weights", "--num-classes", "--input-size", "--mean", "--std",
                 "--images", "--image", "--imagenet-val", "--labels", "--n-images", "--device", "--dtype",
-                "--allow-tf32", "--methods", "--out", "--threads"):
+                "--allow-tf32", "--low-memory", "--methods", "--out", "--threads"):
         assert opt in out
     assert "--random-init" not in out  # deprecated alias: accepted, not advertised

@@ -397,6 +397,26 @@ def test_cli_on_lite0_then_a_changed_resume_is_refused(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "different configuration" in err and "seed" in err
 
 
+def test_cli_low_memory_gives_the_same_maps_and_configuration(tmp_path):
+    # a subprocess: --low-memory changes the process's allocator (empirical.runtime.return_freed_memory)
+    import subprocess
+    import sys
+
+    argv = ["explain", "--m-grid", "1", "--methods", "lrp_beta_0,lrp_gamma_100", "--no-progress", "--threads", "1",
+            "--device", "cpu", "--dtype", "float64"]
+    assert main(argv + ["--out", str(tmp_path / "a")]) == 0
+    res = subprocess.run([sys.executable, "-m", "boundcheck", *argv, "--out", str(tmp_path / "b"), "--low-memory"],
+                         capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr
+    a, b = _no_nan(tmp_path / "a" / "explain.json"), _no_nan(tmp_path / "b" / "explain.json")
+    assert a["config"] == b["config"]  # the memory mode does not change the numbers: not part of a resume
+    for m in ("lrp_beta_0", "lrp_gamma_100"):
+        x, y = (np.load(tmp_path / d / "imagenet_00_243.jpg" / f"{m}_m1.npy") for d in "ab")
+        # the same maps up to rounding: float64 runs (LRP-γ amplifies float32 rounding near its denominators'
+        # zeros), maps stored in float32 (one rounding of each entry: 6e-8 relative at most)
+        assert np.linalg.norm(x - y) <= 1e-7 * np.linalg.norm(x), m
+
+
 def test_report_section_links_montages_that_exist(tmp_path, monkeypatch):
     import empirical.models
     from empirical.explain import REPORT_METHODS, report_section

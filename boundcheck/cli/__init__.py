@@ -145,9 +145,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         module = importlib.import_module(COMMANDS[args.command][0])
         if args.command in ALLOCATION_HEAVY:
-            from empirical.runtime import quiet_third_party_warnings, retain_freed_memory
+            from empirical.runtime import quiet_third_party_warnings, retain_freed_memory, return_freed_memory
 
-            retain_freed_memory()
+            return_freed_memory() if getattr(args, "low_memory", False) else retain_freed_memory()
             quiet_third_party_warnings()
         out = getattr(args, "out", None) if args.command in ALLOCATION_HEAVY else None
         before = _out_entries(out)

@@ -80,7 +80,7 @@ class AuditOptions(StudyOptions):
     def config(self) -> dict:
         """The options that change the numbers (a resume must repeat them); unset overrides are left out."""
         d = asdict(self)
-        for k in ("out", "device", "threads", "n_images", "progress"):
+        for k in ("out", "device", "threads", "n_images", "progress", "low_memory"):
             d.pop(k)
         for k in ("num_classes", "input_size", "mean", "std", "image_files", "imagenet_val", "labels"):
             if d[k] is None:
@@ -224,8 +224,9 @@ def run_audit(opts: AuditOptions, model=None) -> dict:
     hist = np.load(hist_path) if hist_path is not None and hist_path.is_file() else None
     done = store.done_keys() if store is not None else set()
     todo = [it for it in items if it.id not in done]
-    tdtype = torch.float64 if opts.dtype == "float64" else torch.float32
-    ex = Explainer(lm.model, dtype=tdtype, device=opts.device, allow_tf32=opts.allow_tf32) if todo else None
+    engine = opts.engine_options()
+    tdtype = engine["dtype"]
+    ex = Explainer(lm.model, device=opts.device, **engine) if todo else None
     from empirical.runtime import progress_bar
 
     with progress_bar(opts.progress, total=len(todo), unit="img", desc=f"audit {opts.model}") as bar:

@@ -248,7 +248,7 @@ def run_experiment(opts: RunOptions, explainer=None, loaded=None) -> dict:
     if explainer is None:
         from empirical.engine import Explainer
 
-        explainer = Explainer(loaded.model, dtype=dtype, device=device, allow_tf32=opts.allow_tf32)
+        explainer = Explainer(loaded.model, device=device, **opts.engine_options())
 
     done = {r["id"] for f in result_files(out) for r in read_jsonl(f)}
     done |= {r["id"] for r in read_jsonl(out / SKIPPED_FILE, repair=(world == 1))}

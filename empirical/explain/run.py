@@ -338,7 +338,7 @@ def run_explain(opts: ExplainOptions, loaded=None, explainer=None) -> dict:
     if explainer is None:
         from empirical.engine import Explainer
 
-        explainer = Explainer(loaded.model, dtype=dtype, device=device, allow_tf32=opts.allow_tf32)
+        explainer = Explainer(loaded.model, device=device, **opts.engine_options())
     from empirical.audit.depth import torch_network_depth
 
     depth = torch_network_depth(loaded.model).n

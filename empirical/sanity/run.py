@@ -51,7 +51,7 @@ class SanityOptions(StudyOptions):
 
     def config(self) -> dict:
         d = asdict(self)
-        for k in ("out", "device", "threads", "batch_size", "progress", "n_images"):
+        for k in ("out", "device", "threads", "batch_size", "progress", "n_images", "low_memory"):
             d.pop(k)
         # options at their defaults stay out (a run made before they existed resumes)
         for k, default in (("random_weights", False), ("num_classes", None), ("input_size", None), ("mean", None),
@@ -132,14 +132,14 @@ def load_batch(lm, items):
     return x, kept, skipped
 
 
-def engine_factory(device: str, dtype: str = "float32", allow_tf32: bool = False):
+def engine_factory(device: str, dtype: str = "float32", allow_tf32: bool = False, low_memory: bool = False):
     """``model -> explain(x, methods, target) -> {method: ndarray (B, H, W)}`` using the engine."""
     import torch
 
     from empirical.engine import Explainer
 
     def factory(model):
-        ex = Explainer(model, device=device, dtype=getattr(torch, dtype), allow_tf32=allow_tf32)
+        ex = Explainer(model, device=device, dtype=getattr(torch, dtype), allow_tf32=allow_tf32, low_memory=low_memory)
 
         def explain(x, methods, target):
             import torch
@@ -242,12 +242,12 @@ def _prepare(opts, lm, device) -> dict:
         arch = detect_architecture(lm.model)
         steps = build_schedule(lm.model, arch, max_steps=opts.steps)
         evaluate = set(range(0, len(steps), opts.stride)) | {len(steps) - 1}
-        ctx.update(arch=arch, schedule=steps, evaluate=evaluate, factory=engine_factory(opts.device, opts.dtype, opts.allow_tf32))
+        ctx.update(arch=arch, schedule=steps, evaluate=evaluate, factory=engine_factory(opts.device, opts.dtype, opts.allow_tf32, opts.low_memory))
         from empirical.explain.randomization import MapRecorder  # keeps the first image's maps per step
 
         ctx["factory"] = ctx["recorder"] = MapRecorder(ctx["factory"], len(evaluate) + 1)
     elif opts.command == "faithfulness":
-        ctx["factory"] = engine_factory(opts.device, opts.dtype, opts.allow_tf32)
+        ctx["factory"] = engine_factory(opts.device, opts.dtype, opts.allow_tf32, opts.low_memory)
         ctx["explain0"] = ctx["factory"](lm.model)
     else:
         import torch
