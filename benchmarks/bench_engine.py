@@ -13,6 +13,9 @@ every variant once) and reported as medians and ratios:
 * ``paper_six``     ``Explainer.attribute(x, PAPER_METHODS)`` (all six methods of
                     the paper for one batch: one gradient pass + one LRP forward
                     pass + four LRP backward passes batched);
+* ``lrp_beta_1_low_memory``, ``paper_six_low_memory``  the same two calls on
+                    ``Explainer(model, low_memory=True)`` (sign parts recomputed in the backward
+                    pass, one forward and backward pass per rule; same maps);
 * ``lrp_epsilon``   ``Explainer.attribute(x, "lrp_epsilon_0.01")`` (the fast path:
                     one modified gradient pass, ``empirical.engine.fastpath``);
 * ``lrp_epsilon_explicit``  the same on the explicit path (``path="explicit"``);
@@ -67,7 +70,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from boundcheck.rules import Conventions  # noqa: E402
 from empirical.engine import PAPER_METHODS, Explainer  # noqa: E402
-from empirical.runtime import retain_freed_memory  # noqa: E402
+from empirical.runtime import retain_freed_memory, return_freed_memory  # noqa: E402
 
 
 def make_model(name):
@@ -165,6 +168,8 @@ def bench_model(name, device, batch, size, reps, dtype, only=None):
     build_s = time.perf_counter() - t0
     lxt_conv = Explainer(model, conventions=Conventions(bias="backward", normalisation="centre"), dtype=dtype,
                          device=device)
+    low = Explainer(model, dtype=dtype, device=device, low_memory=True) if only is None or any(
+        k.endswith("_low_memory") for k in only) else None
     with torch.no_grad():
         target = model(x).argmax(1)
     onehot = torch.nn.functional.one_hot(target, 1000).to(dtype)
@@ -184,6 +189,9 @@ def bench_model(name, device, batch, size, reps, dtype, only=None):
                                                             path="explicit").maps,
         "cp_lrp": lambda: lxt_conv.attribute(x, "cp_lrp", target=target, init="logit").maps,
     }
+    if low is not None:
+        variants["lrp_beta_1_low_memory"] = lambda: low.attribute(x, "lrp_beta_1", target=target).maps
+        variants["paper_six_low_memory"] = lambda: low.attribute(x, list(PAPER_METHODS), target=target).maps
     if any(isinstance(m, torch.nn.MultiheadAttention) for m in model.modules()):
         variants["attnlrp"] = lambda: lxt_conv.attribute(x, "attnlrp", target=target, init="logit").maps
     attributor = None
@@ -224,6 +232,9 @@ def bench_model(name, device, batch, size, reps, dtype, only=None):
 
     def ratios(t):
         out = {f"{k} / gradient": t[k] / t["gradient"] for k in t if k != "gradient"}
+        for k in ("lrp_beta_1", "paper_six"):
+            if f"{k}_low_memory" in t and k in t:
+                out[f"{k}_low_memory / {k}"] = t[f"{k}_low_memory"] / t[k]
         if "zennit_ab" in t and "lrp_beta_1" in t:
             out["zennit_ab / lrp_beta_1 (speed-up)"] = t["zennit_ab"] / t["lrp_beta_1"]
         for k in ("cp_lrp", "lrp_epsilon"):
@@ -250,7 +261,8 @@ def bench_model(name, device, batch, size, reps, dtype, only=None):
     }
 
 
-COLUMNS = ("lrp_epsilon", "cp_lrp", "attnlrp", "lxt", "lrp_epsilon_explicit", "lrp_beta_1", "paper_six", "zennit_ab")
+COLUMNS = ("lrp_epsilon", "cp_lrp", "attnlrp", "lxt", "lrp_epsilon_explicit", "lrp_beta_1", "paper_six", "zennit_ab",
+           "lrp_beta_1_low_memory", "paper_six_low_memory")
 
 
 def markdown(results, key="median"):
@@ -288,8 +300,14 @@ def main(argv=None):
     ap.add_argument("--out", default=None)
     ap.add_argument("--keep-malloc-defaults", action="store_true",
                     help="do not call empirical.runtime.retain_freed_memory (glibc returns freed buffers to the OS)")
+    ap.add_argument("--return-freed-memory", action="store_true",
+                    help="call empirical.runtime.return_freed_memory instead, as the CLI's --low-memory does")
     args = ap.parse_args(argv)
-    retained = False if args.keep_malloc_defaults else retain_freed_memory()
+    if args.return_freed_memory:
+        retained = False
+        return_freed_memory()
+    else:
+        retained = False if args.keep_malloc_defaults else retain_freed_memory()
     device = torch.device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
@@ -311,6 +329,7 @@ def main(argv=None):
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "threads": torch.get_num_threads(),
         "retain_freed_memory": retained,
+        "return_freed_memory": bool(args.return_freed_memory),
     }
     if args.out:
         Path(args.out).write_text(json.dumps({"meta": meta, "results": results}, indent=2))
