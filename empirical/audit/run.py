@@ -195,7 +195,6 @@ def run_audit(opts: AuditOptions, model=None) -> dict:
         configuration, unknown model, missing weights or images, no readable image.
     """
     import numpy as np
-    import torch
 
     from empirical.audit.depth import torch_network_depth
     from empirical.data import UnreadableImage, list_images
