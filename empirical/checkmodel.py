@@ -51,6 +51,9 @@ def add_arguments(parser, name: str = "check-model") -> None:
                         help="only the operation table (no forward/backward pass)")
     parser.add_argument("--normalisation", choices=("affine", "centre", "pass"), default="affine",
                         help="treatment of unfoldable normalisations (Conventions.normalisation; default affine)")
+    parser.add_argument("--low-memory", dest="low_memory", action="store_true", default=False,
+                        help="the engine's low-memory mode for the float64 checks (Explainer(low_memory=True): "
+                             "slower, within 3x the weights plus one gradient pass's activations)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -71,7 +74,7 @@ def run(args) -> int:
 
     lm = model_from_args(argparse.Namespace(**{**vars(args), "model": model_spec_of(args)}))
     result = check_model(lm.model, name=lm.name, input_size=lm.input_size, seed=args.seed, batch=args.batch,
-                         oracle=args.oracle, normalisation=args.normalisation)
+                         oracle=args.oracle, normalisation=args.normalisation, low_memory=args.low_memory)
     result["weights"] = lm.weights_file
     result["weights_kind"] = lm.weights_label
     if args.json:
@@ -157,8 +160,9 @@ def conservation(explainer, x, rules=CONSERVATION_RULES) -> dict:
 
 
 def check_model(model, name: str = "model", input_size: int = 224, seed: int = 0, batch: int = 1,
-                oracle: bool = True, normalisation: str = "affine") -> dict:
-    """The result of ``boundcheck check-model`` as a dict (JSON-safe; see the module docstring)."""
+                oracle: bool = True, normalisation: str = "affine", low_memory: bool = False) -> dict:
+    """The result of ``boundcheck check-model`` as a dict (JSON-safe; see the module docstring);
+    ``low_memory``: the engine's low-memory mode in the float64 checks (the same results to rounding)."""
     import torch
 
     from boundcheck.rules import Conventions
@@ -199,7 +203,7 @@ def check_model(model, name: str = "model", input_size: int = 224, seed: int = 0
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, 3, input_size, input_size, generator=g, dtype=torch.float64)
     try:
-        cmp = compare_with_engine(model, x, normalisation=normalisation)
+        cmp = compare_with_engine(model, x, normalisation=normalisation, low_memory=low_memory)
     except InputError as exc:
         raise InputError(f"{name}: {exc}") from None
     result["lrp0_oracle_rel_error"] = _finite(cmp["lrp0_oracle_rel_error"])
@@ -217,7 +221,8 @@ def check_model(model, name: str = "model", input_size: int = 224, seed: int = 0
                                                      f"{where}")
         return result
     result["target"] = cmp.get("target")
-    ex = Explainer(model, conventions=conv, dtype=torch.float64, input_shape=tuple(x.shape[1:]))
+    ex = Explainer(model, conventions=conv, dtype=torch.float64, input_shape=tuple(x.shape[1:]),
+                   low_memory=low_memory)
     result["conservation"] = conservation(ex, x)
     return result
 

@@ -814,11 +814,13 @@ def relative_error(a, ref) -> float:
     return diff / den if den > 0 else diff
 
 
-def compare_with_engine(model, x, target=None, normalisation="affine", weight_cache_bytes="auto") -> dict:
+def compare_with_engine(model, x, target=None, normalisation="affine", weight_cache_bytes="auto",
+                        low_memory=False) -> dict:
     """Relative errors of :class:`empirical.engine.Explainer` (float64) against the oracle.
 
     The engine runs with ``Conventions(bias="backward", normalisation=normalisation)``
-    (and ``weight_cache_bytes``, its memory budget: the maps do not depend on it)
+    (and ``weight_cache_bytes``, its memory budget, and ``low_memory``, its memory mode: the maps
+    do not depend on them beyond rounding)
     and the oracle models the same ``normalisation``: ``"lrp_zero"`` with
     ``init="logit"`` on its explicit path (``path="explicit"``; the fast path is
     tested against it and the oracle in ``tests/test_engine_fastpath.py``) against
@@ -856,7 +858,7 @@ def compare_with_engine(model, x, target=None, normalisation="affine", weight_ca
         model_logits = m(_input(x, torch.float64, _device_of(m)).detach())
     del m
     ex = Explainer(model, conventions=Conventions(bias="backward", normalisation=normalisation), dtype=torch.float64,
-                   weight_cache_bytes=weight_cache_bytes, input_shape=tuple(x.shape[1:]))
+                   weight_cache_bytes=weight_cache_bytes, input_shape=tuple(x.shape[1:]), low_memory=low_memory)
     xe = x.detach().to(torch.float64)
     a_lrp = ex.attribute(xe, ["lrp_zero"], target=t, init="logit", reduce="none", path="explicit")
     a_grad = ex.attribute(xe, ["gradient"], target=t, init="q", reduce="none")

@@ -78,3 +78,18 @@ def test_conservation_defects_are_exactly_the_zero_denominator_cases(name, size)
         assert c["rule_ops"] > 0
         assert c["unexplained_defects"] == 0, (rule, c)
         assert c["conserving"] + c["with_zero_denominator"] >= c["rule_ops"]
+
+
+def test_low_memory_checks_give_the_same_verdicts():
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+    a = check_model(model, input_size=32)
+    b = check_model(model, input_size=32, low_memory=True)
+    assert a["supported"] and b["supported"]
+    assert a["lrp0_oracle_rel_error"] < 1e-10 and b["lrp0_oracle_rel_error"] < 1e-10
+    for rule, c in a["conservation"].items():
+        d = b["conservation"][rule]
+        assert (c["rule_ops"], c["unexplained_defects"]) == (d["rule_ops"], d["unexplained_defects"]) and \
+            d["unexplained_defects"] == 0, rule
