@@ -189,8 +189,9 @@ class Explainer:
         as it goes and holds one rule's relevance buffers (per rule: a plain forward pass
         and the sign-part evaluation of every affine layer; the cost is measured in
         ``BENCHMARKS.md``); the ``"auto"`` weight budget drops its 1 GiB floor (the
-        parameter bytes ``W`` less the canonical copy's own tensors).  The maps equal the default mode's to rounding (float64:
-        1e-12, tested); the fast path and the gradient methods are unchanged."""
+        parameter bytes ``W`` less the canonical copy's own tensors).  The maps equal
+        the default mode's to rounding (float64: 1e-12, tested); the fast path and the
+        gradient methods are unchanged."""
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(conventions, Conventions):

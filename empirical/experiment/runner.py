@@ -244,11 +244,12 @@ def run_experiment(opts: RunOptions, explainer=None, loaded=None) -> dict:
     from empirical.options import resolve_device
 
     device = resolve_device(opts.device, local, world)
-    dtype = torch.float64 if opts.dtype == "float64" else torch.float32
+    engine = opts.engine_options()
+    dtype = engine["dtype"]
     if explainer is None:
         from empirical.engine import Explainer
 
-        explainer = Explainer(loaded.model, device=device, **opts.engine_options())
+        explainer = Explainer(loaded.model, device=device, **engine)
 
     done = {r["id"] for f in result_files(out) for r in read_jsonl(f)}
     done |= {r["id"] for r in read_jsonl(out / SKIPPED_FILE, repair=(world == 1))}

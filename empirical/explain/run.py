@@ -303,8 +303,6 @@ def run_explain(opts: ExplainOptions, loaded=None, explainer=None) -> dict:
     may be given (tests, notebooks); otherwise :func:`empirical.models.resolve_model` and
     :class:`empirical.engine.Explainer` are used.
     """
-    import torch
-
     from empirical.data import load_image
     from empirical.experiment.runner import SKIPPED_FILE
     from empirical.options import model_spec, resolve_device
@@ -334,11 +332,12 @@ def run_explain(opts: ExplainOptions, loaded=None, explainer=None) -> dict:
     for rec in source.get("skipped", ()):
         if rec["id"] not in {r["id"] for r in read_jsonl(out / SKIPPED_FILE)}:
             append_jsonl(out / SKIPPED_FILE, rec)
-    dtype = torch.float64 if opts.dtype == "float64" else torch.float32
+    engine = opts.engine_options()
+    dtype = engine["dtype"]
     if explainer is None:
         from empirical.engine import Explainer
 
-        explainer = Explainer(loaded.model, device=device, **opts.engine_options())
+        explainer = Explainer(loaded.model, device=device, **engine)
     from empirical.audit.depth import torch_network_depth
 
     depth = torch_network_depth(loaded.model).n

@@ -132,18 +132,17 @@ def load_batch(lm, items):
     return x, kept, skipped
 
 
-def engine_factory(device: str, dtype: str = "float32", allow_tf32: bool = False, low_memory: bool = False):
-    """``model -> explain(x, methods, target) -> {method: ndarray (B, H, W)}`` using the engine."""
+def engine_factory(device: str, **engine):
+    """``model -> explain(x, methods, target) -> {method: ndarray (B, H, W)}`` using the engine; ``engine``:
+    :meth:`empirical.options.StudyOptions.engine_options` (dtype, allow_tf32, low_memory)."""
     import torch
 
     from empirical.engine import Explainer
 
     def factory(model):
-        ex = Explainer(model, device=device, dtype=getattr(torch, dtype), allow_tf32=allow_tf32, low_memory=low_memory)
+        ex = Explainer(model, device=device, **engine)
 
         def explain(x, methods, target):
-            import torch
-
             att = ex.attribute(x.to(ex.device), list(methods), target=torch.as_tensor(target, device=ex.device))
             return {m: att.maps[m].detach().double().cpu().numpy() for m in methods}
 
@@ -242,12 +241,12 @@ def _prepare(opts, lm, device) -> dict:
         arch = detect_architecture(lm.model)
         steps = build_schedule(lm.model, arch, max_steps=opts.steps)
         evaluate = set(range(0, len(steps), opts.stride)) | {len(steps) - 1}
-        ctx.update(arch=arch, schedule=steps, evaluate=evaluate, factory=engine_factory(opts.device, opts.dtype, opts.allow_tf32, opts.low_memory))
+        ctx.update(arch=arch, schedule=steps, evaluate=evaluate, factory=engine_factory(opts.device, **opts.engine_options()))
         from empirical.explain.randomization import MapRecorder  # keeps the first image's maps per step
 
         ctx["factory"] = ctx["recorder"] = MapRecorder(ctx["factory"], len(evaluate) + 1)
     elif opts.command == "faithfulness":
-        ctx["factory"] = engine_factory(opts.device, opts.dtype, opts.allow_tf32, opts.low_memory)
+        ctx["factory"] = engine_factory(opts.device, **opts.engine_options())
         ctx["explain0"] = ctx["factory"](lm.model)
     else:
         import torch
